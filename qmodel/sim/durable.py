@@ -1,0 +1,207 @@
+"""Durable Objects: one single-threaded instance per id, transactional storage, input gates.
+
+The rules, from ``reference/workers-kv-semantics.md`` §5:
+
+* One instance per id; every request for the id goes to it (§5.1, [DO-BLOG]). The instance is
+  created on the first request, ``cls(state, env)``, and keeps its in-memory fields until it is
+  evicted (:meth:`DurableNamespace.evict`), after which a fresh instance starts with the same
+  storage and empty memory (§5.7, "In-memory state is not preserved if the Durable Object is
+  evicted").
+* Requests interleave at awaits (§5.1), except that the **input gate** holds while a storage
+  operation is outstanding: no other request of the object is started or resumed until the
+  task that issued it suspends on something that is not storage, or finishes (§5.2, [DO-BLOG]:
+  "While a storage operation is executing, no events shall be delivered to the object except
+  for storage completion events"). So ``get``, compute, ``put`` with only storage awaits in
+  between is atomic; an ``await`` on KV, ``fetch`` or a timer opens the gate (§5.2 pitfall 1).
+* Each storage call is atomic and isolated (§5.4); ``put`` of a dict and ``delete`` of a list
+  apply all their keys at once. A request killed between two storage awaits leaves the first
+  write in place (§6, "A DO's storage writes are torn only at await boundaries").
+* Values are stored as copies (structured clone), so later mutation of a stored object does not
+  change storage.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+from sortedcontainers import SortedDict
+
+from qmodel.sim.scheduler import Call, Join, Task, suspend
+
+__all__ = ["DurableId", "DurableInstance", "DurableNamespace", "DurableState", "DurableStorage", "DurableStub"]
+
+
+def _utf8(key: str) -> bytes:
+    return key.encode("utf-8")
+
+
+@attrs.frozen
+class DurableId:
+    """A Durable Object id; ``id_from_name`` of the same name always gives the same id."""
+
+    hex: str
+    name: str | None = None
+
+    def __str__(self) -> str:
+        return self.hex
+
+
+@attrs.define(eq=False)
+class DurableStorage:
+    """``state.storage``: the object's transactional key-value storage (§5.4).
+
+    Keys are strings listed in UTF-8 byte order. Every method is ``async`` and a scheduling
+    point of kind ``storage`` (it holds the input gate while outstanding).
+    """
+
+    label: str
+    data: SortedDict = attrs.field(factory=lambda: SortedDict(_utf8))
+    reads: int = 0
+    writes: int = 0
+
+    def _op(self, what: str, fn: Callable[[], Any]) -> Any:
+        return suspend(Call("storage", f"{self.label}.storage.{what}", fn))
+
+    def _get(self, key: str | list[str]) -> Any:
+        self.reads += 1
+        if isinstance(key, list):
+            return {k: copy.deepcopy(self.data[k]) for k in key if k in self.data}
+        return copy.deepcopy(self.data.get(key))
+
+    def _put(self, key: str | dict[str, Any], value: Any = None) -> None:
+        self.writes += 1
+        if isinstance(key, dict):
+            for k, v in key.items():
+                self.data[k] = copy.deepcopy(v)
+        else:
+            self.data[key] = copy.deepcopy(value)
+
+    def _delete(self, key: str | list[str]) -> bool | int:
+        self.writes += 1
+        if isinstance(key, list):
+            return sum(1 for k in key if self.data.pop(k, None) is not None)
+        return self.data.pop(key, None) is not None
+
+    def _list(self, prefix: str, limit: int | None, reverse: bool) -> dict[str, Any]:
+        self.reads += 1
+        keys = []
+        for k in self.data.irange(minimum=prefix) if prefix else self.data.keys():
+            if not k.startswith(prefix):
+                break
+            keys.append(k)
+        if reverse:
+            keys.reverse()
+        if limit is not None:
+            keys = keys[:limit]
+        return {k: copy.deepcopy(self.data[k]) for k in keys}
+
+    def get(self, key: str | list[str]) -> Any:
+        """The value of ``key`` (``None`` if absent), or a dict for a list of keys."""
+        return self._op(f"get {key}", lambda: self._get(key))
+
+    def put(self, key: str | dict[str, Any], value: Any = None) -> Any:
+        """Store ``value`` under ``key``, or every entry of a dict atomically."""
+        what = f"put {key}" if isinstance(key, str) else f"put {sorted(key)}"
+        return self._op(what, lambda: self._put(key, value))
+
+    def delete(self, key: str | list[str]) -> Any:
+        """Delete ``key`` (returns whether it existed) or a list of keys (returns how many)."""
+        return self._op(f"delete {key}", lambda: self._delete(key))
+
+    def list(self, *, prefix: str = "", limit: int | None = None, reverse: bool = False) -> Any:
+        """The entries whose key starts with ``prefix``, in key order, as a dict."""
+        return self._op(f"list {prefix!r}", lambda: self._list(prefix, limit, reverse))
+
+
+@attrs.define(eq=False)
+class DurableState:
+    """The ``state`` a Durable Object's constructor receives: its ``id`` and ``storage``."""
+
+    id: DurableId
+    storage: DurableStorage
+    _wait_until: Callable[[Any], None]
+
+    def wait_until(self, awaitable: Any) -> None:
+        """Keep background work alive (unneeded in a Durable Object, §5.7, but allowed)."""
+        self._wait_until(awaitable)
+
+
+@attrs.define(eq=False)
+class DurableInstance:
+    """The live object for one id: its storage, its current in-memory instance, its gate."""
+
+    id: DurableId
+    storage: DurableStorage
+    obj: Any = None
+    #: The task holding the input gate, or ``None`` when the gate is open.
+    gate_holder: Task | None = None
+    generation: int = 0
+    requests: int = 0
+
+
+@attrs.define(eq=False)
+class DurableStub:
+    """``namespace.get(id)``: sends requests to the one instance of ``id``."""
+
+    namespace: DurableNamespace
+    id: DurableId
+
+    def fetch(self, request: Any) -> Any:
+        """``await stub.fetch(request)``: the object's response; the caller waits on it."""
+        ns = self.namespace
+        label = f"{ns.binding}.fetch {getattr(request, 'describe', lambda: request)()}"
+        return suspend(Join(label, lambda: ns.start_request(self.id, request)))
+
+
+@attrs.define(eq=False)
+class DurableNamespace:
+    """A Durable Object binding (for example ``env.QUEUE``) for the class ``cls``.
+
+    ``spawn_request(instance, request)`` is supplied by the platform: it creates the instance's
+    object if needed and returns the task serving the request.
+    """
+
+    binding: str
+    cls: type
+    spawn_request: Callable[[DurableInstance, Any], Task]
+    instances: dict[str, DurableInstance] = attrs.field(factory=dict)
+
+    def id_from_name(self, name: str) -> DurableId:
+        """The id for ``name``: the same name always gives the same id."""
+        digest = hashlib.sha256(f"{self.binding}:{name}".encode()).hexdigest()
+        return DurableId(digest, name)
+
+    def get(self, id: DurableId) -> DurableStub:
+        """A stub for ``id``."""
+        if not isinstance(id, DurableId):
+            raise TypeError(f"{self.binding}.get() takes an id from id_from_name(), got {id!r}")
+        return DurableStub(self, id)
+
+    def instance(self, id: DurableId) -> DurableInstance:
+        inst = self.instances.get(id.hex)
+        if inst is None:
+            label = f"{self.binding}[{id.name or id.hex[:8]}]"
+            inst = self.instances[id.hex] = DurableInstance(id, DurableStorage(label))
+        return inst
+
+    def start_request(self, id: DurableId, request: Any) -> Task:
+        inst = self.instance(id)
+        inst.requests += 1
+        return self.spawn_request(inst, request)
+
+    def evict(self, id: DurableId) -> None:
+        """Drop the in-memory object of ``id`` (storage stays); the next request constructs a
+        fresh one (§5.7)."""
+        inst = self.instances.get(id.hex)
+        if inst is not None:
+            inst.obj = None
+            inst.generation += 1
+
+    def check(self) -> None:
+        for inst in self.instances.values():
+            keys = list(inst.storage.data.keys())
+            assert keys == sorted(keys, key=_utf8), "storage keys in UTF-8 order"

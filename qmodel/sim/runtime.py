@@ -1,0 +1,464 @@
+"""The Workers runtime around a target: invocations, bindings, ``env``, ``ctx`` and the platform.
+
+A *target* is any object with ``async fetch(request, env, ctx) -> Response`` (a module, an
+instance). Each request the platform delivers is one *invocation* at one *location*: its
+``env`` carries KV bindings bound to that location and counting that invocation's operations
+(the seeds' ``[KVr:3 KVw:1]``), and Durable Object namespaces. ``ctx.wait_until`` keeps
+background work alive for 30 s after the response ([W-LIM] "another 30 seconds", reference §6);
+work neither awaited nor passed to it is dropped. An exception escaping ``fetch`` becomes a 500,
+as Workers answer an uncaught exception (error 1101, §6).
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from collections.abc import Callable, Coroutine, Iterable, Mapping
+from typing import Any
+
+import attrs
+
+from qmodel.errors import InvalidTarget
+from qmodel.sim.choices import Backend, ChoiceSource, SeededBackend
+from qmodel.sim.clock import DEFAULT_START_MS, Clock
+from qmodel.sim.durable import DurableInstance, DurableNamespace, DurableState
+from qmodel.sim.http import Request, Response
+from qmodel.sim.kv import KvConfig, KvError, KvStats, KvStore, ListResult
+from qmodel.sim.scheduler import Call, Join, Scheduler, Task, suspend
+
+__all__ = [
+    "Context",
+    "Env",
+    "Invocation",
+    "KvBinding",
+    "Platform",
+    "WAIT_UNTIL_GRACE_MS",
+    "check_target",
+]
+
+#: [W-LIM] "Use event.waitUntil() to delay cancellation for another 30 seconds" (reference §6).
+WAIT_UNTIL_GRACE_MS = 30_000
+
+FetchFn = Callable[[Request, Any, Any], Coroutine[Any, Any, Response]]
+
+
+@attrs.define(eq=False)
+class Invocation:
+    """One request handled by one worker (or Durable Object) at one location."""
+
+    iid: int
+    location: str
+    label: str
+    node: int | None = None
+    kv_reads: int = 0
+    kv_writes: int = 0
+    kv_deletes: int = 0
+    kv_lists: int = 0
+    #: Exceptions that escaped the target (answered 500) and platform rules broken.
+    errors: list[str] = attrs.field(factory=list)
+    #: KV errors raised into the target (429s, validation), whether or not it caught them.
+    kv_errors: list[KvError] = attrs.field(factory=list)
+    responded_ms: int | None = None
+    background: list[Task] = attrs.field(factory=list)
+
+    @property
+    def kv_ops(self) -> int:
+        return self.kv_reads + self.kv_writes + self.kv_deletes + self.kv_lists
+
+    def counters(self) -> str:
+        """The seeds' log format: ``[KVr:3 KVw:1]`` (lists and deletes shown when nonzero)."""
+        text = f"[KVr:{self.kv_reads} KVw:{self.kv_writes}"
+        if self.kv_lists:
+            text += f" KVl:{self.kv_lists}"
+        if self.kv_deletes:
+            text += f" KVd:{self.kv_deletes}"
+        return text + "]"
+
+
+class KvBinding:
+    """``env.COMMENTS_KV``: a KV namespace seen from one invocation at one location.
+
+    Every method is ``async`` and a scheduling point; the operation happens at the step that
+    resumes the task. Each counts toward the invocation's limit of 1000 operations (§2.1); the
+    1001st raises :class:`KvError`.
+    """
+
+    __slots__ = ("_store", "_inv", "_limit", "_binding")
+
+    def __init__(self, store: KvStore, inv: Invocation, binding: str) -> None:
+        self._store = store
+        self._inv = inv
+        self._limit = store.config.ops_per_invocation
+        self._binding = binding
+
+    def _where(self) -> tuple[str, int]:
+        inv = self._inv
+        if inv.node is None:
+            n = self._store.config.nodes_per_location if self._store.config.edge_caches else 1
+            inv.node = self._store.choices.choose("kv.node", n) if n > 1 else 0
+        return (inv.location, inv.node)
+
+    def _count(self, method: str, field: str) -> None:
+        inv = self._inv
+        if self._limit is not None and inv.kv_ops >= self._limit:
+            err = KvError(
+                f"KV {method} failed: more than {self._limit} operations in one Worker "
+                "invocation (the platform's limit on operations to external services)",
+                status=429,
+                method=method,
+            )
+            inv.kv_errors.append(err)
+            raise err
+        setattr(inv, field, getattr(inv, field) + 1)
+
+    def _run(self, method: str, field: str, fn: Callable[[tuple[str, int]], Any]) -> Any:
+        self._count(method, field)
+        try:
+            return fn(self._where())
+        except KvError as err:
+            self._inv.kv_errors.append(err)
+            raise
+
+    async def get(self, key: str, type: str = "text", *, cache_ttl: int | None = None) -> Any:
+        """The value of ``key`` (``None`` when missing); ``type="json"`` parses it."""
+        store = self._store
+        raw = await suspend(
+            Call(
+                "kv",
+                f"{self._binding}.get {key}",
+                lambda: self._run("GET", "kv_reads", lambda w: store.get(w, key, cache_ttl=cache_ttl)),
+            )
+        )
+        if type == "json" and raw is not None:
+            return json.loads(raw)
+        return raw
+
+    async def get_with_metadata(
+        self, key: str, type: str = "text", *, cache_ttl: int | None = None
+    ) -> dict[str, Any]:
+        """``{"value": ..., "metadata": ...}`` for ``key``."""
+        store = self._store
+        entry = await suspend(
+            Call(
+                "kv",
+                f"{self._binding}.getWithMetadata {key}",
+                lambda: self._run(
+                    "GET", "kv_reads", lambda w: store.get_entry(w, key, cache_ttl=cache_ttl)
+                ),
+            )
+        )
+        if entry is None:
+            return {"value": None, "metadata": None}
+        value = json.loads(entry.value) if type == "json" else entry.value
+        return {"value": value, "metadata": entry.metadata}
+
+    async def put(
+        self,
+        key: str,
+        value: Any,
+        *,
+        expiration: int | None = None,
+        expiration_ttl: int | None = None,
+        metadata: Any = None,
+    ) -> None:
+        """Write ``value`` (a string) under ``key``."""
+        store = self._store
+        await suspend(
+            Call(
+                "kv",
+                f"{self._binding}.put {key}",
+                lambda: self._run(
+                    "PUT",
+                    "kv_writes",
+                    lambda w: store.put(
+                        w,
+                        key,
+                        value,
+                        expiration=expiration,
+                        expiration_ttl=expiration_ttl,
+                        metadata=metadata,
+                    ),
+                ),
+            )
+        )
+
+    async def delete(self, key: str) -> None:
+        """Delete ``key`` (a missing key is fine)."""
+        store = self._store
+        await suspend(
+            Call(
+                "kv",
+                f"{self._binding}.delete {key}",
+                lambda: self._run("DELETE", "kv_deletes", lambda w: store.delete(w, key)),
+            )
+        )
+
+    async def list(
+        self, *, prefix: str = "", limit: int = 1000, cursor: str | None = None
+    ) -> ListResult:
+        """One page of keys; follow ``cursor`` until ``list_complete``."""
+        store = self._store
+        return await suspend(
+            Call(
+                "kv",
+                f"{self._binding}.list {prefix!r}" + (" +cursor" if cursor else ""),
+                lambda: self._run(
+                    "LIST",
+                    "kv_lists",
+                    lambda w: store.list(w, prefix=prefix, limit=limit, cursor=cursor),
+                ),
+            )
+        )
+
+
+class Env:
+    """``env``: the bindings, as attributes (``env.COMMENTS_KV``, ``env.QUEUE``)."""
+
+    def __init__(self, bindings: Mapping[str, Any]) -> None:
+        self.__dict__.update(bindings)
+
+    def __repr__(self) -> str:
+        return f"Env({', '.join(sorted(self.__dict__))})"
+
+
+class Context:
+    """``ctx``: ``wait_until`` keeps background work alive after the response."""
+
+    __slots__ = ("_spawn",)
+
+    def __init__(self, spawn: Callable[[Any], None]) -> None:
+        self._spawn = spawn
+
+    def wait_until(self, awaitable: Any) -> None:
+        """Run ``awaitable`` in the background for up to 30 s after the response (§6)."""
+        self._spawn(awaitable)
+
+    waitUntil = wait_until  # noqa: N815 - the Workers spelling
+
+
+def check_target(
+    target: Any, *, name: str | None = None, params: tuple[str, ...] = ("request", "env", "ctx")
+) -> FetchFn:
+    """Return ``target.fetch`` after checking it meets the target contract.
+
+    ``params`` names the parameters ``fetch`` must accept: ``(request, env, ctx)`` for a worker,
+    ``(request,)`` for a Durable Object class's instances.
+
+    Raises :class:`InvalidTarget` naming what is wrong: no ``fetch``, a class given instead of
+    an instance, or a ``fetch`` that is not ``async def fetch(request, env, ctx)``.
+    """
+    label = name or repr(target)
+    if inspect.isclass(target):
+        raise InvalidTarget(
+            f"target {label} is a class; pass an instance (for example {target.__name__}()) or a "
+            "module whose fetch is async def fetch(request, env, ctx)",
+            target=label,
+        )
+    fetch = getattr(target, "fetch", None)
+    if fetch is None:
+        raise InvalidTarget(
+            f"target {label} has no fetch; a target is an object or module with "
+            f"async def fetch({', '.join(params)}) -> Response",
+            target=label,
+        )
+    if not inspect.iscoroutinefunction(fetch):
+        raise InvalidTarget(
+            f"target {label}: fetch is not async; declare it as async def fetch({', '.join(params)})"
+            " so every platform call can be awaited (and interleaved) as on Workers",
+            target=label,
+        )
+    try:
+        params = inspect.signature(fetch).parameters
+    except (TypeError, ValueError):
+        params = None
+    if params is not None:
+        positional = [
+            p
+            for p in params.values()
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)
+        ]
+        varargs = any(p.kind is p.VAR_POSITIONAL for p in positional)
+        if not varargs and len(positional) < len(params):
+            raise InvalidTarget(
+                f"target {label}: fetch takes {len(positional)} positional parameter(s); it must "
+                f"accept ({', '.join(params)})",
+                target=label,
+            )
+    return fetch
+
+
+async def _serve(fetch: FetchFn, request: Request, env: Env, ctx: Context, inv: Invocation) -> Response:
+    try:
+        response = await fetch(request, env, ctx)
+    except Exception as exc:
+        inv.errors.append(f"uncaught {type(exc).__name__}: {exc}")
+        return Response("Worker threw exception (error 1101)", 500)
+    if not isinstance(response, Response):
+        inv.errors.append(f"fetch returned {type(response).__name__}, not a Response")
+        return Response("Worker returned no Response", 500)
+    return response
+
+
+async def _background(awaitable: Any, inv: Invocation) -> None:
+    try:
+        await awaitable
+    except Exception as exc:
+        inv.errors.append(f"wait_until task raised {type(exc).__name__}: {exc}")
+
+
+@attrs.define(eq=False)
+class Platform:
+    """The simulated platform one world runs on: clock, choices, KV, Durable Objects, tasks.
+
+    Build one with :meth:`create`. ``send`` delivers a request to a target at a location and
+    returns its task; ``fetch`` is the ``await``-able form for actor tasks.
+    """
+
+    clock: Clock
+    choices: ChoiceSource
+    scheduler: Scheduler
+    kv: dict[str, KvStore]
+    namespaces: dict[str, DurableNamespace] = attrs.field(factory=dict)
+    #: Where Durable Objects run (their KV calls go through this location).
+    do_location: str = "do-home"
+    invocations: list[Invocation] = attrs.field(factory=list)
+
+    @classmethod
+    def create(
+        cls,
+        *,
+        backend: Backend | None = None,
+        seed: int = 0,
+        kv: KvConfig | None = None,
+        kv_bindings: Iterable[str] = ("COMMENTS_KV",),
+        durable: Mapping[str, type] | None = None,
+        start_ms: int = DEFAULT_START_MS,
+        max_task_steps: int | None = 10_000,
+        record: bool = True,
+    ) -> Platform:
+        """A fresh platform. ``backend`` decides every choice (default: seeded by ``seed``);
+        ``kv`` is the KV profile (default strict); ``durable`` maps binding names to Durable
+        Object classes."""
+        clock = Clock(start_ms)
+        choices = ChoiceSource(backend if backend is not None else SeededBackend(seed))
+        sched = Scheduler(clock, choices, max_task_steps=max_task_steps, record=record)
+        config = kv if kv is not None else KvConfig.strict()
+        stores = {name: KvStore(clock, choices, config) for name in kv_bindings}
+        platform = cls(clock, choices, sched, stores)
+        for binding, do_cls in (durable or {}).items():
+            platform.namespaces[binding] = DurableNamespace(
+                binding, do_cls, platform._spawn_durable_request
+            )
+        return platform
+
+    @property
+    def kv_store(self) -> KvStore:
+        """The first (usually the only) KV namespace."""
+        return next(iter(self.kv.values()))
+
+    # -- invocations ---------------------------------------------------------------------------
+
+    def _invocation(self, location: str, label: str) -> Invocation:
+        inv = Invocation(len(self.invocations) + 1, location, label)
+        self.invocations.append(inv)
+        return inv
+
+    def env_for(self, inv: Invocation) -> Env:
+        bindings: dict[str, Any] = {name: KvBinding(store, inv, name) for name, store in self.kv.items()}
+        bindings.update(self.namespaces)
+        return Env(bindings)
+
+    def _context(self, inv: Invocation) -> Context:
+        def spawn(awaitable: Any) -> None:
+            deadline = None if inv.responded_ms is None else inv.responded_ms + WAIT_UNTIL_GRACE_MS
+            task = self.scheduler.spawn(
+                _background(awaitable, inv),
+                f"{inv.label}/waitUntil",
+                kind="background",
+                deadline_ms=deadline,
+            )
+            inv.background.append(task)
+
+        return Context(spawn)
+
+    def _responded(self, inv: Invocation) -> Callable[[Task], None]:
+        def done(task: Task) -> None:
+            inv.responded_ms = self.clock.now_ms
+            for bg in inv.background:
+                if bg.deadline_ms is None:
+                    bg.deadline_ms = inv.responded_ms + WAIT_UNTIL_GRACE_MS
+
+        return done
+
+    def send(self, target: Any, request: Request, *, location: str, name: str | None = None) -> Task:
+        """Deliver ``request`` to ``target`` at ``location``; return the task serving it.
+
+        The task's result is the :class:`Response`; ``task.invocation`` is the record of its
+        KV counters and errors.
+        """
+        fetch = check_target(target)
+        label = name or f"{request.describe()}@{location}"
+        inv = self._invocation(location, label)
+        coro = _serve(fetch, request, self.env_for(inv), self._context(inv), inv)
+        task = self.scheduler.spawn(coro, label, kind="request")
+        task.on_finish.append(self._responded(inv))
+        task.invocation = inv
+        return task
+
+    def fetch(self, target: Any, request: Request, *, location: str, name: str | None = None) -> Any:
+        """``await platform.fetch(...)`` from an actor task: send the request, wait for the
+        response. A request killed before answering raises ``TaskCancelled`` in the waiter."""
+        return suspend(
+            Join(
+                f"fetch {request.describe()}@{location}",
+                lambda: self.send(target, request, location=location, name=name),
+            )
+        )
+
+    def _spawn_durable_request(self, inst: DurableInstance, request: Any) -> Task:
+        ns_label = inst.storage.label
+        inv = self._invocation(self.do_location, f"{ns_label} {request.describe()}")
+        env = self.env_for(inv)
+        if inst.obj is None:
+            binding = ns_label.split("[", 1)[0]
+            cls = self.namespaces[binding].cls
+            state = DurableState(inst.id, inst.storage, self._context(inv).wait_until)
+            inst.obj = cls(state, env)
+        obj = inst.obj
+        fetch = check_target(obj, name=f"Durable Object class {type(obj).__name__}", params=("request",))
+
+        async def run() -> Response:
+            return await _serve(lambda r, e, c: fetch(r), request, env, self._context(inv), inv)
+
+        task = self.scheduler.spawn(run(), inv.label, kind="durable", owner=inst)
+        task.on_finish.append(self._responded(inv))
+        task.invocation = inv
+        return task
+
+    # -- driving -------------------------------------------------------------------------------
+
+    def run_until_done(self, task: Task, *, max_steps: int = 100_000) -> Any:
+        """Step chosen tasks until ``task`` finishes (jumping the clock over sleeps); return
+        its result. Raises ``RuntimeError`` if it cannot finish."""
+        self.scheduler.run(max_steps=max_steps, until=lambda: task.finished)
+        if not task.finished:
+            raise RuntimeError(f"{task!r} did not finish within {max_steps} steps")
+        if task.error is not None:
+            raise task.error
+        return task.result
+
+    def request(self, target: Any, request: Request, *, location: str) -> Response:
+        """Send one request and run the world until it answers (a convenience for tests)."""
+        return self.run_until_done(self.send(target, request, location=location))
+
+    def kv_stats(self) -> KvStats:
+        stats = [s.stats() for s in self.kv.values()]
+        return KvStats(*(sum(getattr(s, f) for s in stats) for f in ("reads", "writes", "deletes", "lists", "rejected_429")))
+
+    def check(self) -> None:
+        """Assert every component's structural invariants."""
+        self.scheduler.check()
+        for store in self.kv.values():
+            store.check()
+        for ns in self.namespaces.values():
+            ns.check()

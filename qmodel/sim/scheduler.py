@@ -1,0 +1,485 @@
+"""The scheduler: every task is a coroutine, every platform call a scheduling point.
+
+A target's KV binding, a Durable Object's storage, ``sleep`` and outgoing HTTP calls are all
+``async``: each call *suspends* the task and hands an :class:`Op` to the scheduler. A *step*
+resumes one task: it performs the task's pending operation now (a KV read sees the store as it
+is at this step) and runs the task's code up to its next suspension. Code between two awaits is
+atomic, exactly as in a Worker isolate ([W-HOW] in ``reference/workers-kv-semantics.md`` §6:
+"other requests may (or may not) be processed during awaiting any async tasks").
+
+Which runnable task steps next is a choice (label ``step``; options are the runnable tasks in
+spawn order), so schedules are recorded, replayed and shrunk like any other decision. Time moves
+only through :meth:`Scheduler.advance` (or :meth:`Scheduler.advance_to_next_wakeup` when every
+task sleeps); steps take no virtual time.
+
+Killing a task (:meth:`Scheduler.kill`) stops it at its suspension point: writes it already
+performed stay, nothing after runs (§6, "Partial writes when a request is killed"). A pending
+write may be applied or not, as the caller decides.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine, Generator
+from typing import Any
+
+import attrs
+
+from qmodel.errors import QmodelError, StepLimitExceeded
+from qmodel.sim.choices import ChoiceSource
+from qmodel.sim.clock import Clock
+
+__all__ = [
+    "Call",
+    "Join",
+    "Op",
+    "Scheduler",
+    "SchedulerStats",
+    "Sleep",
+    "Step",
+    "Task",
+    "TaskCancelled",
+    "sleep",
+    "suspend",
+]
+
+
+class TaskCancelled(Exception):
+    """Raised into a waiter whose awaited task was killed (a request that never answered)."""
+
+
+class Op:
+    """A pending platform operation. Subclasses say when it is ready and what it does."""
+
+    __slots__ = ()
+
+    #: Ops of kind ``storage`` hold a Durable Object's input gate while outstanding.
+    kind: str = "op"
+
+    def issue(self, sched: Scheduler, task: Task) -> None:
+        """Called once, when ``task`` suspends on this op."""
+
+    def ready(self, sched: Scheduler) -> bool:
+        """Whether a step may perform this op now."""
+        return True
+
+    def perform(self, sched: Scheduler, task: Task) -> Any:
+        """Do the operation; the return value is sent into the task, an exception thrown."""
+        return None
+
+    def describe(self) -> str:
+        return type(self).__name__
+
+
+class _Suspend:
+    __slots__ = ("op",)
+
+    def __init__(self, op: Op) -> None:
+        self.op = op
+
+    def __await__(self) -> Generator[Op, Any, Any]:
+        return (yield self.op)
+
+
+def suspend(op: Op) -> _Suspend:
+    """Return an awaitable that suspends the current task on ``op`` and yields its result."""
+    return _Suspend(op)
+
+
+def sleep(ms: int) -> _Suspend:
+    """``await sleep(ms)``: let ``ms`` milliseconds of virtual time pass (a timer)."""
+    return _Suspend(Sleep(ms))
+
+
+class Call(Op):
+    """An operation performed at the step that resumes the task: ``fn()`` gives its result."""
+
+    __slots__ = ("fn", "label", "kind")
+
+    def __init__(self, kind: str, label: str, fn: Callable[[], Any]) -> None:
+        self.kind = kind
+        self.label = label
+        self.fn = fn
+
+    def perform(self, sched: Scheduler, task: Task) -> Any:
+        return self.fn()
+
+    def describe(self) -> str:
+        return self.label
+
+
+class Sleep(Op):
+    """Wait ``ms`` milliseconds of virtual time from the moment the task suspends."""
+
+    __slots__ = ("ms", "until_ms")
+    kind = "sleep"
+
+    def __init__(self, ms: int) -> None:
+        if ms < 0:
+            raise ValueError(f"sleep({ms}): a duration is >= 0 ms")
+        self.ms = ms
+        self.until_ms = 0
+
+    def issue(self, sched: Scheduler, task: Task) -> None:
+        self.until_ms = sched.clock.now_ms + self.ms
+
+    def ready(self, sched: Scheduler) -> bool:
+        return sched.clock.now_ms >= self.until_ms
+
+    def describe(self) -> str:
+        return f"sleep until {self.until_ms}"
+
+
+class Join(Op):
+    """Wait for another task (a request sent, a Durable Object call) and take its result.
+
+    ``start`` spawns the awaited task when the waiter suspends, so the request is "sent" at
+    that moment and runs on its own steps.
+    """
+
+    __slots__ = ("start", "child", "label")
+    kind = "join"
+
+    def __init__(self, label: str, start: Callable[[], Task]) -> None:
+        self.label = label
+        self.start = start
+        self.child: Task | None = None
+
+    def issue(self, sched: Scheduler, task: Task) -> None:
+        self.child = self.start()
+        self.child.parent = task
+
+    def ready(self, sched: Scheduler) -> bool:
+        return self.child is not None and self.child.finished
+
+    def perform(self, sched: Scheduler, task: Task) -> Any:
+        assert self.child is not None
+        if self.child.killed:
+            raise TaskCancelled(f"{self.child.name} was killed before it answered")
+        if self.child.error is not None:
+            raise self.child.error
+        return self.child.result
+
+    def describe(self) -> str:
+        return self.label
+
+
+@attrs.define(eq=False)
+class Task:
+    """A running coroutine. ``owner`` is the Durable Object instance it runs in, if any."""
+
+    tid: int
+    name: str
+    coro: Coroutine[Any, Any, Any]
+    kind: str = "task"
+    owner: Any = None
+    pending: Op | None = None
+    started: bool = False
+    finished: bool = False
+    killed: bool = False
+    result: Any = None
+    error: BaseException | None = None
+    steps: int = 0
+    deadline_ms: int | None = None
+    parent: Task | None = None
+    children: list[Task] = attrs.field(factory=list)
+    on_finish: list[Callable[[Task], None]] = attrs.field(factory=list)
+    #: The invocation record of a request task (counters, errors), if it serves one.
+    invocation: Any = None
+
+    def __repr__(self) -> str:
+        state = "killed" if self.killed else "done" if self.finished else "live"
+        return f"<Task #{self.tid} {self.name} {state}>"
+
+
+@attrs.frozen
+class Step:
+    """One step of the trace: which task, at what time, performing what, with what outcome."""
+
+    index: int
+    time_ms: int
+    tid: int
+    task: str
+    op: str
+    outcome: str
+
+    def render(self) -> str:
+        return f"{self.index} t={self.time_ms} #{self.tid} {self.task}: {self.op} -> {self.outcome}"
+
+
+@attrs.frozen
+class SchedulerStats:
+    """A snapshot of the scheduler's counters."""
+
+    steps: int
+    tasks_spawned: int
+    tasks_live: int
+    tasks_killed: int
+    now_ms: int
+
+
+def _outcome(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, str):
+        return f"<{len(value)} chars>"
+    if isinstance(value, BaseException):
+        return f"raise {type(value).__name__}: {value}"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+@attrs.define
+class Scheduler:
+    """Owns the live tasks and steps them one at a time, choosing through ``choices``."""
+
+    clock: Clock
+    choices: ChoiceSource
+    #: A task that takes more steps than this is killed and reported (a worker that never
+    #: answers); ``None`` for no limit.
+    max_task_steps: int | None = 10_000
+    #: Whether steps are recorded as :class:`Step` records (benchmarks may turn it off).
+    record: bool = True
+    tasks: list[Task] = attrs.field(factory=list)
+    trace: list[Step] = attrs.field(factory=list)
+    steps: int = 0
+    spawned: int = 0
+    killed_count: int = 0
+    #: Tasks stopped by the step limit, with the error describing it.
+    overruns: list[StepLimitExceeded] = attrs.field(factory=list)
+
+    # -- tasks ---------------------------------------------------------------------------------
+
+    def spawn(
+        self,
+        coro: Coroutine[Any, Any, Any],
+        name: str,
+        *,
+        kind: str = "task",
+        owner: Any = None,
+        deadline_ms: int | None = None,
+    ) -> Task:
+        """Add a task; it runs nothing until a step chooses it."""
+        self.spawned += 1
+        task = Task(self.spawned, name, coro, kind=kind, owner=owner, deadline_ms=deadline_ms)
+        self.tasks.append(task)
+        return task
+
+    def _gate_free(self, task: Task) -> bool:
+        owner = task.owner
+        if owner is None:
+            return True
+        holder = owner.gate_holder
+        return holder is None or holder is task
+
+    def runnable(self) -> list[Task]:
+        """The tasks a step may choose, in spawn order (a stable order, never hash order)."""
+        out = []
+        for t in self.tasks:
+            if (not t.started or t.pending is None or t.pending.ready(self)) and self._gate_free(t):
+                out.append(t)
+        return out
+
+    def live(self) -> list[Task]:
+        return list(self.tasks)
+
+    # -- stepping ------------------------------------------------------------------------------
+
+    def step(self, task: Task | None = None) -> Task | None:
+        """Step one runnable task: ``task`` if given (the choice is recorded as if chosen), else
+        one chosen by the ``step`` choice. Returns the task, or ``None`` if nothing can run."""
+        ready = self.runnable()
+        if not ready:
+            return None
+        if task is None:
+            task = ready[self.choices.choose("step", len(ready))] if len(ready) > 1 else ready[0]
+        else:
+            try:
+                index = ready.index(task)
+            except ValueError:
+                raise QmodelError(
+                    f"{task!r} cannot step now: it is finished, waiting, or behind a Durable "
+                    "Object's input gate"
+                ) from None
+            self.choices.force("step", len(ready), index)
+        self._resume(task)
+        return task
+
+    def _resume(self, task: Task) -> None:
+        op = task.pending
+        value: Any = None
+        error: BaseException | None = None
+        if task.started and op is not None:
+            try:
+                value = op.perform(self, task)
+            except Exception as exc:  # the platform raised into the task, as JS rejects
+                error = exc
+        task.started = True
+        task.pending = None
+        self.steps += 1
+        task.steps += 1
+        if self.record:
+            label = op.describe() if op is not None else "start"
+            outcome = _outcome(error) if error is not None else _outcome(value)
+            self.trace.append(
+                Step(self.steps, self.clock.now_ms, task.tid, task.name, label, outcome)
+            )
+        try:
+            nxt = task.coro.throw(error) if error is not None else task.coro.send(value)
+        except StopIteration as stop:
+            self._finish(task, result=stop.value)
+        except Exception as exc:
+            self._finish(task, error=exc)
+        else:
+            if not isinstance(nxt, Op):
+                task.coro.close()
+                self._finish(
+                    task,
+                    error=QmodelError(
+                        f"task {task.name} awaited {nxt!r}, which is not a simulated platform "
+                        "call; inside a simulated world await only the env bindings, "
+                        "request/response methods and qmodel's sleep (not asyncio)"
+                    ),
+                )
+                return
+            task.pending = nxt
+            nxt.issue(self, task)
+            if nxt.kind == "join":
+                child = getattr(nxt, "child", None)
+                if child is not None:
+                    task.children.append(child)
+            self._update_gate(task, op, nxt)
+            if self.max_task_steps is not None and task.steps >= self.max_task_steps:
+                exc = StepLimitExceeded(
+                    f"{task.name} took {task.steps} steps without finishing (limit "
+                    f"{self.max_task_steps}); a worker that never answers is stopped here",
+                    task=task.name,
+                    steps=task.steps,
+                )
+                self.overruns.append(exc)
+                self.kill(task)
+                task.error = exc
+
+    def _update_gate(self, task: Task, done: Op | None, nxt: Op | None) -> None:
+        owner = task.owner
+        if owner is None:
+            return
+        # The input gate: while a storage operation is outstanding no other event is delivered
+        # to the object (DO-BLOG, reference §5.2); any other await opens it.
+        if nxt is not None and nxt.kind == "storage":
+            owner.gate_holder = task
+        elif owner.gate_holder is task:
+            owner.gate_holder = None
+
+    def _finish(self, task: Task, *, result: Any = None, error: BaseException | None = None) -> None:
+        task.finished = True
+        task.result = result
+        task.error = error
+        task.pending = None
+        self._update_gate(task, None, None)
+        self.tasks.remove(task)
+        for cb in task.on_finish:
+            cb(task)
+
+    # -- killing -------------------------------------------------------------------------------
+
+    def kill(self, task: Task, *, apply_pending: bool = False, cascade: bool = True) -> None:
+        """Stop ``task`` where it is suspended.
+
+        Earlier writes stay in place. ``apply_pending`` performs the operation it was suspended
+        on first (a write sent whose answer never came may have landed: reference §6). With
+        ``cascade`` the requests it is waiting on are cancelled too (a client that disconnects
+        cancels its request: [W-LIM] "When the client disconnects, all tasks associated with
+        that client request are canceled").
+        """
+        if task.finished:
+            return
+        if apply_pending and task.started and task.pending is not None and task.pending.kind in (
+            "kv",
+            "storage",
+        ):
+            try:
+                task.pending.perform(self, task)
+            except Exception:
+                pass  # a rejected write (429, validation) had no effect either way
+        if cascade:
+            for child in list(task.children):
+                if not child.finished and child.kind != "background":
+                    self.kill(child, cascade=True)
+        task.coro.close()
+        task.killed = True
+        self.killed_count += 1
+        if self.record:
+            self.trace.append(
+                Step(self.steps, self.clock.now_ms, task.tid, task.name, "kill", "killed")
+            )
+        self._finish(task, result=None, error=None)
+        task.killed = True
+
+    # -- time ----------------------------------------------------------------------------------
+
+    def advance(self, ms: int) -> None:
+        """Move the clock forward and stop background work whose grace period ran out."""
+        self.clock.advance(ms)
+        self._expire()
+
+    def advance_to(self, t_ms: int) -> None:
+        self.clock.advance_to(t_ms)
+        self._expire()
+
+    def next_wakeup(self) -> int | None:
+        """The earliest time a sleeping task becomes ready, or ``None``."""
+        times = [
+            t.pending.until_ms
+            for t in self.tasks
+            if t.started and isinstance(t.pending, Sleep) and t.pending.until_ms > self.clock.now_ms
+        ]
+        return min(times) if times else None
+
+    def advance_to_next_wakeup(self) -> bool:
+        """Jump to the next wake-up when nothing can run; ``False`` if no task will ever wake."""
+        t = self.next_wakeup()
+        if t is None:
+            return False
+        self.advance_to(t)
+        return True
+
+    def _expire(self) -> None:
+        now = self.clock.now_ms
+        for t in [t for t in self.tasks if t.deadline_ms is not None and t.deadline_ms <= now]:
+            self.kill(t, cascade=True)
+
+    # -- driving -------------------------------------------------------------------------------
+
+    def run(self, *, max_steps: int = 100_000, until: Callable[[], bool] | None = None) -> int:
+        """Step chosen tasks until nothing is runnable (jumping the clock over sleeps only if
+        ``until`` is given and not yet true), ``until()`` holds, or ``max_steps`` are taken.
+        Returns the number of steps taken."""
+        taken = 0
+        while taken < max_steps:
+            if until is not None and until():
+                break
+            if self.step() is None:
+                if until is None or not self.advance_to_next_wakeup():
+                    break
+                continue
+            taken += 1
+        return taken
+
+    def stats(self) -> SchedulerStats:
+        return SchedulerStats(
+            steps=self.steps,
+            tasks_spawned=self.spawned,
+            tasks_live=len(self.tasks),
+            tasks_killed=self.killed_count,
+            now_ms=self.clock.now_ms,
+        )
+
+    def check(self) -> None:
+        """Assert the scheduler's structural invariants."""
+        tids = [t.tid for t in self.tasks]
+        assert tids == sorted(tids), "live tasks are kept in spawn order"
+        assert len(set(tids)) == len(tids), "task ids are unique"
+        for t in self.tasks:
+            assert not t.finished, f"{t!r} is finished but still listed"
+            if t.owner is not None and t.owner.gate_holder is not None:
+                assert not t.owner.gate_holder.finished, "a finished task holds an input gate"
