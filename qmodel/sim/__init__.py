@@ -17,7 +17,15 @@ from qmodel.sim.durable import DurableId, DurableNamespace, DurableState, Durabl
 from qmodel.sim.http import URL, Headers, Request, Response, json_response
 from qmodel.sim.kv import KeyInfo, KvConfig, KvError, KvSnapshot, KvStats, KvStore, ListResult
 from qmodel.sim.runtime import Context, Env, Invocation, KvBinding, Platform, check_target
-from qmodel.sim.scheduler import Scheduler, Step, Task, TaskCancelled, sleep
+from qmodel.sim.scheduler import (
+    Scheduler,
+    Step,
+    Task,
+    TaskCancelled,
+    date_now,
+    sleep,
+    unique_suffix,
+)
 
 __all__ = [
     "URL",
@@ -52,6 +60,8 @@ __all__ = [
     "Task",
     "TaskCancelled",
     "check_target",
+    "date_now",
     "json_response",
     "sleep",
+    "unique_suffix",
 ]

@@ -20,6 +20,7 @@ write may be applied or not, as the caller decides.
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine, Generator
+from contextvars import ContextVar
 from typing import Any
 
 import attrs
@@ -38,9 +39,37 @@ __all__ = [
     "Step",
     "Task",
     "TaskCancelled",
+    "date_now",
     "sleep",
     "suspend",
+    "unique_suffix",
 ]
+
+
+_CURRENT: ContextVar[Scheduler] = ContextVar("qmodel_scheduler")
+
+
+def date_now() -> int:
+    """``Date.now()`` for code running in a simulated task: the virtual clock, in ms."""
+    try:
+        return _CURRENT.get().clock.now_ms
+    except LookupError:
+        raise RuntimeError(
+            "date_now() is only available inside a task of a simulated world"
+        ) from None
+
+
+def unique_suffix() -> str:
+    """A short string unique within the world (for generated message ids), from a counter, so
+    runs stay deterministic without spending choices on randomness nobody branches on."""
+    try:
+        sched = _CURRENT.get()
+    except LookupError:
+        raise RuntimeError(
+            "unique_suffix() is only available inside a task of a simulated world"
+        ) from None
+    sched.id_counter += 1
+    return format(sched.id_counter, "x").rjust(6, "0")
 
 
 class TaskCancelled(Exception):
@@ -244,6 +273,7 @@ class Scheduler:
     steps: int = 0
     spawned: int = 0
     killed_count: int = 0
+    id_counter: int = 0
     #: Tasks stopped by the step limit, with the error describing it.
     overruns: list[StepLimitExceeded] = attrs.field(factory=list)
 
@@ -323,41 +353,45 @@ class Scheduler:
             self.trace.append(
                 Step(self.steps, self.clock.now_ms, task.tid, task.name, label, outcome)
             )
+        token = _CURRENT.set(self)
         try:
             nxt = task.coro.throw(error) if error is not None else task.coro.send(value)
         except StopIteration as stop:
             self._finish(task, result=stop.value)
+            return
         except Exception as exc:
             self._finish(task, error=exc)
-        else:
-            if not isinstance(nxt, Op):
-                task.coro.close()
-                self._finish(
-                    task,
-                    error=QmodelError(
-                        f"task {task.name} awaited {nxt!r}, which is not a simulated platform "
-                        "call; inside a simulated world await only the env bindings, "
-                        "request/response methods and qmodel's sleep (not asyncio)"
-                    ),
-                )
-                return
-            task.pending = nxt
-            nxt.issue(self, task)
-            if nxt.kind == "join":
-                child = getattr(nxt, "child", None)
-                if child is not None:
-                    task.children.append(child)
-            self._update_gate(task, op, nxt)
-            if self.max_task_steps is not None and task.steps >= self.max_task_steps:
-                exc = StepLimitExceeded(
-                    f"{task.name} took {task.steps} steps without finishing (limit "
-                    f"{self.max_task_steps}); a worker that never answers is stopped here",
-                    task=task.name,
-                    steps=task.steps,
-                )
-                self.overruns.append(exc)
-                self.kill(task)
-                task.error = exc
+            return
+        finally:
+            _CURRENT.reset(token)
+        if not isinstance(nxt, Op):
+            task.coro.close()
+            self._finish(
+                task,
+                error=QmodelError(
+                    f"task {task.name} awaited {nxt!r}, which is not a simulated platform "
+                    "call; inside a simulated world await only the env bindings, "
+                    "request/response methods and qmodel's sleep (not asyncio)"
+                ),
+            )
+            return
+        task.pending = nxt
+        nxt.issue(self, task)
+        if nxt.kind == "join":
+            child = getattr(nxt, "child", None)
+            if child is not None:
+                task.children.append(child)
+        self._update_gate(task, op, nxt)
+        if self.max_task_steps is not None and task.steps >= self.max_task_steps:
+            exc = StepLimitExceeded(
+                f"{task.name} took {task.steps} steps without finishing (limit "
+                f"{self.max_task_steps}); a worker that never answers is stopped here",
+                task=task.name,
+                steps=task.steps,
+            )
+            self.overruns.append(exc)
+            self.kill(task)
+            task.error = exc
 
     def _update_gate(self, task: Task, done: Op | None, nxt: Op | None) -> None:
         owner = task.owner
