@@ -10,6 +10,7 @@ from qmodel.sim.choices import (
     FirstOptionBackend,
     HypothesisBackend,
     RecordedBackend,
+    ScriptedBackend,
     SeededBackend,
 )
 from qmodel.sim.clock import Clock
@@ -55,6 +56,7 @@ __all__ = [
     "Request",
     "Response",
     "Scheduler",
+    "ScriptedBackend",
     "SeededBackend",
     "Step",
     "Task",

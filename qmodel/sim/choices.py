@@ -14,7 +14,8 @@ Backends decide; the source records:
 * :class:`SeededBackend`: a private ``random.Random(seed)``, honouring weights;
 * :class:`HypothesisBackend`: draws from Hypothesis ``data``, so the machine shrinks choices;
 * :class:`RecordedBackend`: replays a recorded list and refuses a run that asks differently;
-* :class:`FirstOptionBackend`: always option 0 (for scripted scenarios that force the rest).
+* :class:`FirstOptionBackend`: always option 0 (for scripted scenarios that force the rest);
+* :class:`ScriptedBackend`: per-label queues of indices written by hand, option 0 otherwise.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ __all__ = [
     "FirstOptionBackend",
     "HypothesisBackend",
     "RecordedBackend",
+    "ScriptedBackend",
     "SeededBackend",
 ]
 
@@ -104,6 +106,25 @@ class FirstOptionBackend:
     """Always picks option 0: the fresh read, the full page, the first runnable task."""
 
     def pick(self, label: str, n: int, weights: tuple[int, ...] | None) -> int:
+        return 0
+
+
+@attrs.define
+class ScriptedBackend:
+    """Answers each label from its own queue of indices (``{"kv.ryw": [0, 1]}``), then option 0.
+
+    For scenarios written by hand: say only the surprising decisions, by name.
+    """
+
+    script: dict[str, list[int]] = attrs.field(factory=dict)
+
+    def pick(self, label: str, n: int, weights: tuple[int, ...] | None) -> int:
+        queue = self.script.get(label)
+        if queue:
+            index = queue.pop(0)
+            if not 0 <= index < n:
+                raise ChoiceError(f"scripted choice {label!r}: {index} not in range({n})")
+            return index
         return 0
 
 

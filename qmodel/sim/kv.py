@@ -560,7 +560,10 @@ class KvStore:
             complete,
             next_cursor,
         )
-        if cfg.edge_caches and cfg.list_cache:
+        # An empty page that is not the end hands back the cursor it was given; caching it under
+        # that cursor would serve the same empty page to the follow-up call for the whole TTL,
+        # and a client following cursors (as §2.4 requires) would never finish.
+        if cfg.edge_caches and cfg.list_cache and (page or complete):
             self._list_caches.setdefault(where, {})[cache_key] = (
                 result,
                 now + cfg.default_cache_ttl_s * 1000,

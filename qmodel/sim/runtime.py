@@ -371,11 +371,13 @@ class Platform:
     def _context(self, inv: Invocation) -> Context:
         def spawn(awaitable: Any) -> None:
             deadline = None if inv.responded_ms is None else inv.responded_ms + WAIT_UNTIL_GRACE_MS
+            # Started at once, as the promise handed to waitUntil is already running.
             task = self.scheduler.spawn(
                 _background(awaitable, inv),
                 f"{inv.label}/waitUntil",
                 kind="background",
                 deadline_ms=deadline,
+                eager=True,
             )
             inv.background.append(task)
 
@@ -399,8 +401,8 @@ class Platform:
         fetch = check_target(target)
         label = name or f"{request.describe()}@{location}"
         inv = self._invocation(location, label)
-        coro = _serve(fetch, request, self.env_for(inv), self._context(inv), inv)
-        task = self.scheduler.spawn(coro, label, kind="request")
+        env, ctx = self.env_for(inv), self._context(inv)
+        task = self.scheduler.spawn(lambda: _serve(fetch, request, env, ctx, inv), label, kind="request")
         task.on_finish.append(self._responded(inv))
         task.invocation = inv
         return task
@@ -430,7 +432,7 @@ class Platform:
         async def run() -> Response:
             return await _serve(lambda r, e, c: fetch(r), request, env, self._context(inv), inv)
 
-        task = self.scheduler.spawn(run(), inv.label, kind="durable", owner=inst)
+        task = self.scheduler.spawn(run, inv.label, kind="durable", owner=inst)
         task.on_finish.append(self._responded(inv))
         task.invocation = inv
         return task

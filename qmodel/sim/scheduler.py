@@ -19,6 +19,7 @@ write may be applied or not, as the caller decides.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Coroutine, Generator
 from contextvars import ContextVar
 from typing import Any
@@ -198,7 +199,10 @@ class Task:
 
     tid: int
     name: str
-    coro: Coroutine[Any, Any, Any]
+    #: The coroutine, created from ``factory`` at the task's first step (so a task that never
+    #: runs leaves no un-awaited coroutine behind).
+    coro: Coroutine[Any, Any, Any] | None
+    factory: Callable[[], Coroutine[Any, Any, Any]] | None = None
     kind: str = "task"
     owner: Any = None
     pending: Op | None = None
@@ -281,17 +285,28 @@ class Scheduler:
 
     def spawn(
         self,
-        coro: Coroutine[Any, Any, Any],
+        start: Coroutine[Any, Any, Any] | Callable[[], Coroutine[Any, Any, Any]],
         name: str,
         *,
         kind: str = "task",
         owner: Any = None,
         deadline_ms: int | None = None,
+        eager: bool = False,
     ) -> Task:
-        """Add a task; it runs nothing until a step chooses it."""
+        """Add a task running ``start`` (a coroutine, or a function making one at the first
+        step). It runs nothing until a step chooses it, unless ``eager``: then its code runs
+        now up to its first suspension, as a JavaScript async function starts synchronously
+        when called."""
         self.spawned += 1
-        task = Task(self.spawned, name, coro, kind=kind, owner=owner, deadline_ms=deadline_ms)
+        if inspect.iscoroutine(start):
+            task = Task(self.spawned, name, start, kind=kind, owner=owner, deadline_ms=deadline_ms)
+        else:
+            task = Task(
+                self.spawned, name, None, start, kind=kind, owner=owner, deadline_ms=deadline_ms
+            )
         self.tasks.append(task)
+        if eager:
+            self._resume(task)
         return task
 
     def _gate_free(self, task: Task) -> bool:
@@ -353,6 +368,9 @@ class Scheduler:
             self.trace.append(
                 Step(self.steps, self.clock.now_ms, task.tid, task.name, label, outcome)
             )
+        if task.coro is None:
+            assert task.factory is not None
+            task.coro = task.factory()
         token = _CURRENT.set(self)
         try:
             nxt = task.coro.throw(error) if error is not None else task.coro.send(value)
@@ -439,7 +457,8 @@ class Scheduler:
             for child in list(task.children):
                 if not child.finished and child.kind != "background":
                     self.kill(child, cascade=True)
-        task.coro.close()
+        if task.coro is not None:
+            task.coro.close()
         task.killed = True
         self.killed_count += 1
         if self.record:

@@ -196,7 +196,8 @@ class CommentsWorker:
     def _key(self, msg: dict[str, Any]) -> str:
         if self.fixes.id_keys:
             return f"comment:{msg['id']}"
-        return f"comment:{msg['timestamp']}:{msg['id']}"
+        # seed 004: `comment:${comment.timestamp}:${comment.id}`, the timestamp the client sent
+        return f"comment:{msg.get('clientTimestamp', msg['timestamp'])}:{msg['id']}"
 
     async def _locate(self, env: Any, mid: str) -> str | None:
         """The KV key of message ``mid``, found the way the switch says (seed 004)."""
@@ -318,6 +319,8 @@ class CommentsWorker:
             key, original = await self._load(env, msg["replyTo"])
             if original is not None and (original.get("botParams") or {}).get("replyId"):
                 return _error(409, f"message {msg['replyTo']} already answered")
+        if f.server_timestamps:
+            msg["clientTimestamp"] = msg["timestamp"]
         if f.uses_queue_object:
             status, res = await call(
                 env,
@@ -431,36 +434,40 @@ class CommentsWorker:
             return _error(400, "limit is an integer")
         now = date_now()
         statuses = ("pending", "processing") if f.crash_safe else ("pending",)
-        if f.atomic_claim and f.pending_index:
-            _, res = await call(env, "/pending", {"leaseMs": LEASE_MS if f.crash_safe else None})
-            found = res["messages"]
-        else:
-            cache = await self._read_cache(env)
-            candidates = {
-                m["id"]: m
-                for m in cache
-                if m.get("message-type") == "human"
-                and (m.get("botParams") or {}).get("status") in statuses
-            }
-            if f.pending_index:
-                _, res = await call(env, "/pending", {"idsOnly": True})
-                for mid in res["ids"]:
-                    candidates.setdefault(mid, {"id": mid})
-            found = []
-            heal = False
-            for mid, cached in candidates.items():
-                actual = await self._actual(env, mid)
-                if actual is None:
-                    continue
-                bp = actual.get("botParams") or {}
-                if "botParams" in cached and bp.get("status") != (cached.get("botParams") or {}).get("status"):
-                    # SELF-HEALING: the cached status is wrong; fix the copy in memory.
-                    heal = True
-                    cache = [actual if c.get("id") == mid else c for c in cache]
-                if _open(bp, now, f.crash_safe):
-                    found.append(actual)
-            if heal and not f.pending_read_only:
+        cache = await self._read_cache(env)
+        candidates = {
+            m["id"]: m
+            for m in cache
+            if m.get("message-type") == "human"
+            and (m.get("botParams") or {}).get("status") in statuses
+        }
+        if f.pending_index:
+            _, res = await call(env, "/pending", {"idsOnly": True})
+            for mid in res["ids"]:
+                candidates.setdefault(mid, {"id": mid})
+        found = []
+        heal = False
+        for mid, cached in candidates.items():
+            actual = await self._actual(env, mid)
+            if actual is None:
+                continue
+            bp = actual.get("botParams") or {}
+            if "botParams" in cached and bp.get("status") != cached["botParams"].get("status"):
+                # SELF-HEALING (seed 000, step 4): the cached status is wrong; fix the copy.
+                heal = True
+                cache = [actual if c.get("id") == mid else c for c in cache]
+            if _open(bp, now, f.crash_safe):
+                found.append(actual)
+        if heal and not f.pending_read_only:
+            if f.cache_in_do:
                 await self._change_cache(env, {"op": "replace", "messages": cache})
+            else:
+                # The handler writes the copy it read back itself (seed 000, step 4: "Write
+                # updated cache back, KVw: 1"), whoever else writes the cache.
+                try:
+                    await env.COMMENTS_KV.put(kvcache.CACHE_KEY, _dumps(cache))
+                except KvError:
+                    pass
         found.sort(
             key=lambda m: (-(m.get("botParams") or {}).get("priority", 0), m.get("timestamp", 0))
         )

@@ -152,7 +152,11 @@ class MessageQueue:
         if rec is None:
             return 404, {"error": "Message not found"}
         bp = {**(rec.get("botParams") or {}), **body["botParams"]}
-        await self.storage.put(f"msg:{body['id']}", {**rec, "botParams": bp})
+        writes: dict[str, Any] = {f"msg:{body['id']}": {**rec, "botParams": bp}}
+        if bp.get("status") in ("complete", "failed"):
+            pending = await self.storage.get("pending") or []
+            writes["pending"] = [i for i in pending if i != body["id"]]
+        await self.storage.put(writes)
         return 200, {"ok": True}
 
     async def message(self, body: dict[str, Any]) -> tuple[int, Any]:

@@ -1,0 +1,198 @@
+"""The known bugs: each id of DESIGN.md's catalog with its seed, its target and its invariants.
+
+A target is a design with exactly that bug: the seeds' worker (:class:`CommentsWorker`) with
+every fix on but the one(s) the bug is about, so nothing else can be what a search finds.
+``sound`` is the Durable Object design, which must pass everything.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+from typing import Any, Literal
+
+import attrs
+
+from qmodel.errors import QmodelError
+from qmodel.workers import CommentsWorker, Fixes, SoundWorker
+
+__all__ = ["CATALOG", "CatalogEntry", "UnknownCatalogId", "entry", "ids"]
+
+Protocol = Literal["patch", "queue", "do"]
+
+
+class UnknownCatalogId(QmodelError, KeyError):
+    """No catalog entry has this id; the message lists the known ones."""
+
+    def __init__(self, wanted: str, known: list[str]) -> None:
+        close = difflib.get_close_matches(wanted.upper(), known, n=3)
+        hint = f" Closest matches: {', '.join(close)}." if close else ""
+        super().__init__(
+            f"unknown catalog id {wanted!r}.{hint} Known ids: {', '.join(known)}"
+        )
+        self.wanted = wanted
+        self.known = known
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+@attrs.frozen(kw_only=True)
+class CatalogEntry:
+    """One known bug."""
+
+    id: str
+    #: The seed it comes from and where (e.g. ``"seed 000, A"``).
+    source: str
+    #: What happens, in one sentence.
+    summary: str
+    #: The design's switches (``None`` for the sound design).
+    fixes: Fixes | None
+    #: The invariant ids that may catch it.
+    invariants: tuple[str, ...]
+    #: Which era of PROTOCOL.md the actors speak to show it.
+    protocol: Protocol
+    #: Whether it needs production KV (eventual consistency, short pages, write limits) to
+    #: happen; on the ``local`` KV profile such a bug cannot occur.
+    needs_production_kv: bool
+
+    def target(self) -> Any:
+        """A fresh instance of the design under test."""
+        return SoundWorker() if self.fixes is None else CommentsWorker(self.fixes)
+
+    @property
+    def factory(self) -> Callable[[], Any]:
+        return self.target
+
+
+def _with(**bugs: Any) -> Fixes:
+    return attrs.evolve(Fixes.all(), **bugs)
+
+
+CATALOG: dict[str, CatalogEntry] = {
+    e.id: e
+    for e in (
+        CatalogEntry(
+            id="TS_KEY_404",
+            source="seed 004",
+            summary="PATCH rebuilds the key from the timestamp inside the id; the client's "
+            "timestamp differs by 1-2 ms; 404; the bot answers again and again",
+            fixes=_with(id_keys=False, patch_lookup="construct"),
+            invariants=("addressable", "one-reply"),
+            protocol="patch",
+            needs_production_kv=False,
+        ),
+        CatalogEntry(
+            id="LIST_FIRST_PAGE_404",
+            source="seed 004 (its fix)",
+            summary="PATCH looks the key up in one list() page; once the key is not on the "
+            "first page: 404",
+            fixes=_with(id_keys=False, patch_lookup="first_page"),
+            invariants=("addressable", "one-reply"),
+            protocol="patch",
+            needs_production_kv=True,
+        ),
+        CatalogEntry(
+            id="CACHE_LOST_UPDATE",
+            source="seed 000, A",
+            summary="two POSTs read-modify-write recent:comments; one message never reaches "
+            "the cache",
+            fixes=_with(cache_in_do=False, cache_serialized=False),
+            invariants=("cache-coherent", "poll-delivery", "platform"),
+            protocol="queue",
+            needs_production_kv=False,
+        ),
+        CatalogEntry(
+            id="STATUS_WRITE_CLOBBERS_CACHE",
+            source="seed 000, steps 5 and 8",
+            summary="claim/complete rewrite the whole cache from a snapshot and erase a message "
+            "posted in between",
+            fixes=_with(status_patch=False),
+            invariants=("cache-coherent",),
+            protocol="queue",
+            needs_production_kv=False,
+        ),
+        CatalogEntry(
+            id="GHOST_PENDING",
+            source="seed 000, B",
+            summary="the cache says pending, the key says complete; the pending endpoint "
+            "re-verifies and rewrites the cache on idle polls, from a stale copy",
+            fixes=_with(pending_read_only=False, cache_in_do=False),
+            invariants=("cost", "cache-coherent"),
+            protocol="queue",
+            needs_production_kv=True,
+        ),
+        CatalogEntry(
+            id="CLAIM_NOT_ATOMIC",
+            source="seed 000, C",
+            summary="get, check pending, put: two bots both win the claim; two replies",
+            fixes=_with(atomic_claim=False),
+            invariants=("single-claim", "one-reply"),
+            protocol="queue",
+            needs_production_kv=False,
+        ),
+        CatalogEntry(
+            id="CRASH_AFTER_REPLY",
+            source="seed 000, steps 7-8",
+            summary="the bot dies between posting the reply and completing; the message stays "
+            "processing forever",
+            fixes=_with(crash_safe=False),
+            invariants=("pending-visible", "one-reply", "status-fsm"),
+            protocol="queue",
+            needs_production_kv=False,
+        ),
+        CatalogEntry(
+            id="CACHE_TRIM_DROPS_PENDING",
+            source='seed 000 ("fall back to scanning KV: NOT IMPLEMENTED")',
+            summary="a burst pushes a pending message out of the last-200 cache; the bot never "
+            "sees it",
+            fixes=_with(pending_index=False),
+            invariants=("pending-visible",),
+            protocol="queue",
+            needs_production_kv=False,
+        ),
+        CatalogEntry(
+            id="STALE_CACHE_RMW",
+            source="seed 000, B theory 3",
+            summary="the cache's writer reads a stale copy of recent:comments and writes it "
+            "back, erasing newer messages",
+            fixes=_with(cache_in_do=False),
+            invariants=("cache-coherent", "poll-delivery"),
+            protocol="queue",
+            needs_production_kv=True,
+        ),
+        CatalogEntry(
+            id="POLL_MISSES_MESSAGE",
+            source="seed 000, D",
+            summary="the frontend's after cursor plus client timestamps skip a message that "
+            "arrives late for good",
+            fixes=_with(server_timestamps=False),
+            invariants=("poll-delivery",),
+            protocol="queue",
+            needs_production_kv=False,
+        ),
+        CatalogEntry(
+            id="sound",
+            source="the Durable Object design",
+            summary="all invariants hold",
+            fixes=None,
+            invariants=(),
+            protocol="queue",
+            needs_production_kv=False,
+        ),
+    )
+}
+
+
+def ids() -> list[str]:
+    """Every catalog id, in the table's order."""
+    return list(CATALOG)
+
+
+def entry(catalog_id: str) -> CatalogEntry:
+    """The entry for ``catalog_id``; an unknown id raises :class:`UnknownCatalogId` listing the
+    known ones."""
+    try:
+        return CATALOG[catalog_id]
+    except KeyError:
+        raise UnknownCatalogId(catalog_id, ids()) from None
