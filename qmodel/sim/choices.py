@@ -90,15 +90,17 @@ class SeededBackend:
     """
 
     seed: int
-    _rng: random.Random = attrs.field(init=False)
+    _random: Any = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
-        self._rng = random.Random(self.seed)
+        self._random = random.Random(self.seed).random
 
     def pick(self, label: str, n: int, weights: tuple[int, ...] | None) -> int:
+        # int(random() * n) rather than randrange: several times faster, and the bias for the
+        # small n of a choice is far below anything a run could notice.
         if weights is None:
-            return self._rng.randrange(n)
-        return _weighted(self._rng.randrange(sum(weights)), weights)
+            return int(self._random() * n)
+        return _weighted(int(self._random() * sum(weights)), weights)
 
 
 @attrs.define

@@ -58,6 +58,8 @@ class Invocation:
     errors: list[str] = attrs.field(factory=list)
     #: KV errors raised into the target (429s, validation), whether or not it caught them.
     kv_errors: list[KvError] = attrs.field(factory=list)
+    #: KV writes (puts and deletes) in order: ``(key, status)``, 200 or the error's status.
+    writes: list[tuple[str, int]] = attrs.field(factory=list)
     responded_ms: int | None = None
     background: list[Task] = attrs.field(factory=list)
 
@@ -73,6 +75,18 @@ class Invocation:
         if self.kv_deletes:
             text += f" KVd:{self.kv_deletes}"
         return text + "]"
+
+
+class _KvCall(Call):
+    """A KV call; ``fn`` receives the task performing it (see :meth:`KvBinding._run`)."""
+
+    __slots__ = ()
+
+    def __init__(self, label: str, fn: Callable[[Task], Any]) -> None:
+        super().__init__("kv", label, fn)  # type: ignore[arg-type]
+
+    def perform(self, sched: Scheduler, task: Task) -> Any:
+        return self.fn(task)  # type: ignore[call-arg]
 
 
 class KvBinding:
@@ -91,15 +105,13 @@ class KvBinding:
         self._limit = store.config.ops_per_invocation
         self._binding = binding
 
-    def _where(self) -> tuple[str, int]:
-        inv = self._inv
+    def _where(self, inv: Invocation) -> tuple[str, int]:
         if inv.node is None:
             n = self._store.config.nodes_per_location if self._store.config.edge_caches else 1
             inv.node = self._store.choices.choose("kv.node", n) if n > 1 else 0
         return (inv.location, inv.node)
 
-    def _count(self, method: str, field: str) -> None:
-        inv = self._inv
+    def _count(self, inv: Invocation, method: str, field: str) -> None:
         if self._limit is not None and inv.kv_ops >= self._limit:
             err = KvError(
                 f"KV {method} failed: more than {self._limit} operations in one Worker "
@@ -111,22 +123,28 @@ class KvBinding:
             raise err
         setattr(inv, field, getattr(inv, field) + 1)
 
-    def _run(self, method: str, field: str, fn: Callable[[tuple[str, int]], Any]) -> Any:
-        self._count(method, field)
+    def _run(
+        self, task: Task | None, method: str, field: str, fn: Callable[[tuple[str, int]], Any]
+    ) -> Any:
+        # The call counts toward the invocation of the task performing it: a Durable Object
+        # keeps the env it was built with, but each request it serves is its own invocation.
+        inv = task.invocation if task is not None and task.invocation is not None else self._inv
+        self._count(inv, method, field)
         try:
-            return fn(self._where())
+            return fn(self._where(inv))
         except KvError as err:
-            self._inv.kv_errors.append(err)
+            inv.kv_errors.append(err)
             raise
 
     async def get(self, key: str, type: str = "text", *, cache_ttl: int | None = None) -> Any:
         """The value of ``key`` (``None`` when missing); ``type="json"`` parses it."""
         store = self._store
         raw = await suspend(
-            Call(
-                "kv",
+            _KvCall(
                 f"{self._binding}.get {key}",
-                lambda: self._run("GET", "kv_reads", lambda w: store.get(w, key, cache_ttl=cache_ttl)),
+                lambda t: self._run(
+                    t, "GET", "kv_reads", lambda w: store.get(w, key, cache_ttl=cache_ttl)
+                ),
             )
         )
         if type == "json" and raw is not None:
@@ -139,11 +157,10 @@ class KvBinding:
         """``{"value": ..., "metadata": ...}`` for ``key``."""
         store = self._store
         entry = await suspend(
-            Call(
-                "kv",
+            _KvCall(
                 f"{self._binding}.getWithMetadata {key}",
-                lambda: self._run(
-                    "GET", "kv_reads", lambda w: store.get_entry(w, key, cache_ttl=cache_ttl)
+                lambda t: self._run(
+                    t, "GET", "kv_reads", lambda w: store.get_entry(w, key, cache_ttl=cache_ttl)
                 ),
             )
         )
@@ -164,10 +181,10 @@ class KvBinding:
         """Write ``value`` (a string) under ``key``."""
         store = self._store
         await suspend(
-            Call(
-                "kv",
+            _KvCall(
                 f"{self._binding}.put {key}",
-                lambda: self._run(
+                lambda t: self._run(
+                    t,
                     "PUT",
                     "kv_writes",
                     lambda w: store.put(
@@ -186,10 +203,9 @@ class KvBinding:
         """Delete ``key`` (a missing key is fine)."""
         store = self._store
         await suspend(
-            Call(
-                "kv",
+            _KvCall(
                 f"{self._binding}.delete {key}",
-                lambda: self._run("DELETE", "kv_deletes", lambda w: store.delete(w, key)),
+                lambda t: self._run(t, "DELETE", "kv_deletes", lambda w: store.delete(w, key)),
             )
         )
 
@@ -199,10 +215,10 @@ class KvBinding:
         """One page of keys; follow ``cursor`` until ``list_complete``."""
         store = self._store
         return await suspend(
-            Call(
-                "kv",
+            _KvCall(
                 f"{self._binding}.list {prefix!r}" + (" +cursor" if cursor else ""),
-                lambda: self._run(
+                lambda t: self._run(
+                    t,
                     "LIST",
                     "kv_lists",
                     lambda w: store.list(w, prefix=prefix, limit=limit, cursor=cursor),
@@ -236,6 +252,14 @@ class Context:
     waitUntil = wait_until  # noqa: N815 - the Workers spelling
 
 
+def _describe(target: Any) -> str:
+    if inspect.ismodule(target):
+        return f"module {target.__name__}"
+    if inspect.isclass(target):
+        return f"class {target.__qualname__}"
+    return f"{type(target).__qualname__} instance"
+
+
 def check_target(
     target: Any, *, name: str | None = None, params: tuple[str, ...] = ("request", "env", "ctx")
 ) -> FetchFn:
@@ -247,7 +271,7 @@ def check_target(
     Raises :class:`InvalidTarget` naming what is wrong: no ``fetch``, a class given instead of
     an instance, or a ``fetch`` that is not ``async def fetch(request, env, ctx)``.
     """
-    label = name or repr(target)
+    label = name or _describe(target)
     if inspect.isclass(target):
         raise InvalidTarget(
             f"target {label} is a class; pass an instance (for example {target.__name__}()) or a "
@@ -268,13 +292,14 @@ def check_target(
             target=label,
         )
     try:
-        params = inspect.signature(fetch).parameters
+        # Not ``params``: the required names are still needed for the comparison and message.
+        signature = inspect.signature(fetch).parameters
     except (TypeError, ValueError):
-        params = None
-    if params is not None:
+        signature = None
+    if signature is not None:
         positional = [
             p
-            for p in params.values()
+            for p in signature.values()
             if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)
         ]
         varargs = any(p.kind is p.VAR_POSITIONAL for p in positional)
@@ -322,6 +347,7 @@ class Platform:
     #: Where Durable Objects run (their KV calls go through this location).
     do_location: str = "do-home"
     invocations: list[Invocation] = attrs.field(factory=list)
+    _checked: dict[int, tuple[Any, FetchFn]] = attrs.field(factory=dict, init=False)
 
     @classmethod
     def create(
@@ -398,13 +424,25 @@ class Platform:
         The task's result is the :class:`Response`; ``task.invocation`` is the record of its
         KV counters and errors.
         """
-        fetch = check_target(target)
+        checked = self._checked
+        fetch = checked.get(id(target))
+        if fetch is None or fetch[0] is not target:
+            fetch = checked[id(target)] = (target, check_target(target))
+        fetch = fetch[1]
         label = name or f"{request.describe()}@{location}"
         inv = self._invocation(location, label)
         env, ctx = self.env_for(inv), self._context(inv)
-        task = self.scheduler.spawn(lambda: _serve(fetch, request, env, ctx, inv), label, kind="request")
-        task.on_finish.append(self._responded(inv))
+        # The request starts running as it arrives, up to its first platform call; which
+        # platform call happens when is still the scheduler's choice.
+        task = self.scheduler.spawn(
+            lambda: _serve(fetch, request, env, ctx, inv), label, kind="request", eager=True
+        )
         task.invocation = inv
+        responded = self._responded(inv)
+        if task.finished:  # answered during its eager start, before a callback could be added
+            responded(task)
+        else:
+            task.on_finish.append(responded)
         return task
 
     def fetch(self, target: Any, request: Request, *, location: str, name: str | None = None) -> Any:

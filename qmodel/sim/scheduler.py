@@ -21,8 +21,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Coroutine, Generator
-from contextvars import ContextVar
-from typing import Any
+from typing import Any, NamedTuple
 
 import attrs
 
@@ -47,28 +46,27 @@ __all__ = [
 ]
 
 
-_CURRENT: ContextVar[Scheduler] = ContextVar("qmodel_scheduler")
+#: The scheduler whose task is running right now (one thread runs a world at a time; steps of
+#: different worlds never nest except through a world's own eager starts, which restore it).
+_CURRENT: list[Scheduler | None] = [None]
+
+
+def _current(what: str) -> Scheduler:
+    sched = _CURRENT[0]
+    if sched is None:
+        raise RuntimeError(f"{what} is only available inside a task of a simulated world")
+    return sched
 
 
 def date_now() -> int:
     """``Date.now()`` for code running in a simulated task: the virtual clock, in ms."""
-    try:
-        return _CURRENT.get().clock.now_ms
-    except LookupError:
-        raise RuntimeError(
-            "date_now() is only available inside a task of a simulated world"
-        ) from None
+    return _current("date_now()").clock.now_ms
 
 
 def unique_suffix() -> str:
     """A short string unique within the world (for generated message ids), from a counter, so
     runs stay deterministic without spending choices on randomness nobody branches on."""
-    try:
-        sched = _CURRENT.get()
-    except LookupError:
-        raise RuntimeError(
-            "unique_suffix() is only available inside a task of a simulated world"
-        ) from None
+    sched = _current("unique_suffix()")
     sched.id_counter += 1
     return format(sched.id_counter, "x").rjust(6, "0")
 
@@ -224,9 +222,11 @@ class Task:
         return f"<Task #{self.tid} {self.name} {state}>"
 
 
-@attrs.frozen
-class Step:
-    """One step of the trace: which task, at what time, performing what, with what outcome."""
+class Step(NamedTuple):
+    """One step of the trace: which task, at what time, performing what, with what outcome.
+
+    (A named tuple rather than an attrs class: one is made per step, on the hot path.)
+    """
 
     index: int
     time_ms: int
@@ -320,8 +320,13 @@ class Scheduler:
         """The tasks a step may choose, in spawn order (a stable order, never hash order)."""
         out = []
         for t in self.tasks:
-            if (not t.started or t.pending is None or t.pending.ready(self)) and self._gate_free(t):
-                out.append(t)
+            op = t.pending
+            if op is not None and op.kind != "kv" and not op.ready(self):
+                continue
+            owner = t.owner
+            if owner is not None and owner.gate_holder is not None and owner.gate_holder is not t:
+                continue
+            out.append(t)
         return out
 
     def live(self) -> list[Task]:
@@ -371,7 +376,8 @@ class Scheduler:
         if task.coro is None:
             assert task.factory is not None
             task.coro = task.factory()
-        token = _CURRENT.set(self)
+        outer = _CURRENT[0]
+        _CURRENT[0] = self
         try:
             nxt = task.coro.throw(error) if error is not None else task.coro.send(value)
         except StopIteration as stop:
@@ -381,7 +387,7 @@ class Scheduler:
             self._finish(task, error=exc)
             return
         finally:
-            _CURRENT.reset(token)
+            _CURRENT[0] = outer
         if not isinstance(nxt, Op):
             task.coro.close()
             self._finish(

@@ -1,0 +1,320 @@
+"""Durable Objects (reference §5): one instance per id, input gates, transactional storage,
+eviction, and requests killed mid-way."""
+
+# One-line test docstrings state the rule in full, with its section and message.
+# ruff: noqa: E501
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from qmodel.sim import (
+    URL,
+    DurableId,
+    FirstOptionBackend,
+    KvConfig,
+    Platform,
+    Request,
+    Response,
+    Task,
+    json_response,
+    sleep,
+)
+
+
+class Counter:
+    """A Durable Object counting in storage (``n``) and in memory (``self.seen``).
+
+    Routes: ``/inc`` (get, compute, put: only storage awaits), ``/inc-sleep`` (a timer between get
+    and put), ``/inc-kv`` (a KV read between get and put), ``/pair`` (one put of a dict),
+    ``/two-writes`` (put ``a``, then put ``b``), ``/read`` (storage and memory), ``/mutate``
+    (mutates a value after storing it and after reading it).
+    """
+
+    def __init__(self, state: Any, env: Any) -> None:
+        self.state = state
+        self.env = env
+        self.seen = 0
+
+    async def fetch(self, request: Request) -> Response:
+        storage = self.state.storage
+        route = URL(request.url).pathname
+        self.seen += 1
+        if route == "/inc":
+            n = await storage.get("n") or 0
+            await storage.put("n", n + 1)
+            return json_response({"n": n + 1})
+        if route == "/inc-sleep":
+            n = await storage.get("n") or 0
+            await sleep(10)
+            await storage.put("n", n + 1)
+            return json_response({"n": n + 1})
+        if route == "/inc-kv":
+            n = await storage.get("n") or 0
+            await self.env.COMMENTS_KV.get("anything")
+            await storage.put("n", n + 1)
+            return json_response({"n": n + 1})
+        if route == "/pair":
+            await storage.put({"a": 1, "b": 1})
+            return Response("ok")
+        if route == "/two-writes":
+            await storage.put("a", 1)
+            await storage.put("b", 1)
+            return Response("ok")
+        if route == "/read":
+            data = await storage.get(["a", "b", "n"])
+            return json_response({"storage": data, "seen": self.seen})
+        if route == "/mutate":
+            value = {"items": [1]}
+            await storage.put("doc", value)
+            value["items"].append(2)
+            got = await storage.get("doc")
+            got["items"].append(3)
+            return json_response(await storage.get("doc"))
+        return Response("no route", 404)
+
+
+class Front:
+    """A worker that forwards every request to the ``Counter`` named by ``?name=`` (default ``c``)."""
+
+    async def fetch(self, request: Request, env: Any, ctx: Any) -> Response:
+        ns = env.COUNTER
+        name = URL(request.url).search_params.get("name", "c")
+        return await ns.get(ns.id_from_name(name)).fetch(request)
+
+
+def make_platform(seed: int = 0, **kwargs: Any) -> Platform:
+    return Platform.create(seed=seed, durable={"COUNTER": Counter}, **kwargs)
+
+
+def run_all(platform: Platform, tasks: list[Task]) -> list[Response]:
+    platform.scheduler.run(until=lambda: all(t.finished for t in tasks))
+    assert all(t.finished and t.error is None for t in tasks)
+    return [t.result for t in tasks]
+
+
+def concurrent_increments(seed: int, route: str, n: int = 5) -> tuple[list[int], int]:
+    """Send ``n`` concurrent requests to ``route`` at three locations; return the counts they
+    answered (sorted) and the stored count."""
+    platform = make_platform(seed)
+    tasks = [
+        platform.send(Front(), Request.make("POST", route), location="ABC"[i % 3]) for i in range(n)
+    ]
+    answers = sorted(r.json_body()["n"] for r in run_all(platform, tasks))
+    platform.check()
+    ns = platform.namespaces["COUNTER"]
+    stored = ns.instance(ns.id_from_name("c")).storage.data["n"]
+    return answers, stored
+
+
+def step_until(platform: Platform, done: Callable[[], bool], *, limit: int = 1_000) -> None:
+    for _ in range(limit):
+        if done():
+            return
+        assert platform.scheduler.step() is not None, "nothing runnable before the condition held"
+    raise AssertionError("condition not reached")
+
+
+def durable_task(platform: Platform) -> Task:
+    (task,) = [t for t in platform.scheduler.tasks if t.kind == "durable"]
+    return task
+
+
+def test_id_from_name_is_stable() -> None:
+    """§5.1: id_from_name of the same name always gives the same id; other names and bindings give others."""
+    platform = make_platform()
+    ns = platform.namespaces["COUNTER"]
+    a1, a2, b = ns.id_from_name("a"), ns.id_from_name("a"), ns.id_from_name("b")
+    assert a1 == a2 and a1.hex == a2.hex and str(a1) == a1.hex
+    assert a1 != b and a1.hex != b.hex
+    other = make_platform(seed=9).namespaces["COUNTER"]
+    assert other.id_from_name("a") == a1  # stable across worlds
+    with pytest.raises(TypeError) as info:
+        ns.get("a")  # type: ignore[arg-type]
+    assert str(info.value) == "COUNTER.get() takes an id from id_from_name(), got 'a'"
+    assert isinstance(a1, DurableId)
+
+
+def test_one_instance_per_id() -> None:
+    """§5.1: every request for an id reaches the same in-memory instance; another id gets its own."""
+    platform = make_platform(backend=FirstOptionBackend())
+    for _ in range(3):
+        platform.request(Front(), Request.make("POST", "/inc"), location="A")
+    platform.request(Front(), Request.make("POST", "/inc", query={"name": "d"}), location="B")
+    res = platform.request(Front(), Request.make("GET", "/read"), location="C")
+    assert res.json_body() == {"storage": {"n": 3}, "seen": 4}
+    ns = platform.namespaces["COUNTER"]
+    assert len(ns.instances) == 2
+    inst = ns.instance(ns.id_from_name("c"))
+    assert inst.requests == 4 and inst.storage.data["n"] == 3
+    assert ns.instance(ns.id_from_name("d")).storage.data["n"] == 1
+    platform.check()
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_input_gate_makes_get_compute_put_atomic(seed: int) -> None:
+    """§5.2: with only storage awaits between get and put, 5 concurrent increments answer 1..5 and store 5, for every schedule."""
+    answers, stored = concurrent_increments(seed, "/inc")
+    assert answers == [1, 2, 3, 4, 5]
+    assert stored == 5
+
+
+def lost_update_seeds(route: str) -> list[int]:
+    lost = []
+    for seed in range(40):
+        answers, stored = concurrent_increments(seed, route)
+        assert 1 <= stored <= 5
+        if stored < 5:
+            assert len(set(answers)) < 5  # two requests answered the same count
+            lost.append(seed)
+    return lost
+
+
+def test_sleep_between_get_and_put_opens_the_gate() -> None:
+    """§5.2 pitfall 1: a timer between get and put lets another request in, and some schedule loses an update."""
+    assert lost_update_seeds("/inc-sleep")
+
+
+def test_kv_call_between_get_and_put_opens_the_gate() -> None:
+    """§5.2 pitfall 1: a Workers KV await between get and put is non-storage I/O, and some schedule loses an update."""
+    assert lost_update_seeds("/inc-kv")
+
+
+def test_gate_holder_blocks_other_requests_of_the_object() -> None:
+    """§5.2: while one request's storage call is outstanding, no other request of that object can step."""
+    platform = make_platform(backend=FirstOptionBackend())
+    sched = platform.scheduler
+    first = platform.send(Front(), Request.make("POST", "/inc"), location="A")
+    second = platform.send(Front(), Request.make("POST", "/inc"), location="B")
+    step_until(platform, lambda: len([t for t in sched.tasks if t.kind == "durable"]) == 2)
+    d1, d2 = [t for t in sched.tasks if t.kind == "durable"]
+    sched.step(d1)  # starts, suspends on storage.get: holds the gate
+    inst = d1.owner
+    assert inst.gate_holder is d1
+    assert d2 not in sched.runnable()
+    sched.step(d1)  # get done, suspends on storage.put: still holds it
+    assert inst.gate_holder is d1 and d2 not in sched.runnable()
+    sched.step(d1)  # put done, finishes: the gate opens
+    assert inst.gate_holder is None and d2 in sched.runnable()
+    run_all(platform, [first, second])
+    assert sorted(t.result.json_body()["n"] for t in (first, second)) == [1, 2]
+    sched.check()
+
+
+def test_storage_put_of_a_dict_is_atomic() -> None:
+    """§5.4: put of a dict is one storage operation: a kill before it leaves no key, applying it leaves all keys."""
+    for apply_pending, expected in ((False, {}), (True, {"a": 1, "b": 1})):
+        platform = make_platform(backend=FirstOptionBackend())
+        platform.send(Front(), Request.make("POST", "/pair"), location="A")
+        sched = platform.scheduler
+        step_until(platform, lambda s=sched: any(t.kind == "durable" for t in s.tasks))
+        task = durable_task(platform)
+        sched.step(task)  # suspends on the put of both keys
+        assert (
+            task.pending is not None
+            and task.pending.describe() == "COUNTER[c].storage.put ['a', 'b']"
+        )
+        platform.scheduler.kill(task, apply_pending=apply_pending)
+        storage = task.owner.storage
+        assert dict(storage.data) == expected
+        assert task.owner.gate_holder is None
+        platform.check()
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_concurrent_reader_sees_a_dict_put_whole_or_not_at_all(seed: int) -> None:
+    """§5.4: a reader racing a put of {a, b} sees both keys or neither, never one."""
+    platform = make_platform(seed)
+    writer = platform.send(Front(), Request.make("POST", "/pair"), location="A")
+    reader = platform.send(Front(), Request.make("GET", "/read"), location="B")
+    run_all(platform, [writer, reader])
+    assert reader.result.json_body()["storage"] in ({}, {"a": 1, "b": 1})
+
+
+def test_values_are_stored_as_copies() -> None:
+    """§5.4 (structured clone): mutating a value after put, or a value returned by get, does not change storage."""
+    platform = make_platform(backend=FirstOptionBackend())
+    res = platform.request(Front(), Request.make("POST", "/mutate"), location="A")
+    assert res.json_body() == {"items": [1]}
+    ns = platform.namespaces["COUNTER"]
+    assert ns.instance(ns.id_from_name("c")).storage.data["doc"] == {"items": [1]}
+
+
+def test_eviction_keeps_storage_and_loses_memory() -> None:
+    """§5.7: after eviction the next request gets a fresh instance: storage is kept, in-memory fields start over."""
+    platform = make_platform(backend=FirstOptionBackend())
+    for _ in range(3):
+        platform.request(Front(), Request.make("POST", "/inc"), location="A")
+    ns = platform.namespaces["COUNTER"]
+    inst = ns.instance(ns.id_from_name("c"))
+    before = inst.obj
+    ns.evict(ns.id_from_name("c"))
+    assert inst.obj is None and inst.generation == 1
+    res = platform.request(Front(), Request.make("GET", "/read"), location="A")
+    assert res.json_body() == {"storage": {"n": 3}, "seen": 1}
+    assert inst.obj is not before and isinstance(inst.obj, Counter)
+    ns.evict(ns.id_from_name("never-used"))  # evicting an id with no instance is harmless
+    platform.check()
+
+
+def test_killed_request_keeps_its_earlier_storage_writes() -> None:
+    """§6: a Durable Object request killed between two storage awaits leaves the first write and not the second."""
+    platform = make_platform(backend=FirstOptionBackend())
+    front = platform.send(Front(), Request.make("POST", "/two-writes"), location="A")
+    step_until(platform, lambda: any(t.kind == "durable" for t in platform.scheduler.tasks))
+    task = durable_task(platform)
+    step_until(
+        platform,
+        lambda: task.pending is not None and task.pending.describe() == "COUNTER[c].storage.put b",
+    )
+    platform.scheduler.kill(task)
+    assert task.killed and task.finished
+    assert dict(task.owner.storage.data) == {"a": 1}
+    assert task.owner.gate_holder is None
+    platform.scheduler.run()
+    assert front.finished and front.error is None
+    assert front.result.status == 500  # the worker's await raised TaskCancelled
+    assert front.invocation.errors == [
+        "uncaught TaskCancelled: COUNTER[c] POST /two-writes was killed before it answered"
+    ]
+    platform.check()
+
+
+def test_killing_the_caller_cancels_the_object_request() -> None:
+    """§6: killing the worker request that awaits a Durable Object call cancels that call too; its earlier writes stay."""
+    platform = make_platform(backend=FirstOptionBackend())
+    sched = platform.scheduler
+    front = platform.send(Front(), Request.make("POST", "/two-writes"), location="A")
+    step_until(platform, lambda: any(t.kind == "durable" for t in sched.tasks))
+    task = durable_task(platform)
+    step_until(
+        platform,
+        lambda: task.pending is not None and task.pending.describe() == "COUNTER[c].storage.put b",
+    )
+    sched.kill(front)
+    assert front.killed and task.killed
+    assert sched.tasks == []
+    assert dict(task.owner.storage.data) == {"a": 1}
+    platform.check()
+
+
+def test_durable_object_kv_calls_run_at_the_do_location() -> None:
+    """§5.2: a Durable Object's KV calls go through its own location and invocation record."""
+    platform = make_platform(backend=FirstOptionBackend(), kv=KvConfig.local())
+    platform.request(Front(), Request.make("POST", "/inc-kv"), location="A")
+    worker_inv, do_inv = platform.invocations
+    assert worker_inv.location == "A" and worker_inv.kv_ops == 0
+    assert do_inv.location == platform.do_location == "do-home"
+    assert do_inv.counters() == "[KVr:1 KVw:0]"
+
+
+def test_each_durable_request_counts_its_own_kv_operations() -> None:
+    """§2.1: each request to a Durable Object is its own invocation, so its KV calls count toward its own 1000-op limit."""
+    platform = make_platform(backend=FirstOptionBackend(), kv=KvConfig.local())
+    for _ in range(3):
+        platform.request(Front(), Request.make("POST", "/inc-kv"), location="A")
+    do_invs = [inv for inv in platform.invocations if inv.location == "do-home"]
+    assert [inv.counters() for inv in do_invs] == ["[KVr:1 KVw:0]"] * 3
