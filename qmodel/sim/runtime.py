@@ -124,17 +124,27 @@ class KvBinding:
         setattr(inv, field, getattr(inv, field) + 1)
 
     def _run(
-        self, task: Task | None, method: str, field: str, fn: Callable[[tuple[str, int]], Any]
+        self,
+        task: Task | None,
+        method: str,
+        field: str,
+        fn: Callable[[tuple[str, int]], Any],
+        key: str | None = None,
     ) -> Any:
         # The call counts toward the invocation of the task performing it: a Durable Object
         # keeps the env it was built with, but each request it serves is its own invocation.
         inv = task.invocation if task is not None and task.invocation is not None else self._inv
         self._count(inv, method, field)
         try:
-            return fn(self._where(inv))
+            result = fn(self._where(inv))
         except KvError as err:
             inv.kv_errors.append(err)
+            if key is not None:
+                inv.writes.append((key, err.status))
             raise
+        if key is not None:
+            inv.writes.append((key, 200))
+        return result
 
     async def get(self, key: str, type: str = "text", *, cache_ttl: int | None = None) -> Any:
         """The value of ``key`` (``None`` when missing); ``type="json"`` parses it."""
@@ -195,6 +205,7 @@ class KvBinding:
                         expiration_ttl=expiration_ttl,
                         metadata=metadata,
                     ),
+                    key,
                 ),
             )
         )
@@ -205,7 +216,9 @@ class KvBinding:
         await suspend(
             _KvCall(
                 f"{self._binding}.delete {key}",
-                lambda t: self._run(t, "DELETE", "kv_deletes", lambda w: store.delete(w, key)),
+                lambda t: self._run(
+                    t, "DELETE", "kv_deletes", lambda w: store.delete(w, key), key
+                ),
             )
         )
 

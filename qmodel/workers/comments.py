@@ -49,7 +49,7 @@ import attrs
 
 from qmodel.sim.http import URL, Request, Response, json_response
 from qmodel.sim.kv import KvError
-from qmodel.sim.scheduler import date_now, unique_suffix
+from qmodel.sim.scheduler import date_now, sleep, unique_suffix
 from qmodel.workers import cache as kvcache
 from qmodel.workers.queue_do import LEASE_MS, MAX_ATTEMPTS, MessageQueue, call
 
@@ -346,10 +346,14 @@ class CommentsWorker:
                 bp = {**(original.get("botParams") or {})}
                 bp.update(status="complete", processed=True, replyId=msg["id"], completedAt=now)
                 original = {**original, "botParams": bp}
-                try:
-                    await kv.put(key, _dumps(original))
-                except KvError as err:
-                    return _error(500, str(err))
+                for attempt in range(3):
+                    try:
+                        await kv.put(key, _dumps(original))
+                        break
+                    except KvError as err:
+                        if err.status != 429 or attempt == 2:
+                            return _error(500, str(err))
+                        await sleep(1_000)
                 await self._status_to_cache(env, original, None)
         return json_response(msg, 200, CORS)
 
@@ -496,7 +500,9 @@ class CommentsWorker:
         request: Request,
         env: Any,
         route: str,
-        kv_step: Callable[[dict[str, Any], int, dict[str, Any]], tuple[int, str] | dict[str, Any]],
+        kv_step: Callable[
+            [dict[str, Any], int, dict[str, Any]], tuple[int, str] | dict[str, Any] | None
+        ],
         answer: Callable[[dict[str, Any]], dict[str, Any]],
     ) -> Response:
         """The shared shape of claim, complete and fail: decide, write the message, update the
@@ -526,6 +532,8 @@ class CommentsWorker:
         outcome = kv_step(dict(msg.get("botParams") or {}), date_now(), body)
         if isinstance(outcome, tuple):
             return json_response({"success": False, "error": outcome[1]}, outcome[0], CORS)
+        if outcome is None:  # nothing to change (completing a completed message)
+            return json_response(answer({"success": True, "message": msg}), 200, CORS)
         msg = {**msg, "botParams": outcome}
         try:
             await env.COMMENTS_KV.put(key, _dumps(msg))
@@ -546,7 +554,11 @@ class CommentsWorker:
         )
 
     async def complete(self, request: Request, env: Any) -> Response:
-        def step(bp: dict[str, Any], now: int, body: dict[str, Any]) -> tuple[int, str] | dict[str, Any]:
+        def step(
+            bp: dict[str, Any], now: int, body: dict[str, Any]
+        ) -> tuple[int, str] | dict[str, Any] | None:
+            if bp.get("status") == "complete":
+                return None
             if bp.get("status") != "processing":
                 return 409, f"Message is {bp.get('status')}, not processing"
             bp.update(status="complete", processed=True, completedAt=now)

@@ -1,0 +1,113 @@
+"""Benchmark: simulated KV operations and scheduler steps per second on one core.
+
+A mixed workload on the queue-era design of seed 000 (``CommentsWorker(Fixes.seed_000())``),
+shaped like the state machine's examples: many fresh worlds, each with rounds of concurrent
+POSTs from frontends at several locations, pending polls, claims and completes from bots, all
+interleaved by a seeded random schedule (every choice through the world's one choice source),
+with the clock moving between rounds.
+
+    python bench/bench_platform.py [--worlds N] [--rounds R] [--seed S] [--no-trace]
+
+Prints the figures; it asserts nothing (speed is measured here, not in tests).
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from qmodel.sim import Platform, Request  # noqa: E402
+from qmodel.workers import CommentsWorker, Fixes  # noqa: E402
+
+LOCATIONS = ("fra", "iad", "sin", "gru")
+
+
+def world(seed: int, rounds: int, record: bool) -> tuple[int, int, int, int, int, float]:
+    """One simulated world, as one example of a machine run: ``rounds`` rounds of traffic."""
+    target = CommentsWorker(Fixes.seed_000())
+    platform = Platform.create(seed=seed, record=record, durable=target.durable_objects)
+    workload = random.Random(seed)  # what to send; the schedule itself is the platform's
+    sched = platform.scheduler
+    known: list[str] = []
+    requests = 0
+    for r in range(rounds):
+        tasks = []
+        for i in range(workload.randint(1, 4)):
+            now = platform.clock.now_ms
+            body = {
+                "id": f"{now}-r{r}i{i}",
+                "timestamp": now + workload.randint(0, 2),
+                "text": f"message {r}.{i}",
+                "message-type": "human",
+            }
+            known.append(body["id"])
+            tasks.append(Request.make("POST", "/api/comments", json_body=body))
+        tasks.append(Request.make("GET", "/api/queue/pending", query={"limit": 10}))
+        tasks.append(Request.make("GET", "/api/comments", query={"after": platform.clock.now_ms - 5_000}))
+        for _ in range(2):
+            mid = workload.choice(known)
+            tasks.append(
+                Request.make("POST", "/api/queue/claim", json_body={"messageId": mid, "workerId": "b1"})
+            )
+            tasks.append(
+                Request.make("POST", "/api/queue/complete", json_body={"messageId": mid, "workerId": "b1"})
+            )
+        for req in tasks:
+            platform.send(target, req, location=workload.choice(LOCATIONS))
+        requests += len(tasks)
+        sched.run(max_steps=1_000_000)
+        sched.advance(workload.choice((50, 300, 1_200, 4_000, 65_000)))
+    stats = platform.kv_stats()
+    return (requests, stats.operations, sched.steps, stats.rejected_429, len(platform.choices.log), stats.cost_usd)
+
+
+def run(worlds: int, rounds: int, seed: int, record: bool) -> dict[str, float]:
+    totals = [0, 0, 0, 0, 0, 0.0]
+    start = time.perf_counter()
+    for w in range(worlds):
+        for i, v in enumerate(world(seed * 1_000_003 + w, rounds, record)):
+            totals[i] += v
+    elapsed = time.perf_counter() - start
+    requests, ops, steps, rejected, choices, cost = totals
+    return {
+        "worlds": worlds,
+        "rounds": rounds,
+        "requests": requests,
+        "kv_ops": ops,
+        "steps": steps,
+        "seconds": elapsed,
+        "kv_ops_per_s": ops / elapsed,
+        "steps_per_s": steps / elapsed,
+        "requests_per_s": requests / elapsed,
+        "cost_usd": cost,
+        "rejected_429": rejected,
+        "choices": choices,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--worlds", type=int, default=400, help="fresh worlds (machine examples)")
+    parser.add_argument("--rounds", type=int, default=20, help="rounds of traffic per world")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--no-trace", action="store_true", help="do not record step records")
+    args = parser.parse_args()
+    out = run(args.worlds, args.rounds, args.seed, record=not args.no_trace)
+    print(f"workload: {out['worlds']} worlds x {out['rounds']} rounds, {out['requests']:,} requests, seed {args.seed}, "
+          f"step records {'off' if args.no_trace else 'on'}")
+    print(f"simulated KV operations: {out['kv_ops']:,} ({out['rejected_429']:,} refused with 429)")
+    print(f"scheduler steps:         {out['steps']:,}; choices recorded: {out['choices']:,}")
+    print(f"wall time:               {out['seconds']:.2f} s")
+    print(f"KV operations per second: {out['kv_ops_per_s']:,.0f}")
+    print(f"scheduler steps per second: {out['steps_per_s']:,.0f}")
+    print(f"requests per second:     {out['requests_per_s']:,.0f}")
+    print(f"simulated KV cost:       ${out['cost_usd']:.6f} at Cloudflare's prices")
+
+
+if __name__ == "__main__":
+    main()

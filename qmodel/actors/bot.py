@@ -1,0 +1,160 @@
+"""The AI bot, in the three eras of PROTOCOL.md.
+
+* ``patch``: list recent messages, answer each human one not yet ``processed`` that it has not
+  queued in the last 5 minutes, then PATCH it ``processed: true`` (seed 004).
+* ``queue``: poll ``/api/queue/pending`` about every 3 s, claim the first, generate, then post
+  the reply and ``complete``, or ``fail`` on an empty or failed generation (seed 000).
+* ``do``: ``claim-next``, generate, reply, ``complete``.
+
+Generating takes time and may come back empty or fail (choices ``bot.generate`` and
+``bot.generate_ms``). A crash kills the bot wherever it is, its in-flight request with it (a
+client that disconnects cancels its request); it restarts with empty memory.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Literal
+
+import attrs
+
+from qmodel.sim.scheduler import date_now, sleep
+
+if TYPE_CHECKING:
+    from qmodel.world import World
+
+__all__ = ["Bot", "GENERATE_MS"]
+
+Era = Literal["patch", "queue", "do"]
+#: How long a generation may take (ms); the last is longer than a 60 s claim lease.
+GENERATE_MS = (500, 4_000, 20_000, 75_000)
+#: seed 004: "that it has not queued in the last 5 minutes".
+REQUEUE_MS = 5 * 60_000
+
+
+@attrs.define(eq=False)
+class Bot:
+    """One bot process at ``location``; ``memory`` is lost on a crash."""
+
+    name: str
+    location: str
+    world: World
+    era: Era = "queue"
+    poll_ms: int = 3_000
+    memory: dict[str, int] = attrs.field(factory=dict)
+    answered: int = 0
+
+    async def generate(self) -> str:
+        """Spend a chosen time generating; ``reply``, ``empty`` or ``error``."""
+        choices = self.world.platform.choices
+        await sleep(choices.pick("bot.generate_ms", GENERATE_MS, (5, 3, 2, 1)))
+        return choices.pick("bot.generate", ("reply", "empty", "error"), (8, 1, 1))
+
+    async def reply(self, original: str) -> bool:
+        body = {
+            "text": f"reply to {original}",
+            "username": self.name,
+            "color": "green",
+            "domain": "saywhatwant.app",
+            "message-type": "AI",
+            "replyTo": original,
+        }
+        status, _ = await self.world.call(self, "post", "POST", "/api/comments", body=body, mid=None)
+        return status == 200
+
+    async def process_claimed(self, mid: str) -> None:
+        outcome = await self.generate()
+        w = self.world
+        if outcome != "reply":
+            await w.call(
+                self,
+                "fail",
+                "POST",
+                "/api/queue/fail",
+                body={"messageId": mid, "workerId": self.name, "error": f"generation {outcome}"},
+                mid=mid,
+            )
+            return
+        if await self.reply(mid):
+            self.answered += 1
+            await w.call(
+                self,
+                "complete",
+                "POST",
+                "/api/queue/complete",
+                body={"messageId": mid, "workerId": self.name},
+                mid=mid,
+            )
+
+    async def queue_round(self) -> None:
+        w = self.world
+        _, answer = await w.call(
+            self, "pending", "GET", "/api/queue/pending", query={"limit": 10}
+        )
+        items = _pending(answer)
+        if not items:
+            return
+        mid = items[0].get("id")
+        if not isinstance(mid, str):
+            return
+        status, res = await w.call(
+            self,
+            "claim",
+            "POST",
+            "/api/queue/claim",
+            body={"messageId": mid, "workerId": self.name},
+            mid=mid,
+        )
+        if status == 200 and isinstance(res, dict) and res.get("success") is not False:
+            await self.process_claimed(mid)
+
+    async def do_round(self) -> None:
+        status, res = await self.world.call(
+            self, "claim-next", "POST", "/api/queue/claim-next", body={"workerId": self.name}
+        )
+        msg = res.get("message") if isinstance(res, dict) else None
+        if status == 200 and isinstance(msg, dict) and isinstance(msg.get("id"), str):
+            await self.process_claimed(msg["id"])
+
+    async def patch_round(self) -> None:
+        w = self.world
+        _, answer = await w.call(self, "list", "GET", "/api/comments", query={"limit": 50})
+        now = date_now()
+        for m in _listing(answer):
+            mid = m.get("id")
+            bp = m.get("botParams") or {}
+            if m.get("message-type") != "human" or bp.get("processed") or not isinstance(mid, str):
+                continue
+            if now - self.memory.get(mid, -REQUEUE_MS) < REQUEUE_MS:
+                continue
+            self.memory[mid] = now
+            if await self.generate() != "reply":
+                continue
+            if await self.reply(mid):
+                self.answered += 1
+                await w.call(
+                    self,
+                    "patch",
+                    "PATCH",
+                    f"/api/comments/{mid}",
+                    body={"botParams": {"processed": True}},
+                    mid=mid,
+                )
+
+    async def run(self) -> None:
+        """Serve the era's protocol forever."""
+        rounds = {"queue": self.queue_round, "do": self.do_round, "patch": self.patch_round}
+        round_ = rounds[self.era]
+        while True:
+            await round_()
+            await sleep(self.poll_ms)
+
+
+def _pending(answer: Any) -> list[dict[str, Any]]:
+    """Pending messages: a bare array or ``{pending: [...]}`` (PROTOCOL.md: accept both)."""
+    items = answer.get("pending") if isinstance(answer, dict) else answer
+    return [m for m in items if isinstance(m, dict)] if isinstance(items, list) else []
+
+
+def _listing(answer: Any) -> list[dict[str, Any]]:
+    items = answer.get("comments") if isinstance(answer, dict) else answer
+    return [m for m in items if isinstance(m, dict)] if isinstance(items, list) else []

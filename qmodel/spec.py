@@ -1,0 +1,196 @@
+"""The reference model: what the queue should have done, given what was acknowledged.
+
+A pure step function over immutable state (``step(state, exchange) -> state``): it never
+mutates, it reads nothing but its arguments. It folds the history of exchanges into what the
+system has promised: which messages were acknowledged (a POST answered 200), which claims,
+completions, failures, PATCHes and replies were acknowledged, and so what each message's status
+must be. The invariants compare the world against it.
+
+Only acknowledged exchanges (2xx) change the model; a refused or unanswered request promised
+nothing. Transitions the queue should never have made (a claim of a finished message, two
+claims in one pending period) are recorded, not rejected: the spec says what happened to the
+promises, the invariants judge.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from types import MappingProxyType
+from typing import Any, Literal
+
+import attrs
+
+from qmodel.history import Exchange
+
+__all__ = ["Claim", "MessageSpec", "SpecState", "Status", "TERMINAL", "Transition", "replay", "step"]
+
+Status = Literal["pending", "processing", "complete", "failed"]
+TERMINAL: frozenset[str] = frozenset({"complete", "failed"})
+
+
+@attrs.frozen
+class Claim:
+    """An acknowledged claim: who, when, in which exchange."""
+
+    worker: str
+    at_ms: int
+    seq: int
+
+
+@attrs.frozen
+class Transition:
+    """A status change the acknowledgements imply, with the exchange that implied it."""
+
+    message_id: str
+    before: str
+    after: str
+    seq: int
+
+
+@attrs.frozen(kw_only=True)
+class MessageSpec:
+    """One acknowledged message as the spec sees it."""
+
+    id: str
+    kind: str
+    author: str
+    acked_seq: int
+    acked_ms: int
+    timestamp: int | None
+    reply_to: str | None = None
+    #: Human messages only: the status the acknowledgements imply.
+    status: Status | None = None
+    #: Acknowledged claims in the current pending period (a fail or an expired lease starts a
+    #: new period).
+    claims: tuple[Claim, ...] = ()
+    #: Ids of acknowledged AI replies to this message.
+    replies: tuple[str, ...] = ()
+    processed: bool = False
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL
+
+    @property
+    def answered(self) -> bool:
+        """Finished from the user's point of view: terminal, or replied to."""
+        return self.terminal or bool(self.replies) or self.processed
+
+
+def _frozen(d: Mapping[str, MessageSpec]) -> Mapping[str, MessageSpec]:
+    return MappingProxyType(dict(d))
+
+
+@attrs.frozen(kw_only=True)
+class SpecState:
+    """The model's state: acknowledged messages in acknowledgement order, and transitions."""
+
+    messages: Mapping[str, MessageSpec] = attrs.field(factory=lambda: MappingProxyType({}))
+    order: tuple[str, ...] = ()
+    transitions: tuple[Transition, ...] = ()
+    #: A claim older than this may be taken over (a lease); ``None``: never.
+    lease_ms: int | None = 60_000
+
+    def humans(self) -> list[MessageSpec]:
+        return [m for i in self.order if (m := self.messages[i]).kind == "human"]
+
+    def open(self) -> list[MessageSpec]:
+        """Acknowledged human messages not yet answered."""
+        return [m for m in self.humans() if not m.answered]
+
+    def _put(self, msg: MessageSpec, *, new: bool = False, transition: Transition | None = None) -> SpecState:
+        messages = dict(self.messages)
+        messages[msg.id] = msg
+        return attrs.evolve(
+            self,
+            messages=_frozen(messages),
+            order=self.order + (msg.id,) if new else self.order,
+            transitions=self.transitions + (transition,) if transition else self.transitions,
+        )
+
+
+def _mid(ex: Exchange) -> str | None:
+    if ex.message_id is not None:
+        return ex.message_id
+    return None
+
+
+def _status_change(state: SpecState, msg: MessageSpec, after: str, ex: Exchange, **changes: Any) -> SpecState:
+    before = msg.status or "pending"
+    t = Transition(msg.id, before, after, ex.seq) if before != after else None
+    return state._put(attrs.evolve(msg, status=after, **changes), transition=t)
+
+
+def step(state: SpecState, ex: Exchange) -> SpecState:
+    """The model after one exchange (pure; ``state`` is left as it was)."""
+    if not ex.ok:
+        return state
+    answer = ex.answer if isinstance(ex.answer, dict) else {}
+    if ex.kind == "post":
+        posted = answer if answer.get("id") else None
+        if posted is None:
+            return state
+        mid = posted["id"]
+        if mid in state.messages:
+            return state
+        kind = posted.get("message-type") or "human"
+        reply_to = posted.get("replyTo")
+        msg = MessageSpec(
+            id=mid,
+            kind=kind,
+            author=ex.actor,
+            acked_seq=ex.seq,
+            acked_ms=ex.answered_ms or ex.sent_ms,
+            timestamp=posted.get("timestamp"),
+            reply_to=reply_to,
+            status="pending" if kind == "human" else None,
+        )
+        state = state._put(msg, new=True)
+        if reply_to and reply_to in state.messages:
+            original = state.messages[reply_to]
+            state = state._put(attrs.evolve(original, replies=original.replies + (mid,)))
+        return state
+    mid = _mid(ex)
+    if mid is None or mid not in state.messages:
+        if ex.kind == "claim-next" and isinstance(answer.get("message"), dict):
+            mid = answer["message"].get("id")
+            if mid not in state.messages:
+                return state
+        else:
+            return state
+    msg = state.messages[mid]
+    if ex.kind in ("claim", "claim-next"):
+        if answer.get("success") is False:
+            return state
+        worker = (ex.body or {}).get("workerId") or ex.actor
+        claim = Claim(worker, ex.answered_ms or ex.sent_ms, ex.seq)
+        lease_over = (
+            state.lease_ms is not None
+            and msg.claims
+            and claim.at_ms - msg.claims[-1].at_ms >= state.lease_ms
+        )
+        claims = (claim,) if lease_over or msg.status == "pending" else msg.claims + (claim,)
+        return _status_change(state, msg, "processing", ex, claims=claims)
+    if ex.kind == "complete":
+        if msg.status == "complete":
+            return state
+        return _status_change(state, msg, "complete", ex)
+    if ex.kind == "fail":
+        after = answer.get("status") or "pending"
+        claims = () if after == "pending" else msg.claims
+        return _status_change(state, msg, after, ex, claims=claims)
+    if ex.kind == "patch":
+        fields = ((ex.body or {}).get("botParams") or {})
+        if fields.get("processed"):
+            if msg.status == "complete":
+                return state._put(attrs.evolve(msg, processed=True))
+            return _status_change(state, msg, "complete", ex, processed=True)
+    return state
+
+
+def replay(exchanges: Iterable[Exchange], *, lease_ms: int | None = 60_000) -> SpecState:
+    """Fold ``exchanges`` into a fresh model."""
+    state = SpecState(lease_ms=lease_ms)
+    for ex in exchanges:
+        state = step(state, ex)
+    return state

@@ -1,0 +1,301 @@
+"""A world: one simulated platform, one target, its actors, the history and the spec.
+
+The machine drives a world through a few verbs: :meth:`World.post` (a frontend posts),
+:meth:`World.run` (steps of the schedule), :meth:`World.advance` (the clock moves),
+:meth:`World.crash` (a bot dies and restarts empty), :meth:`World.burst` (another app floods
+the chat). :meth:`World.settle` stops traffic, lets every staleness window and lease pass,
+runs the actors on a fair schedule for a while, and looks at the result through the HTTP
+contract. Every decision in all of it goes through the platform's one choice source.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Literal
+
+import attrs
+
+from invariants.base import CheckContext, Settled
+from qmodel.actors.bot import Bot, Era
+from qmodel.actors.frontend import Frontend, _comments
+from qmodel.history import Exchange, History, KvWrite
+from qmodel.sim.choices import Backend, FirstOptionBackend
+from qmodel.sim.http import Request
+from qmodel.sim.kv import KvConfig
+from qmodel.sim.runtime import Platform
+from qmodel.sim.scheduler import Join, Task, date_now, suspend
+from qmodel.spec import SpecState
+from qmodel.spec import step as spec_step
+
+__all__ = ["World", "WorldConfig"]
+
+FRONTEND_LOCATIONS = ("fra", "iad", "nrt", "syd")
+BOT_LOCATIONS = ("sin", "gru", "jnb", "bom")
+#: How long the settled world runs on a fair schedule (virtual ms).
+SETTLE_MS = 10 * 60_000
+#: Past every staleness window (KV cache TTL 60 s, list views) and the 60 s claim lease.
+QUIET_MS = 61_000
+
+
+@attrs.frozen(kw_only=True)
+class WorldConfig:
+    """The shape of a world: which era the actors speak, how many of them, which KV."""
+
+    protocol: Literal["patch", "queue", "do"] = "queue"
+    bots: int = 2
+    frontends: int = 2
+    kv: str = "strict"
+    #: A claim older than this may be taken over (the spec's lease).
+    lease_ms: int | None = 60_000
+    bot_poll_ms: int = 3_000
+    frontend_poll_ms: int = 3_000
+    #: Clock offsets of the frontends (ms), one per frontend, cycled.
+    skews_ms: tuple[int, ...] = (0,)
+    max_task_steps: int = 10_000
+
+    def kv_config(self) -> KvConfig:
+        return KvConfig.named(self.kv)
+
+
+@attrs.define(eq=False)
+class World:
+    """Everything one run simulates."""
+
+    config: WorldConfig
+    target: Any
+    platform: Platform
+    history: History = attrs.field(factory=History)
+    spec: SpecState = attrs.field(factory=SpecState)
+    frontends: list[Frontend] = attrs.field(factory=list)
+    bots: list[Bot] = attrs.field(factory=list)
+    tasks: dict[str, Task] = attrs.field(factory=dict)
+    crashes: int = 0
+    bursts: int = 0
+    #: Human-readable log of what the machine did, for traces and reports.
+    log: list[str] = attrs.field(factory=list)
+    settled: Settled | None = None
+
+    @classmethod
+    def create(cls, target: Any, config: WorldConfig, backend: Backend) -> World:
+        platform = Platform.create(
+            backend=backend,
+            kv=config.kv_config(),
+            durable=getattr(target, "durable_objects", None),
+            max_task_steps=config.max_task_steps,
+        )
+        world = cls(config, target, platform, spec=SpecState(lease_ms=config.lease_ms))
+        for i in range(config.frontends):
+            fe = Frontend(
+                f"frontend-{i + 1}",
+                FRONTEND_LOCATIONS[i % len(FRONTEND_LOCATIONS)],
+                world,
+                poll_ms=config.frontend_poll_ms,
+                skew_ms=config.skews_ms[i % len(config.skews_ms)],
+            )
+            world.frontends.append(fe)
+            world._start(fe.name, fe.run)
+        for i in range(config.bots):
+            bot = Bot(
+                f"bot-{i + 1}",
+                BOT_LOCATIONS[i % len(BOT_LOCATIONS)],
+                world,
+                era=config.protocol,
+                poll_ms=config.bot_poll_ms,
+            )
+            world.bots.append(bot)
+            world._start(bot.name, bot.run)
+        return world
+
+    def _start(self, name: str, run: Callable[[], Any]) -> None:
+        self.tasks[name] = self.platform.scheduler.spawn(run, name, kind="actor")
+
+    # -- talking to the target -----------------------------------------------------------------
+
+    def call(
+        self,
+        actor: Any,
+        kind: str,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        query: dict[str, Any] | None = None,
+        mid: str | None = None,
+    ) -> Any:
+        """``await world.call(...)`` from an actor task: send the request, wait for the answer,
+        record the exchange; gives ``(status, parsed answer)``."""
+        return self._call(actor, kind, method, path, body, query, mid)
+
+    async def _call(
+        self,
+        actor: Any,
+        kind: str,
+        method: str,
+        path: str,
+        body: Any,
+        query: dict[str, Any] | None,
+        mid: str | None,
+    ) -> tuple[int, Any]:
+        request = Request.make(method, path, query=query, json_body=body)
+        sent = date_now()
+        name = f"{actor.name}:{kind}"
+        op = Join(
+            f"{actor.name} {request.describe()}",
+            lambda: self.platform.send(self.target, request, location=actor.location, name=name),
+        )
+        response = await suspend(op)
+        assert op.child is not None
+        inv = op.child.invocation
+        answer = response.json_body()
+        ex = Exchange(
+            seq=len(self.history) + 1,
+            actor=actor.name,
+            location=actor.location,
+            kind=kind,  # type: ignore[arg-type]
+            method=method,
+            path=request.describe().split(" ", 1)[1],
+            body=body,
+            sent_ms=sent,
+            answered_ms=date_now(),
+            status=response.status,
+            answer=answer,
+            message_id=mid,
+            kv_reads=inv.kv_reads,
+            kv_writes=inv.kv_writes,
+            kv_lists=inv.kv_lists,
+            kv_deletes=inv.kv_deletes,
+            kv_errors=tuple(str(e) for e in inv.kv_errors),
+            writes=tuple(KvWrite(k, s) for k, s in inv.writes),
+            errors=tuple(inv.errors),
+        )
+        self.history.add(ex)
+        self.spec = spec_step(self.spec, ex)
+        self.log.append(f"t={ex.answered_ms} {ex.describe()}")
+        return response.status, answer
+
+    # -- the machine's verbs -------------------------------------------------------------------
+
+    def post(self, frontend: int, text: str | None = None) -> None:
+        """Frontend ``frontend`` starts posting a message (it runs as the schedule allows)."""
+        fe = self.frontends[frontend % len(self.frontends)]
+        text = text or f"message {fe.posts + 1} from {fe.name}"
+        self.log.append(f"t={self.platform.clock.now_ms} {fe.name} starts posting {text!r}")
+        self.platform.scheduler.spawn(lambda: fe.post(text), f"{fe.name}:post", kind="actor")
+
+    def burst(self, count: int) -> None:
+        """Another app posts ``count`` AI messages at once (traffic the bot does not answer)."""
+        self.bursts += 1
+        self.log.append(f"t={self.platform.clock.now_ms} burst of {count} messages")
+        other = _Other(f"other-app-{self.bursts}", "lhr", self)
+        self.platform.scheduler.spawn(lambda: other.flood(count), other.name, kind="actor")
+
+    def run(self, steps: int) -> int:
+        """Take up to ``steps`` scheduler steps (each a choice); jump the clock to the next
+        wake-up when nothing can run. Returns the steps taken."""
+        sched = self.platform.scheduler
+        taken = 0
+        while taken < steps:
+            if sched.step() is None:
+                if not sched.advance_to_next_wakeup():
+                    break
+                continue
+            taken += 1
+        return taken
+
+    def advance(self, ms: int) -> None:
+        self.log.append(f"t={self.platform.clock.now_ms} clock +{ms} ms")
+        self.platform.scheduler.advance(ms)
+
+    def crash(self, bot: int) -> None:
+        """Bot ``bot`` dies where it stands (its in-flight request is cancelled; a write it had
+        sent may or may not land: a choice) and restarts with empty memory."""
+        b = self.bots[bot % len(self.bots)]
+        task = self.tasks.get(b.name)
+        if task is None or task.finished:
+            return
+        self.crashes += 1
+        lands = bool(self.platform.choices.choose("crash.pending_write_lands", 2))
+        self.log.append(f"t={self.platform.clock.now_ms} {b.name} crashes and restarts")
+        sched = self.platform.scheduler
+        for t in list(sched.tasks):  # its concurrent actions die too
+            if t.name.startswith(f"{b.name}:") and t.kind == "actor":
+                sched.kill(t, apply_pending=lands)
+        sched.kill(task, apply_pending=lands)
+        fresh = Bot(b.name, b.location, self, era=b.era, poll_ms=b.poll_ms)
+        self.bots[self.bots.index(b)] = fresh
+        self._start(fresh.name, fresh.run)
+
+    # -- settling and looking ------------------------------------------------------------------
+
+    def settle(self, *, settle_ms: int = SETTLE_MS) -> Settled:
+        """Stop traffic and faults, pass the staleness windows, run fairly, then observe."""
+        platform = self.platform
+        platform.choices.backend = FirstOptionBackend()
+        self.log.append(f"t={platform.clock.now_ms} settle: traffic stops")
+        sched = platform.scheduler
+        # Let what is in flight finish, then the quiet period, then fair running.
+        end = platform.clock.now_ms + QUIET_MS + settle_ms
+        while platform.clock.now_ms < end:
+            if sched.step() is None and not sched.advance_to_next_wakeup():
+                break
+        if platform.clock.now_ms < end:
+            sched.advance_to(end)
+        probe = _Other("probe", "probe-1", self)
+        listing_ex = self._probe(probe, "GET", "/api/comments", {"limit": 200})
+        listing = tuple(_comments(listing_ex[1])) if listing_ex[0] == 200 else None
+        pending: tuple[dict[str, Any], ...] | None = None
+        if self.config.protocol == "queue":
+            probe2 = _Other("probe", "probe-2", self)
+            status, answer = self._probe(probe2, "GET", "/api/queue/pending", {"limit": 1000})
+            if status == 200:
+                items = answer.get("pending") if isinstance(answer, dict) else answer
+                pending = tuple(m for m in items or [] if isinstance(m, dict))
+        seen = {fe.name: frozenset(fe.seen) for fe in self.frontends}
+        self.settled = Settled(
+            listing=listing,
+            pending=pending,
+            seen=seen,
+            probe_seqs=(len(self.history) - 1, len(self.history)) if pending is not None else (len(self.history),),
+        )
+        return self.settled
+
+    def _probe(self, who: _Other, method: str, path: str, query: dict[str, Any]) -> tuple[int, Any]:
+        sched = self.platform.scheduler
+        task = sched.spawn(
+            lambda: self._call(who, "probe", method, path, None, query, None), who.location, kind="actor"
+        )
+        while not task.finished:
+            if sched.step() is None and not sched.advance_to_next_wakeup():
+                break
+        if not task.finished or task.error is not None:
+            return 0, None
+        return task.result
+
+    def context(self, *, cache_size: int = 200, idle_poll_reads: int = 3) -> CheckContext:
+        return CheckContext(
+            history=self.history,
+            spec=self.spec,
+            settled=self.settled,
+            cache_size=cache_size,
+            idle_poll_reads=idle_poll_reads,
+            protocol=self.config.protocol,
+        )
+
+
+@attrs.define(eq=False)
+class _Other:
+    """A client that is not a frontend or a bot: another app, or the machine's probe."""
+
+    name: str
+    location: str
+    world: World
+
+    async def flood(self, count: int) -> None:
+        for i in range(count):
+            body = {
+                "text": f"{self.name} message {i + 1}",
+                "username": self.name,
+                "message-type": "AI",
+                "domain": "other.app",
+            }
+            await self.world.call(self, "post", "POST", "/api/comments", body=body)
