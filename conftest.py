@@ -1,14 +1,9 @@
-"""Project-wide pytest configuration: Hypothesis profiles for the harness's own tests."""
+"""Project-wide pytest configuration: the Hypothesis profiles (dev, ci, nightly) of
+qmodel.profiles, selectable with ``--hypothesis-profile``; ``dev`` unless told otherwise."""
 
-from hypothesis import HealthCheck, settings
+from hypothesis import settings
 
-settings.register_profile("dev", max_examples=50)
-settings.register_profile(
-    "ci",
-    max_examples=100,
-    derandomize=True,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow],
-)
-settings.register_profile("nightly", max_examples=5_000, deadline=None)
+from qmodel.profiles import register
+
+register()
 settings.load_profile("dev")

@@ -118,7 +118,9 @@ CATALOG: dict[str, CatalogEntry] = {
             summary="the cache says pending, the key says complete; the pending endpoint "
             "re-verifies and rewrites the cache on idle polls, from a stale copy",
             fixes=_with(pending_read_only=False, cache_in_do=False),
-            invariants=("cost", "cache-coherent"),
+            # The rewrite often meets the 1 write/s limit and is dropped: seed 000's "cache write
+            # in step 4 is failing", which keeps the ghost alive.
+            invariants=("cost", "cache-coherent", "platform"),
             protocol="queue",
             needs_production_kv=True,
         ),
@@ -148,7 +150,7 @@ CATALOG: dict[str, CatalogEntry] = {
             summary="a burst pushes a pending message out of the last-200 cache; the bot never "
             "sees it",
             fixes=_with(pending_index=False),
-            invariants=("pending-visible",),
+            invariants=("pending-visible", "ack-durable", "one-reply"),
             protocol="queue",
             needs_production_kv=False,
         ),

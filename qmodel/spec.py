@@ -30,11 +30,15 @@ TERMINAL: frozenset[str] = frozenset({"complete", "failed"})
 
 @attrs.frozen
 class Claim:
-    """An acknowledged claim: who, when, in which exchange."""
+    """An acknowledged claim: who, when it was answered, in which exchange, when it was sent.
+
+    The object decided somewhere between ``sent_ms`` and ``at_ms``.
+    """
 
     worker: str
     at_ms: int
     seq: int
+    sent_ms: int | None = None
 
 
 @attrs.frozen
@@ -97,6 +101,10 @@ class SpecState:
     def open(self) -> list[MessageSpec]:
         """Acknowledged human messages not yet answered."""
         return [m for m in self.humans() if not m.answered]
+
+    def unfinished(self) -> list[MessageSpec]:
+        """Acknowledged human messages whose acknowledged status is not terminal."""
+        return [m for m in self.humans() if not m.terminal and not m.processed]
 
     def _put(self, msg: MessageSpec, *, new: bool = False, transition: Transition | None = None) -> SpecState:
         messages = dict(self.messages)
@@ -163,11 +171,15 @@ def step(state: SpecState, ex: Exchange) -> SpecState:
         if answer.get("success") is False:
             return state
         worker = (ex.body or {}).get("workerId") or ex.actor
-        claim = Claim(worker, ex.answered_ms or ex.sent_ms, ex.seq)
+        claim = Claim(worker, ex.answered_ms or ex.sent_ms, ex.seq, ex.sent_ms)
+        # The earlier lease may have run out if it could have: measured from the earliest
+        # moment the earlier claim was decided to the latest moment this one was.
+        previous = msg.claims[-1] if msg.claims else None
         lease_over = (
             state.lease_ms is not None
-            and msg.claims
-            and claim.at_ms - msg.claims[-1].at_ms >= state.lease_ms
+            and previous is not None
+            and claim.at_ms - (previous.sent_ms if previous.sent_ms is not None else previous.at_ms)
+            >= state.lease_ms
         )
         claims = (claim,) if lease_over or msg.status == "pending" else msg.claims + (claim,)
         return _status_change(state, msg, "processing", ex, claims=claims)

@@ -23,7 +23,8 @@ from qmodel.sim.choices import Backend, FirstOptionBackend
 from qmodel.sim.http import Request
 from qmodel.sim.kv import KvConfig
 from qmodel.sim.runtime import Platform
-from qmodel.sim.scheduler import Join, Task, date_now, suspend
+from qmodel.errors import StepLimitExceeded
+from qmodel.sim.scheduler import Join, Task, TaskCancelled, date_now, suspend
 from qmodel.spec import SpecState
 from qmodel.spec import step as spec_step
 
@@ -31,8 +32,9 @@ __all__ = ["World", "WorldConfig"]
 
 FRONTEND_LOCATIONS = ("fra", "iad", "nrt", "syd")
 BOT_LOCATIONS = ("sin", "gru", "jnb", "bom")
-#: How long the settled world runs on a fair schedule (virtual ms).
-SETTLE_MS = 10 * 60_000
+#: The longest the settled world runs on a fair schedule (virtual ms); it stops earlier once
+#: every acknowledged message is answered and the frontends have polled.
+SETTLE_MS = 2 * 60_000
 #: Past every staleness window (KV cache TTL 60 s, list views) and the 60 s claim lease.
 QUIET_MS = 61_000
 
@@ -92,6 +94,8 @@ class World:
                 poll_ms=config.frontend_poll_ms,
                 skew_ms=config.skews_ms[i % len(config.skews_ms)],
             )
+            # The tab opened as the world began: its cursor starts a few seconds before.
+            fe.cursor = platform.clock.now_ms + fe.skew_ms - 5_000
             world.frontends.append(fe)
             world._start(fe.name, fe.run)
         for i in range(config.bots):
@@ -143,21 +147,48 @@ class World:
             f"{actor.name} {request.describe()}",
             lambda: self.platform.send(self.target, request, location=actor.location, name=name),
         )
-        response = await suspend(op)
+        try:
+            response = await suspend(op)
+        except TaskCancelled:
+            # The request was killed before it answered: by the step limit (a worker that
+            # never answers), or with its client.
+            assert op.child is not None
+            overrun = op.child.error if isinstance(op.child.error, StepLimitExceeded) else None
+            if overrun is None:
+                raise
+            self._record(actor, kind, request, body, sent, None, None, mid, op.child.invocation,
+                         (f"stopped by the step limit: {overrun}",))
+            return 0, None
         assert op.child is not None
-        inv = op.child.invocation
         answer = response.json_body()
+        self._record(actor, kind, request, body, sent, response.status, answer, mid,
+                     op.child.invocation, ())
+        return response.status, answer
+
+    def _record(
+        self,
+        actor: Any,
+        kind: str,
+        request: Request,
+        body: Any,
+        sent: int,
+        status: int | None,
+        answer: Any,
+        mid: str | None,
+        inv: Any,
+        extra_errors: tuple[str, ...],
+    ) -> None:
         ex = Exchange(
             seq=len(self.history) + 1,
             actor=actor.name,
             location=actor.location,
             kind=kind,  # type: ignore[arg-type]
-            method=method,
+            method=request.method,
             path=request.describe().split(" ", 1)[1],
             body=body,
             sent_ms=sent,
-            answered_ms=date_now(),
-            status=response.status,
+            answered_ms=date_now() if status is not None else None,
+            status=status,
             answer=answer,
             message_id=mid,
             kv_reads=inv.kv_reads,
@@ -166,12 +197,12 @@ class World:
             kv_deletes=inv.kv_deletes,
             kv_errors=tuple(str(e) for e in inv.kv_errors),
             writes=tuple(KvWrite(k, s) for k, s in inv.writes),
-            errors=tuple(inv.errors),
+            errors=tuple(inv.errors) + extra_errors,
         )
         self.history.add(ex)
         self.spec = spec_step(self.spec, ex)
-        self.log.append(f"t={ex.answered_ms} {ex.describe()}")
-        return response.status, answer
+        note = f" ({'; '.join(extra_errors)})" if extra_errors else ""
+        self.log.append(f"t={date_now()} {ex.describe()}{note}")
 
     # -- the machine's verbs -------------------------------------------------------------------
 
@@ -228,18 +259,41 @@ class World:
     # -- settling and looking ------------------------------------------------------------------
 
     def settle(self, *, settle_ms: int = SETTLE_MS) -> Settled:
-        """Stop traffic and faults, pass the staleness windows, run fairly, then observe."""
+        """Stop traffic and faults, pass the staleness windows, run fairly, then observe.
+
+        In order: what is in flight finishes (no new traffic starts); the clock jumps past
+        every KV cache TTL, list view and claim lease (:data:`QUIET_MS`); then the actors run on
+        a fair schedule (always the first runnable task; every read fresh, every generation
+        quick and successful) until every acknowledged human message is answered and each
+        frontend has polled twice since, or ``settle_ms`` of virtual time has passed. Finally
+        the world is observed through the HTTP contract from locations that never read.
+        """
         platform = self.platform
         platform.choices.backend = FirstOptionBackend()
-        self.log.append(f"t={platform.clock.now_ms} settle: traffic stops")
         sched = platform.scheduler
-        # Let what is in flight finish, then the quiet period, then fair running.
-        end = platform.clock.now_ms + QUIET_MS + settle_ms
-        while platform.clock.now_ms < end:
+        self.log.append(f"t={platform.clock.now_ms} settle: traffic stops")
+        loops = set(self.tasks.values())
+
+        def in_flight() -> bool:
+            return any(t not in loops for t in sched.tasks)
+
+        for _ in range(200_000):
+            if not in_flight():
+                break
             if sched.step() is None and not sched.advance_to_next_wakeup():
                 break
-        if platform.clock.now_ms < end:
-            sched.advance_to(end)
+        sched.advance(QUIET_MS)
+        self.log.append(f"t={platform.clock.now_ms} settle: {QUIET_MS // 1000} s later, fair run")
+        end = platform.clock.now_ms + settle_ms
+        answered_at: int | None = None
+        grace = 2 * self.config.frontend_poll_ms + 1
+        while platform.clock.now_ms < end:
+            if answered_at is None and not self.spec.unfinished():
+                answered_at = platform.clock.now_ms
+            if answered_at is not None and platform.clock.now_ms >= answered_at + grace and not in_flight():
+                break
+            if sched.step() is None and not sched.advance_to_next_wakeup():
+                break
         probe = _Other("probe", "probe-1", self)
         listing_ex = self._probe(probe, "GET", "/api/comments", {"limit": 200})
         listing = tuple(_comments(listing_ex[1])) if listing_ex[0] == 200 else None

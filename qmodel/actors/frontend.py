@@ -23,6 +23,8 @@ __all__ = ["Frontend"]
 
 #: How far the second clock read can be behind the first (ms), as a choice: seed 004 saw 1-2.
 STRADDLE_MS = (0, 1, 2)
+#: Messages asked for per poll.
+PAGE = 200
 #: seed 000 step 10: self-heal every 30 s for messages older than 30 s.
 SELF_HEAL_MS = 30_000
 
@@ -70,25 +72,31 @@ class Frontend:
         if status == 200:
             self.own[mid] = date_now()
 
-    def _take(self, items: list[dict[str, Any]]) -> None:
+    def _take(self, items: list[dict[str, Any]], *, advance: bool = True) -> None:
         for m in items:
             mid = m.get("id")
             if not isinstance(mid, str):
                 continue
             self.seen.add(mid)
             ts = m.get("timestamp")
-            if isinstance(ts, int) and (self.cursor is None or ts > self.cursor):
+            if advance and isinstance(ts, int) and (self.cursor is None or ts > self.cursor):
                 self.cursor = ts
             if m.get("replyTo"):
                 self.replied.add(m["replyTo"])
 
     async def poll(self) -> None:
+        """Fetch what is newer than the cursor; a full page means more: fetch again at once."""
         if self.cursor is None:
             self.cursor = self.clock() - 5_000
-        _, answer = await self.world.call(
-            self, "poll", "GET", "/api/comments", query={"after": self.cursor, "limit": 200}
-        )
-        self._take(_comments(answer))
+        for _ in range(50):
+            _, answer = await self.world.call(
+                self, "poll", "GET", "/api/comments", query={"after": self.cursor, "limit": PAGE}
+            )
+            items = _comments(answer)
+            before = self.cursor
+            self._take(items)
+            if len(items) < PAGE or self.cursor == before:
+                break
 
     async def self_heal(self) -> None:
         """Refetch the listing if an own message older than 30 s has no reply yet."""
@@ -99,7 +107,8 @@ class Frontend:
             _, answer = await self.world.call(
                 self, "list", "GET", "/api/comments", query={"limit": 200}
             )
-            self._take(_comments(answer))
+            # A refetch shows what the listing holds; the poll cursor stays where polling got to.
+            self._take(_comments(answer), advance=False)
 
     async def run(self) -> None:
         """Poll forever; self-heal every 30 s."""

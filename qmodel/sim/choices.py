@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Sequence
-from typing import Any, Protocol, TypeVar
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 import attrs
 
@@ -43,9 +43,12 @@ __all__ = [
 T = TypeVar("T")
 
 
-@attrs.frozen
-class Choice:
-    """One recorded decision: option ``index`` of ``n`` for the decision named ``label``."""
+class Choice(NamedTuple):
+    """One recorded decision: option ``index`` of ``n`` for the decision named ``label``.
+
+    (A named tuple rather than an attrs class: one is made per choice, on the hot path, and a
+    tuple of plain values costs the garbage collector nothing once it has seen it.)
+    """
 
     label: str
     n: int
@@ -56,6 +59,7 @@ class Choice:
 
     @classmethod
     def from_json(cls, raw: Any) -> Choice:
+        """Parse what :meth:`to_json` gave; anything but ``[str, int, int]`` is refused."""
         if (
             not isinstance(raw, list)
             or len(raw) != 3

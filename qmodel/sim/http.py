@@ -20,6 +20,10 @@ __all__ = ["Headers", "Request", "Response", "URL", "json_response"]
 #: The origin simulated requests are addressed to; any would do.
 ORIGIN = "https://worker.qmodel.test"
 
+#: ``JSON.stringify``'s layout (no spaces), made once: ``json.dumps(..., separators=...)``
+#: would build a new encoder for every body.
+_COMPACT = json.JSONEncoder(separators=(",", ":"))
+
 
 class Headers:
     """Case-insensitive header map (the Fetch API's ``Headers``)."""
@@ -29,7 +33,9 @@ class Headers:
     def __init__(self, init: Mapping[str, str] | Iterable[tuple[str, str]] | None = None) -> None:
         self._items: dict[str, str] = {}
         if init is not None:
-            pairs = init.items() if isinstance(init, Mapping) else init
+            # A dict first: the Mapping check is an abstract-class check, slow on every response.
+            mapping = isinstance(init, dict) or isinstance(init, Mapping)
+            pairs = init.items() if mapping else init
             for k, v in pairs:
                 self._items[k.lower()] = str(v)
 
@@ -63,8 +69,9 @@ class URL:
         self.pathname = parts.path or "/"
         #: First value per name, as ``URLSearchParams.get`` answers.
         self.search_params: dict[str, str] = {}
-        for k, v in parse_qsl(parts.query, keep_blank_values=True):
-            self.search_params.setdefault(k, v)
+        if parts.query:
+            for k, v in parse_qsl(parts.query, keep_blank_values=True):
+                self.search_params.setdefault(k, v)
 
 
 def _to_headers(headers: Headers | Mapping[str, str] | None) -> Headers:
@@ -96,7 +103,7 @@ class Request:
         headers = Headers()
         body = None
         if json_body is not None:
-            body = json.dumps(json_body, separators=(",", ":"))
+            body = _COMPACT.encode(json_body)
             headers.set("content-type", "application/json")
         return cls(method.upper(), url, headers, body)
 
@@ -145,4 +152,4 @@ def json_response(data: Any, status: int = 200, headers: Mapping[str, str] | Non
     """``Response.json(data, {status})``: a JSON body with its content type."""
     h = Headers(headers)
     h.set("content-type", "application/json")
-    return Response(json.dumps(data, separators=(",", ":")), status, h)
+    return Response(_COMPACT.encode(data), status, h)

@@ -36,7 +36,7 @@ import base64
 import json
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import attrs
 from sortedcontainers import SortedDict
@@ -69,6 +69,12 @@ class KvError(Exception):
         super().__init__(message)
         self.status = status
         self.method = method
+
+    def detached(self) -> KvError:
+        """A copy without the traceback, for records kept as long as the world (an
+        invocation's ``kv_errors``): the raised error's traceback holds the frames it passed
+        through, and with them every value the failed request had in hand."""
+        return KvError(str(self), status=self.status, method=self.method)
 
 
 @attrs.frozen
@@ -140,8 +146,13 @@ class KvConfig:
         raise ValueError(f"unknown KV profile {name!r}; use 'strict' (production) or 'local' (Miniflare)")
 
 
-@attrs.frozen
-class _Entry:
+# The two records below are named tuples rather than attrs classes: one is made per write and per
+# cache fill, on the hot path.
+
+
+class _Entry(NamedTuple):
+    """A stored value with its metadata, as the central store holds it."""
+
     value: str
     metadata: Any
     expiration: int | None  # absolute, seconds since the epoch
@@ -149,8 +160,9 @@ class _Entry:
     written_ms: int
 
 
-@attrs.frozen
-class _Cached:
+class _Cached(NamedTuple):
+    """What one cache node holds for a key, and until when."""
+
     entry: _Entry | None  # None: a cached miss
     cached_ms: int
     expires_ms: int
@@ -313,12 +325,14 @@ class KvStore:
         if not cfg.edge_caches:
             entry = self._central(raw)
         else:
-            cache = self._cache(where)
+            cache = self._caches.get(where)
+            if cache is None:
+                cache = self._caches[where] = {}
             cached = cache.get(key)
             if cached is not None and cache_ttl is not None:
                 shorter = cached.cached_ms + cache_ttl * 1000
                 if shorter < cached.expires_ms:
-                    cached = cache[key] = attrs.evolve(cached, expires_ms=shorter)
+                    cached = cache[key] = cached._replace(expires_ms=shorter)
             if cached is not None and cached.expires_ms > now:
                 entry = cached.entry
             else:
@@ -328,7 +342,7 @@ class KvStore:
                     cache[key] = _Cached(entry, now, now + ttl_ms)
                 else:
                     cache.pop(key, None)
-        if self._expired(entry):
+        if entry is not None and entry.expiration is not None and self._expired(entry):
             entry = None
         for obs in self.observers:
             obs("get", key, entry)
@@ -430,14 +444,18 @@ class KvStore:
         """
         raw = self._key(key, "PUT")
         cfg = self.config
-        if isinstance(value, bytes | bytearray):
+        if isinstance(value, (bytes, bytearray)):
             value = bytes(value).decode("utf-8", errors="surrogateescape")
         if not isinstance(value, str):
             raise TypeError(
                 "KV put() accepts only strings, ArrayBuffers, ArrayBufferViews, and "
                 "ReadableStreams as values."
             )
-        size = len(value.encode("utf-8", errors="surrogateescape"))
+        # An ASCII text (every JSON text) is as many bytes as characters: no need to encode it.
+        if value.isascii():
+            size = len(value)
+        else:
+            size = len(value.encode("utf-8", errors="surrogateescape"))
         if size > cfg.max_value_bytes:
             raise KvError(
                 f"KV PUT failed: 413 Value length of {size} exceeds limit of {cfg.max_value_bytes}.",
@@ -453,7 +471,9 @@ class KvStore:
                     status=413,
                     method="PUT",
                 )
-        exp = self._expiration(expiration, expiration_ttl)
+        exp = None
+        if expiration is not None or expiration_ttl is not None:
+            exp = self._expiration(expiration, expiration_ttl)
         self._rate_limit(key, "PUT")
         self._writes += 1
         self._version += 1

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import weakref
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from typing import Any
 
@@ -24,7 +25,7 @@ from qmodel.sim.clock import DEFAULT_START_MS, Clock
 from qmodel.sim.durable import DurableInstance, DurableNamespace, DurableState
 from qmodel.sim.http import Request, Response
 from qmodel.sim.kv import KvConfig, KvError, KvStats, KvStore, ListResult
-from qmodel.sim.scheduler import Call, Join, Scheduler, Task, suspend
+from qmodel.sim.scheduler import Join, Op, Scheduler, Task, suspend
 
 __all__ = [
     "Context",
@@ -77,16 +78,156 @@ class Invocation:
         return text + "]"
 
 
-class _KvCall(Call):
-    """A KV call; ``fn`` receives the task performing it (see :meth:`KvBinding._run`)."""
+class _KvCall(Op):
+    """A pending KV call of one binding, performed at the step that resumes the task.
 
-    __slots__ = ()
+    One subclass per method: each says how it is counted (the HTTP ``method`` of its errors and
+    the invocation ``counter`` it adds to), whether it is a write (recorded in
+    :attr:`Invocation.writes`) and how it calls the store (:meth:`call`). :meth:`perform` does
+    what every call does: count it, pick the cache node, call the store, record the outcome.
+    """
 
-    def __init__(self, label: str, fn: Callable[[Task], Any]) -> None:
-        super().__init__("kv", label, fn)  # type: ignore[arg-type]
+    __slots__ = ("binding", "key")
+
+    kind = "kv"
+    #: The method's name in trace labels (``COMMENTS_KV.get comment:1``).
+    verb: str = ""
+    #: The HTTP method of its errors (``KV GET failed: ...``).
+    method: str = "GET"
+    #: The :class:`Invocation` counter it adds to.
+    counter: str = "kv_reads"
+    #: Whether it is a write, recorded with its status in :attr:`Invocation.writes`.
+    is_write: bool = False
+
+    def call(self, store: KvStore, where: tuple[str, int]) -> Any:
+        """Perform the operation on ``store`` through ``where``."""
+        raise NotImplementedError
 
     def perform(self, sched: Scheduler, task: Task) -> Any:
-        return self.fn(task)  # type: ignore[call-arg]
+        binding = self.binding
+        # The call counts toward the invocation of the task performing it: a Durable Object
+        # keeps the env it was built with, but each request it serves is its own invocation.
+        inv = task.invocation if task.invocation is not None else binding._inv
+        limit = binding._limit
+        if limit is not None and inv.kv_ops >= limit:
+            err = KvError(
+                f"KV {self.method} failed: more than {limit} operations in one Worker "
+                "invocation (the platform's limit on operations to external services)",
+                status=429,
+                method=self.method,
+            )
+            inv.kv_errors.append(err.detached())
+            raise err
+        setattr(inv, self.counter, getattr(inv, self.counter) + 1)
+        store = binding._store
+        if inv.node is None:  # the cache node serving this invocation, chosen at its first call
+            config = store.config
+            n = config.nodes_per_location if config.edge_caches else 1
+            inv.node = store.choices.choose("kv.node", n) if n > 1 else 0
+        try:
+            result = self.call(store, (inv.location, inv.node))
+        except KvError as err:
+            inv.kv_errors.append(err.detached())
+            if self.is_write:
+                inv.writes.append((self.key, err.status))
+            raise
+        if self.is_write:
+            inv.writes.append((self.key, 200))
+        return result
+
+    def describe(self) -> str:
+        return f"{self.binding._binding}.{self.verb} {self.key}"
+
+
+class _KvGet(_KvCall):
+    __slots__ = ("cache_ttl",)
+    verb = "get"
+
+    def __init__(self, binding: KvBinding, key: str, cache_ttl: int | None) -> None:
+        self.binding = binding
+        self.key = key
+        self.cache_ttl = cache_ttl
+
+    def call(self, store: KvStore, where: tuple[str, int]) -> Any:
+        return store.get(where, self.key, cache_ttl=self.cache_ttl)
+
+
+class _KvGetWithMetadata(_KvGet):
+    __slots__ = ()
+    verb = "getWithMetadata"
+
+    def call(self, store: KvStore, where: tuple[str, int]) -> Any:
+        return store.get_entry(where, self.key, cache_ttl=self.cache_ttl)
+
+
+class _KvPut(_KvCall):
+    __slots__ = ("value", "expiration", "expiration_ttl", "metadata")
+    verb = "put"
+    method = "PUT"
+    counter = "kv_writes"
+    is_write = True
+
+    def __init__(
+        self,
+        binding: KvBinding,
+        key: str,
+        value: Any,
+        expiration: int | None,
+        expiration_ttl: int | None,
+        metadata: Any,
+    ) -> None:
+        self.binding = binding
+        self.key = key
+        self.value = value
+        self.expiration = expiration
+        self.expiration_ttl = expiration_ttl
+        self.metadata = metadata
+
+    def call(self, store: KvStore, where: tuple[str, int]) -> Any:
+        return store.put(
+            where,
+            self.key,
+            self.value,
+            expiration=self.expiration,
+            expiration_ttl=self.expiration_ttl,
+            metadata=self.metadata,
+        )
+
+
+class _KvDelete(_KvCall):
+    __slots__ = ()
+    verb = "delete"
+    method = "DELETE"
+    counter = "kv_deletes"
+    is_write = True
+
+    def __init__(self, binding: KvBinding, key: str) -> None:
+        self.binding = binding
+        self.key = key
+
+    def call(self, store: KvStore, where: tuple[str, int]) -> Any:
+        return store.delete(where, self.key)
+
+
+class _KvList(_KvCall):
+    """``key`` holds the prefix."""
+
+    __slots__ = ("limit", "cursor")
+    verb = "list"
+    method = "LIST"
+    counter = "kv_lists"
+
+    def __init__(self, binding: KvBinding, prefix: str, limit: int, cursor: str | None) -> None:
+        self.binding = binding
+        self.key = prefix
+        self.limit = limit
+        self.cursor = cursor
+
+    def call(self, store: KvStore, where: tuple[str, int]) -> Any:
+        return store.list(where, prefix=self.key, limit=self.limit, cursor=self.cursor)
+
+    def describe(self) -> str:
+        return f"{self.binding._binding}.list {self.key!r}" + (" +cursor" if self.cursor else "")
 
 
 class KvBinding:
@@ -105,58 +246,11 @@ class KvBinding:
         self._limit = store.config.ops_per_invocation
         self._binding = binding
 
-    def _where(self, inv: Invocation) -> tuple[str, int]:
-        if inv.node is None:
-            n = self._store.config.nodes_per_location if self._store.config.edge_caches else 1
-            inv.node = self._store.choices.choose("kv.node", n) if n > 1 else 0
-        return (inv.location, inv.node)
-
-    def _count(self, inv: Invocation, method: str, field: str) -> None:
-        if self._limit is not None and inv.kv_ops >= self._limit:
-            err = KvError(
-                f"KV {method} failed: more than {self._limit} operations in one Worker "
-                "invocation (the platform's limit on operations to external services)",
-                status=429,
-                method=method,
-            )
-            inv.kv_errors.append(err)
-            raise err
-        setattr(inv, field, getattr(inv, field) + 1)
-
-    def _run(
-        self,
-        task: Task | None,
-        method: str,
-        field: str,
-        fn: Callable[[tuple[str, int]], Any],
-        key: str | None = None,
-    ) -> Any:
-        # The call counts toward the invocation of the task performing it: a Durable Object
-        # keeps the env it was built with, but each request it serves is its own invocation.
-        inv = task.invocation if task is not None and task.invocation is not None else self._inv
-        self._count(inv, method, field)
-        try:
-            result = fn(self._where(inv))
-        except KvError as err:
-            inv.kv_errors.append(err)
-            if key is not None:
-                inv.writes.append((key, err.status))
-            raise
-        if key is not None:
-            inv.writes.append((key, 200))
-        return result
+    # Each method awaits its op (an op is its own awaitable: see ``scheduler.suspend``).
 
     async def get(self, key: str, type: str = "text", *, cache_ttl: int | None = None) -> Any:
         """The value of ``key`` (``None`` when missing); ``type="json"`` parses it."""
-        store = self._store
-        raw = await suspend(
-            _KvCall(
-                f"{self._binding}.get {key}",
-                lambda t: self._run(
-                    t, "GET", "kv_reads", lambda w: store.get(w, key, cache_ttl=cache_ttl)
-                ),
-            )
-        )
+        raw = await _KvGet(self, key, cache_ttl)
         if type == "json" and raw is not None:
             return json.loads(raw)
         return raw
@@ -165,15 +259,7 @@ class KvBinding:
         self, key: str, type: str = "text", *, cache_ttl: int | None = None
     ) -> dict[str, Any]:
         """``{"value": ..., "metadata": ...}`` for ``key``."""
-        store = self._store
-        entry = await suspend(
-            _KvCall(
-                f"{self._binding}.getWithMetadata {key}",
-                lambda t: self._run(
-                    t, "GET", "kv_reads", lambda w: store.get_entry(w, key, cache_ttl=cache_ttl)
-                ),
-            )
-        )
+        entry = await _KvGetWithMetadata(self, key, cache_ttl)
         if entry is None:
             return {"value": None, "metadata": None}
         value = json.loads(entry.value) if type == "json" else entry.value
@@ -189,55 +275,17 @@ class KvBinding:
         metadata: Any = None,
     ) -> None:
         """Write ``value`` (a string) under ``key``."""
-        store = self._store
-        await suspend(
-            _KvCall(
-                f"{self._binding}.put {key}",
-                lambda t: self._run(
-                    t,
-                    "PUT",
-                    "kv_writes",
-                    lambda w: store.put(
-                        w,
-                        key,
-                        value,
-                        expiration=expiration,
-                        expiration_ttl=expiration_ttl,
-                        metadata=metadata,
-                    ),
-                    key,
-                ),
-            )
-        )
+        await _KvPut(self, key, value, expiration, expiration_ttl, metadata)
 
     async def delete(self, key: str) -> None:
         """Delete ``key`` (a missing key is fine)."""
-        store = self._store
-        await suspend(
-            _KvCall(
-                f"{self._binding}.delete {key}",
-                lambda t: self._run(
-                    t, "DELETE", "kv_deletes", lambda w: store.delete(w, key), key
-                ),
-            )
-        )
+        await _KvDelete(self, key)
 
     async def list(
         self, *, prefix: str = "", limit: int = 1000, cursor: str | None = None
     ) -> ListResult:
         """One page of keys; follow ``cursor`` until ``list_complete``."""
-        store = self._store
-        return await suspend(
-            _KvCall(
-                f"{self._binding}.list {prefix!r}" + (" +cursor" if cursor else ""),
-                lambda t: self._run(
-                    t,
-                    "LIST",
-                    "kv_lists",
-                    lambda w: store.list(w, prefix=prefix, limit=limit, cursor=cursor),
-                ),
-            )
-        )
+        return await _KvList(self, prefix, limit, cursor)
 
 
 class Env:
@@ -344,6 +392,19 @@ async def _background(awaitable: Any, inv: Invocation) -> None:
         inv.errors.append(f"wait_until task raised {type(exc).__name__}: {exc}")
 
 
+def _weakly(method: Callable[..., Task]) -> Callable[..., Task]:
+    """``method`` (bound to an object), called through a weak reference to the object."""
+    ref = weakref.WeakMethod(method)
+
+    def call(*args: Any) -> Task:
+        bound = ref()
+        if bound is None:
+            raise RuntimeError("the platform of this Durable Object namespace no longer exists")
+        return bound(*args)
+
+    return call
+
+
 @attrs.define(eq=False)
 class Platform:
     """The simulated platform one world runs on: clock, choices, KV, Durable Objects, tasks.
@@ -384,10 +445,12 @@ class Platform:
         config = kv if kv is not None else KvConfig.strict()
         stores = {name: KvStore(clock, choices, config) for name in kv_bindings}
         platform = cls(clock, choices, sched, stores)
+        # The namespaces call back into the platform to start requests, through a weak
+        # reference: the platform owns its namespaces, and a strong one back would make every
+        # world a reference cycle, freed not when dropped but by a full garbage collection.
+        spawn = _weakly(platform._spawn_durable_request)
         for binding, do_cls in (durable or {}).items():
-            platform.namespaces[binding] = DurableNamespace(
-                binding, do_cls, platform._spawn_durable_request
-            )
+            platform.namespaces[binding] = DurableNamespace(binding, do_cls, spawn)
         return platform
 
     @property
@@ -448,7 +511,7 @@ class Platform:
         # The request starts running as it arrives, up to its first platform call; which
         # platform call happens when is still the scheduler's choice.
         task = self.scheduler.spawn(
-            lambda: _serve(fetch, request, env, ctx, inv), label, kind="request", eager=True
+            _serve(fetch, request, env, ctx, inv), label, kind="request", eager=True
         )
         task.invocation = inv
         responded = self._responded(inv)

@@ -51,6 +51,21 @@ __all__ = [
 _CURRENT: list[Scheduler | None] = [None]
 
 
+#: Steps completed by every scheduler in this process, and whether one is running now: a
+#: watchdog thread reads them to tell a target stuck inside one step.
+_PROGRESS = [0, False]
+
+
+def progress() -> int:
+    """How many steps every scheduler in this process has completed."""
+    return _PROGRESS[0]
+
+
+def in_step() -> bool:
+    """Whether a step is running right now."""
+    return bool(_PROGRESS[1])
+
+
 def _current(what: str) -> Scheduler:
     sched = _CURRENT[0]
     if sched is None:
@@ -97,25 +112,20 @@ class Op:
     def describe(self) -> str:
         return type(self).__name__
 
-
-class _Suspend:
-    __slots__ = ("op",)
-
-    def __init__(self, op: Op) -> None:
-        self.op = op
-
     def __await__(self) -> Generator[Op, Any, Any]:
-        return (yield self.op)
+        """``await op`` suspends the current task on it and gives its result."""
+        return (yield self)
 
 
-def suspend(op: Op) -> _Suspend:
-    """Return an awaitable that suspends the current task on ``op`` and yields its result."""
-    return _Suspend(op)
+def suspend(op: Op) -> Op:
+    """Return an awaitable that suspends the current task on ``op`` and yields its result (an
+    op is its own awaitable; this names the intent at call sites)."""
+    return op
 
 
-def sleep(ms: int) -> _Suspend:
+def sleep(ms: int) -> Sleep:
     """``await sleep(ms)``: let ``ms`` milliseconds of virtual time pass (a timer)."""
-    return _Suspend(Sleep(ms))
+    return Sleep(ms)
 
 
 class Call(Op):
@@ -321,6 +331,7 @@ class Scheduler:
         out = []
         for t in self.tasks:
             op = t.pending
+            # A KV call is always ready: skip asking (this loop runs at every step).
             if op is not None and op.kind != "kv" and not op.ready(self):
                 continue
             owner = t.owner
@@ -358,7 +369,7 @@ class Scheduler:
         op = task.pending
         value: Any = None
         error: BaseException | None = None
-        if task.started and op is not None:
+        if op is not None and task.started:
             try:
                 value = op.perform(self, task)
             except Exception as exc:  # the platform raised into the task, as JS rejects
@@ -368,18 +379,25 @@ class Scheduler:
         self.steps += 1
         task.steps += 1
         if self.record:
-            label = op.describe() if op is not None else "start"
-            outcome = _outcome(error) if error is not None else _outcome(value)
             self.trace.append(
-                Step(self.steps, self.clock.now_ms, task.tid, task.name, label, outcome)
+                Step(
+                    self.steps,
+                    self.clock.now_ms,
+                    task.tid,
+                    task.name,
+                    "start" if op is None else op.describe(),
+                    _outcome(value if error is None else error),
+                )
             )
-        if task.coro is None:
+        coro = task.coro
+        if coro is None:
             assert task.factory is not None
-            task.coro = task.factory()
+            coro = task.coro = task.factory()
         outer = _CURRENT[0]
         _CURRENT[0] = self
+        _PROGRESS[1] = True
         try:
-            nxt = task.coro.throw(error) if error is not None else task.coro.send(value)
+            nxt = coro.send(value) if error is None else coro.throw(error)
         except StopIteration as stop:
             self._finish(task, result=stop.value)
             return
@@ -388,8 +406,13 @@ class Scheduler:
             return
         finally:
             _CURRENT[0] = outer
+            _PROGRESS[0] += 1
+            _PROGRESS[1] = outer is not None
+            # The error's traceback holds this frame: drop the frame's reference to the error so
+            # the two do not form a cycle that only the garbage collector can free.
+            error = None
         if not isinstance(nxt, Op):
-            task.coro.close()
+            coro.close()
             self._finish(
                 task,
                 error=QmodelError(
@@ -400,12 +423,14 @@ class Scheduler:
             )
             return
         task.pending = nxt
-        nxt.issue(self, task)
-        if nxt.kind == "join":
-            child = getattr(nxt, "child", None)
-            if child is not None:
-                task.children.append(child)
-        self._update_gate(task, op, nxt)
+        if nxt.kind != "kv":  # KV calls need no issuing, join no children, open no gate
+            nxt.issue(self, task)
+            if nxt.kind == "join":
+                child = getattr(nxt, "child", None)
+                if child is not None:
+                    task.children.append(child)
+        if task.owner is not None:
+            self._update_gate(task, op, nxt)
         if self.max_task_steps is not None and task.steps >= self.max_task_steps:
             exc = StepLimitExceeded(
                 f"{task.name} took {task.steps} steps without finishing (limit "

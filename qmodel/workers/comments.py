@@ -41,16 +41,16 @@ Each fix, and the bug it removes (catalog ids of DESIGN.md):
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Any, Literal
 
 import attrs
 
-from qmodel.sim.http import URL, Request, Response, json_response
+from qmodel.sim.http import URL, Headers, Request, Response, json_response
 from qmodel.sim.kv import KvError
 from qmodel.sim.scheduler import date_now, sleep, unique_suffix
 from qmodel.workers import cache as kvcache
+from qmodel.workers.jsontext import JsonTexts
 from qmodel.workers.queue_do import LEASE_MS, MAX_ATTEMPTS, MessageQueue, call
 
 __all__ = ["CommentsWorker", "Fixes"]
@@ -134,8 +134,12 @@ def _error(status: int, message: str) -> Response:
     return json_response({"error": message}, status, CORS)
 
 
-def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"))
+def _json_text(text: str, status: int = 200) -> Response:
+    """:func:`json_response` for a body serialised already (a message as just written to KV),
+    so the same value is not serialised twice."""
+    headers = Headers(CORS)
+    headers.set("content-type", "application/json")
+    return Response(text, status, headers)
 
 
 def _open(bp: dict[str, Any], now: int, lease: bool) -> bool:
@@ -157,6 +161,9 @@ class CommentsWorker:
 
     def __init__(self, fixes: Fixes | None = None) -> None:
         self.fixes = fixes if fixes is not None else Fixes.seed_000()
+        #: Every JSON text read from or written to KV goes through here, parsed or serialised
+        #: once (so no handler mutates a value it parsed: see :mod:`qmodel.workers.jsontext`).
+        self._json = JsonTexts()
 
     def __repr__(self) -> str:
         return f"CommentsWorker({self.fixes.describe()})"
@@ -224,7 +231,7 @@ class CommentsWorker:
         if key is None:
             return None, None
         raw = await env.COMMENTS_KV.get(key)
-        return key, (json.loads(raw) if raw is not None else None)
+        return key, (self._json.parse(raw) if raw is not None else None)
 
     # -- the cache -----------------------------------------------------------------------------
 
@@ -233,7 +240,7 @@ class CommentsWorker:
             _, res = await call(env, "/recent")
             return res["messages"]
         raw = await env.COMMENTS_KV.get(kvcache.CACHE_KEY)
-        return json.loads(raw) if raw else []
+        return self._json.parse(raw) if raw else []
 
     async def _change_cache(self, env: Any, change: dict[str, Any]) -> None:
         """Apply one change to the cache wherever it lives (see :func:`cache.apply`)."""
@@ -263,8 +270,8 @@ class CommentsWorker:
                 new = kvcache.apply([], change)
             else:
                 raw = await kv.get(kvcache.CACHE_KEY)
-                new = kvcache.apply(json.loads(raw) if raw else [], change)
-            await kv.put(kvcache.CACHE_KEY, _dumps(new))
+                new = kvcache.apply(self._json.parse(raw) if raw else [], change)
+            await kv.put(kvcache.CACHE_KEY, self._json.dumps(new))
         except KvError:
             pass  # console.error('[Comments] Cache update failed') in the seeds
 
@@ -334,8 +341,9 @@ class CommentsWorker:
             if status != 200:
                 return json_response(res, status, CORS)
             msg = res["message"]
+        text = self._json.dumps(msg)
         try:
-            await kv.put(self._key(msg), _dumps(msg))
+            await kv.put(self._key(msg), text)
         except KvError as err:
             return _error(500, str(err))
         if not f.cache_in_do:
@@ -348,14 +356,14 @@ class CommentsWorker:
                 original = {**original, "botParams": bp}
                 for attempt in range(3):
                     try:
-                        await kv.put(key, _dumps(original))
+                        await kv.put(key, self._json.dumps(original))
                         break
                     except KvError as err:
                         if err.status != 429 or attempt == 2:
                             return _error(500, str(err))
                         await sleep(1_000)
                 await self._status_to_cache(env, original, None)
-        return json_response(msg, 200, CORS)
+        return _json_text(text)  # the message as written
 
     # -- GET /api/comments ---------------------------------------------------------------------
 
@@ -416,7 +424,7 @@ class CommentsWorker:
             bp["status"] = "complete"
         msg = {**msg, "botParams": bp}
         try:
-            await env.COMMENTS_KV.put(key, _dumps(msg))
+            await env.COMMENTS_KV.put(key, self._json.dumps(msg))
         except KvError as err:
             return _error(500, str(err))
         await self._status_to_cache(env, msg, snapshot)
@@ -469,7 +477,7 @@ class CommentsWorker:
                 # The handler writes the copy it read back itself (seed 000, step 4: "Write
                 # updated cache back, KVw: 1"), whoever else writes the cache.
                 try:
-                    await env.COMMENTS_KV.put(kvcache.CACHE_KEY, _dumps(cache))
+                    await env.COMMENTS_KV.put(kvcache.CACHE_KEY, self._json.dumps(cache))
                 except KvError:
                     pass
         found.sort(
@@ -536,7 +544,7 @@ class CommentsWorker:
             return json_response(answer({"success": True, "message": msg}), 200, CORS)
         msg = {**msg, "botParams": outcome}
         try:
-            await env.COMMENTS_KV.put(key, _dumps(msg))
+            await env.COMMENTS_KV.put(key, self._json.dumps(msg))
         except KvError as err:
             return _error(500, str(err))
         await self._status_to_cache(env, msg, snapshot)

@@ -9,6 +9,7 @@ input gate makes every route atomic with respect to every other request (referen
   lets the object decide claims);
 * ``recent``: the ids of the newest 200 messages, newest first: the cache the seeds kept in the
   ``recent:comments`` KV key;
+* ``timeline``: ``[timestamp, id]`` of every message in timestamp order, for reads by cursor;
 * ``pending``: the ids of human messages not yet terminal (an index that is never trimmed);
 * ``clock``: the last server timestamp handed out (strictly increasing);
 * for designs that keep the cache in KV but funnel its writes through this object (the way
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import bisect
 import json
 
 from qmodel.sim.http import URL, Request, Response, json_response
@@ -119,6 +121,9 @@ class MessageQueue:
         if body.get("stamp"):
             msg["timestamp"] = await self._stamp()
         writes: dict[str, Any] = {f"msg:{msg['id']}": msg}
+        timeline = await self.storage.get("timeline") or []
+        bisect.insort(timeline, (msg.get("timestamp", 0), msg["id"]))
+        writes["timeline"] = timeline
         recent = await self.storage.get("recent") or []
         writes["recent"] = [msg["id"], *[i for i in recent if i != msg["id"]]][:CACHE_SIZE]
         if msg.get("message-type") == "human" and msg.get("botParams") is not None:
@@ -168,12 +173,9 @@ class MessageQueue:
         at most ``limit``: a reader that advances its cursor to the newest it saw misses none."""
         after = body.get("after", 0)
         limit = body.get("limit", 50)
-        records = await self.storage.list(prefix="msg:")
-        newer = sorted(
-            (m for m in records.values() if m.get("timestamp", 0) > after),
-            key=lambda m: (m.get("timestamp", 0), m["id"]),
-        )
-        return 200, {"messages": newer[:limit]}
+        timeline = await self.storage.get("timeline") or []
+        start = bisect.bisect_right(timeline, (after, "\U0010ffff"))
+        return 200, {"messages": await self._view([i for _, i in timeline[start : start + limit]])}
 
     async def pending(self, body: dict[str, Any]) -> tuple[int, Any]:
         """The messages that may be claimed (pending, or processing past the lease ``leaseMs``)

@@ -1,0 +1,273 @@
+"""``qmodel``: the command line.
+
+    qmodel check [--target T] [--protocol patch|queue|do] [--bots N] [--frontends N]
+                 [--kv strict|local] [--invariant ID ...] [--profile dev|ci|nightly]
+                 [--max-examples N] [--seed N] [--json]
+    qmodel catalog [--json]
+
+``check`` exits 0 when no invariant broke within the budget, 1 on a violation, 2 on a usage or
+target error (with a message that says what to do). This interface is relied on by users' CI
+scripts: it stays stable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+import threading
+import time
+import _thread
+from collections.abc import Sequence
+from typing import Any
+
+from qmodel.errors import QmodelError
+
+__all__ = ["main"]
+
+EXIT_OK, EXIT_VIOLATION, EXIT_USAGE = 0, 1, 2
+#: A target that makes no progress for this long (wall seconds) inside one step is stopped.
+HANG_SECONDS = 20.0
+
+
+class _UsageError(QmodelError):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        sys.stderr.write(f"qmodel: error: {message}\n")
+        raise SystemExit(EXIT_USAGE)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="qmodel", description="Search a Workers/KV queue worker for race bugs.")
+    sub = p.add_subparsers(dest="command", required=True)
+    c = sub.add_parser("check", help="search a target for invariant violations")
+    c.add_argument(
+        "--target",
+        help="catalog:ID, sound, pkg.module:attr or path/to/worker.py[:attr] "
+        "(default: the queue-era worker of seed 000, which has real bugs)",
+    )
+    c.add_argument("--protocol", choices=("patch", "queue", "do"), help="the era the actors speak")
+    c.add_argument("--bots", type=int, default=2, help="bot processes (default 2)")
+    c.add_argument("--frontends", type=int, default=2, help="frontends (default 2)")
+    c.add_argument("--kv", choices=("strict", "local"), default="strict", help="KV semantics")
+    c.add_argument(
+        "--invariant", action="append", metavar="ID", help="check only this invariant (repeatable)"
+    )
+    c.add_argument("--profile", choices=("dev", "ci", "nightly"), default="ci")
+    c.add_argument("--max-examples", type=int, help="override the profile's number of examples")
+    c.add_argument("--seed", type=int, default=0, help="the search's seed (default 0)")
+    c.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    c.add_argument(
+        "--step-limit",
+        type=int,
+        default=10_000,
+        help="steps one request may take before it is stopped as never answering (default 10000)",
+    )
+    cat = sub.add_parser("catalog", help="list the known bugs")
+    cat.add_argument("--json", action="store_true")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "catalog":
+            return _catalog(args)
+        return _check(args)
+    except QmodelError as err:
+        sys.stderr.write(f"qmodel: error: {err}\n")
+        return EXIT_USAGE
+
+
+def _catalog(args: argparse.Namespace) -> int:
+    from qmodel.catalog import CATALOG
+
+    rows = [
+        {
+            "id": e.id,
+            "source": e.source,
+            "summary": e.summary,
+            "target": f"catalog:{e.id}" if e.id != "sound" else "sound",
+            "design": repr(e.target()),
+            "invariants": list(e.invariants),
+            "protocol": e.protocol,
+            "needs_production_kv": e.needs_production_kv,
+        }
+        for e in CATALOG.values()
+    ]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return EXIT_OK
+    for r in rows:
+        print(f"{r['id']}  ({r['source']})")
+        print(f"    {r['summary']}")
+        print(f"    target: --target {r['target']} --protocol {r['protocol']}   design: {r['design']}")
+        if r["invariants"]:
+            print(f"    caught by: {', '.join(r['invariants'])}")
+    return EXIT_OK
+
+
+class _Watchdog:
+    """Interrupts the main thread when no scheduler step completes for ``seconds``: a target
+    stuck inside one step (a loop with no await) cannot be stopped by the step limit."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.fired = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def _watch(self) -> None:
+        from qmodel.sim import scheduler
+
+        last = scheduler.progress()
+        while not self._stop.wait(self.seconds):
+            now = scheduler.progress()
+            if now == last and scheduler.in_step():
+                self.fired = True
+                _thread.interrupt_main()
+                return
+            last = now
+
+    def __enter__(self) -> _Watchdog:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+
+
+def _check(args: argparse.Namespace) -> int:
+    from hypothesis import seed as hypothesis_seed
+    from hypothesis import settings
+    from hypothesis.stateful import get_state_machine_test
+
+    import invariants as registry
+    from qmodel import machine as machine_mod
+    from qmodel.profiles import register, shrink_budget
+    from qmodel.targets import DEFAULT_TARGET, resolve
+    from qmodel.world import WorldConfig
+
+    if args.bots < 0 or args.frontends < 1:
+        raise _UsageError("--bots must be >= 0 and --frontends >= 1")
+    target = resolve(args.target)
+    protocol = args.protocol or target.protocol
+    checked = registry.select(args.invariant)
+    register()
+    chosen = settings.get_profile(args.profile)
+    if args.max_examples is not None:
+        if args.max_examples < 1:
+            raise _UsageError("--max-examples must be at least 1")
+        chosen = settings(chosen, max_examples=args.max_examples)
+    if args.step_limit < 10:
+        raise _UsageError("--step-limit must be at least 10")
+    config = WorldConfig(
+        protocol=protocol,
+        bots=args.bots,
+        frontends=args.frontends,
+        kv=args.kv,
+        max_task_steps=args.step_limit,
+    )
+    state: dict[str, Any] = {"examples": 0, "failure": None}
+
+    def on_world(world: Any, violation: Any) -> None:
+        state["examples"] += 1
+        if violation is not None:
+            state["failure"] = (world, violation)
+
+    cls = type(
+        "CheckMachine",
+        (machine_mod.QueueMachine,),
+        {
+            "target_factory": staticmethod(target.factory),
+            "config": config,
+            "checked": checked,
+            "on_world": staticmethod(on_world),
+        },
+    )
+    test = hypothesis_seed(args.seed)(get_state_machine_test(cls, settings=chosen))
+    started = time.perf_counter()  # wall-clock-ok: reporting only
+    error: BaseException | None = None
+    watchdog = _Watchdog(HANG_SECONDS)
+    try:
+        # Hypothesis reports (the falsifying example, shrink warnings) go to stderr: stdout is
+        # ours, and with --json holds exactly one object.
+        with watchdog, shrink_budget(args.profile), contextlib.redirect_stdout(sys.stderr):
+            test()
+    except machine_mod.InvariantViolation as exc:
+        error = exc
+    except KeyboardInterrupt:
+        if not watchdog.fired:
+            raise
+        raise _UsageError(
+            f"the target made no progress for {HANG_SECONDS:.0f} s inside one step (a loop "
+            "without await, or a blocking call); every step of a worker must return to the "
+            "scheduler at its next await"
+        ) from None
+    seconds = time.perf_counter() - started  # wall-clock-ok
+    name = target.name if args.target else DEFAULT_TARGET
+    failure = state["failure"] if error is not None else None
+    trace: list[str] = failure[0].log if failure else []
+    violation = failure[1] if failure else None
+    out = {
+        "verdict": "violation" if error is not None else "ok",
+        "invariant": violation.invariant if violation else None,
+        "target": name,
+        "seed": args.seed,
+        "examples": state["examples"],
+        "steps": len(trace),
+        "seconds": round(seconds, 3),
+        "trace": trace,
+    }
+    if args.json:
+        print(json.dumps(out))
+    else:
+        _human(out, violation, args, registry)
+    return EXIT_VIOLATION if error is not None else EXIT_OK
+
+
+def _human(out: dict[str, Any], violation: Any, args: argparse.Namespace, registry: Any) -> None:
+    if violation is None:
+        print(
+            f"ok: no invariant broke in {out['examples']} examples against {out['target']} "
+            f"({out['seconds']:.1f} s, profile {args.profile}, seed {out['seed']})"
+        )
+        return
+    inv = registry.get(violation.invariant)
+    print(f"VIOLATION of {inv.id} ({inv.kind})")
+    print(f"  {inv.doc}")
+    print()
+    print(f"  {violation.summary}")
+    for k, v in violation.values.items():
+        print(f"    {k}: {v}")
+    print()
+    print(f"Shrunk run ({out['steps']} steps), found after {out['examples']} examples in {out['seconds']:.1f} s:")
+    for i, line in enumerate(out["trace"], 1):
+        print(f"  {i:3}. {line}")
+    print()
+    cmd = ["qmodel", "check"]
+    if args.target:
+        cmd += ["--target", args.target]
+    if args.protocol:
+        cmd += ["--protocol", args.protocol]
+    for flag, default in (("bots", 2), ("frontends", 2)):
+        if getattr(args, flag) != default:
+            cmd += [f"--{flag}", str(getattr(args, flag))]
+    if args.kv != "strict":
+        cmd += ["--kv", args.kv]
+    for i in args.invariant or ():
+        cmd += ["--invariant", i]
+    cmd += ["--profile", args.profile, "--seed", str(args.seed)]
+    if args.max_examples:
+        cmd += ["--max-examples", str(args.max_examples)]
+    print("Replay it (the same seed and profile give the same run):")
+    print("  " + " ".join(cmd))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
