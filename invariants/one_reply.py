@@ -39,7 +39,31 @@ def check(ctx: CheckContext) -> Violation | None:
             )
     if ctx.settled is None:
         return None
-    unreplied = [m for m in humans if m.status != "failed" and not m.replies]
+    # A reply can be stored though its POST was never answered (the bot died waiting): what
+    # the settled listing shows counts too.
+    listed: dict[str, set[str]] = {}
+    failed: set[str] = set()
+    for item in ctx.settled.listing or ():
+        if item.get("replyTo") and isinstance(item.get("id"), str):
+            listed.setdefault(item["replyTo"], set()).add(item["id"])
+        if (item.get("botParams") or {}).get("status") == "failed":
+            failed.add(item.get("id"))
+    for m in humans:
+        replies = set(m.replies) | listed.get(m.id, set())
+        if len(replies) > 1:
+            shown = tuple(sorted(replies))
+            return Violation(
+                invariant=ID,
+                summary=f"message {m.id} has {len(shown)} AI replies once settled ({', '.join(shown)})",
+                message_ids=(m.id, *shown),
+                exchanges=sorted_seqs([m.acked_seq, *ctx.settled.probe_seqs]),
+                values={"replies": shown, "count": len(shown), "status": m.status},
+            )
+    unreplied = [
+        m
+        for m in humans
+        if m.status != "failed" and m.id not in failed and not m.replies and m.id not in listed
+    ]
     if not unreplied:
         return None
     ids = tuple(m.id for m in unreplied)

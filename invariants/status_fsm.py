@@ -49,7 +49,10 @@ def check(ctx: CheckContext) -> Violation | None:
                 exchanges=(t.seq,) if since is None else (since, t.seq),
                 values={"before": t.before, "after": t.after, "by": by, "terminal_since": since},
             )
-        if t.before == "pending" and t.after == "complete" and by == "complete":
+        # A design may complete a message with its reply; a complete answered 200 after an
+        # acknowledged reply only confirms it.
+        replied = bool(ctx.spec.messages[t.message_id].replies) if t.message_id in ctx.spec.messages else False
+        if t.before == "pending" and t.after == "complete" and by == "complete" and not replied:
             return Violation(
                 invariant=ID,
                 summary=(

@@ -122,7 +122,7 @@ CATALOG: dict[str, CatalogEntry] = {
             # in step 4 is failing", which keeps the ghost alive.
             invariants=("cost", "cache-coherent", "platform"),
             protocol="queue",
-            needs_production_kv=True,
+            needs_production_kv=False,
         ),
         CatalogEntry(
             id="CLAIM_NOT_ATOMIC",

@@ -113,13 +113,14 @@ class Scenario:
         raise QmodelError(f"{name} did not reach {op_contains!r} within {max_steps} steps")
 
     def run(self, name: str, *, max_steps: int = 10_000) -> Response:
-        """Run request ``name`` to its response."""
+        """Run request ``name`` to its response, letting virtual time pass while it only waits
+        on a timer (a retry's backoff)."""
         task = self.tasks[name]
         for _ in range(max_steps):
             if task.finished:
                 break
-            if not self.step(name):
-                raise QmodelError(f"{name} cannot make progress (waiting on a sleep or a gate)")
+            if not self.step(name) and not self.platform.scheduler.advance_to_next_wakeup():
+                raise QmodelError(f"{name} cannot make progress (waiting on a gate or on nothing)")
         return self.response(name)
 
     def call(self, name: str, method: str, path: str, **kw: Any) -> Response:

@@ -35,6 +35,8 @@ BOT_LOCATIONS = ("sin", "gru", "jnb", "bom")
 #: The longest the settled world runs on a fair schedule (virtual ms); it stops earlier once
 #: every acknowledged message is answered and the frontends have polled.
 SETTLE_MS = 2 * 60_000
+#: The PATCH era retries a message only after 5 minutes (seed 004), so it settles longer.
+SETTLE_PATCH_MS = 6 * 60_000
 #: Past every staleness window (KV cache TTL 60 s, list views) and the 60 s claim lease.
 QUIET_MS = 61_000
 
@@ -258,7 +260,7 @@ class World:
 
     # -- settling and looking ------------------------------------------------------------------
 
-    def settle(self, *, settle_ms: int = SETTLE_MS) -> Settled:
+    def settle(self, *, settle_ms: int | None = None) -> Settled:
         """Stop traffic and faults, pass the staleness windows, run fairly, then observe.
 
         In order: what is in flight finishes (no new traffic starts); the clock jumps past
@@ -284,6 +286,8 @@ class World:
                 break
         sched.advance(QUIET_MS)
         self.log.append(f"t={platform.clock.now_ms} settle: {QUIET_MS // 1000} s later, fair run")
+        if settle_ms is None:
+            settle_ms = SETTLE_PATCH_MS if self.config.protocol == "patch" else SETTLE_MS
         end = platform.clock.now_ms + settle_ms
         answered_at: int | None = None
         grace = 2 * self.config.frontend_poll_ms + 1

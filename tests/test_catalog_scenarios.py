@@ -300,10 +300,10 @@ def test_stale_cache_rmw() -> None:
     """The cache's single writer reads its own KV location's stale copy and erases a message."""
     # Read-your-own-write fails once (kv.ryw = 1) for the write that adds m2: the writer's
     # location keeps serving [m1] and the next read-modify-write drops m2.
-    sc = design("STALE_CACHE_RMW", script={"kv.ryw": [0, 0, 0, 1]})
+    sc = design("STALE_CACHE_RMW", script={"kv.ryw": [0, 0, 1]})
     assert stale_rmw_script(sc) == ["m1", "m3"]
     assert stale_rmw_script(design("STALE_CACHE_RMW", kv="local")) == ["m1", "m2", "m3"]
-    assert stale_rmw_script(sound(script={"kv.ryw": [0, 0, 0, 1]})) == ["m1", "m2", "m3"]
+    assert stale_rmw_script(sound(script={"kv.ryw": [0, 0, 1]})) == ["m1", "m2", "m3"]
 
 
 # -- POLL_MISSES_MESSAGE -----------------------------------------------------------------------

@@ -283,8 +283,8 @@ def test_killed_request_keeps_its_earlier_storage_writes() -> None:
     platform.check()
 
 
-def test_killing_the_caller_cancels_the_object_request() -> None:
-    """§6: killing the worker request that awaits a Durable Object call cancels that call too; its earlier writes stay."""
+def test_killing_the_caller_leaves_the_object_request_running() -> None:
+    """§5.7: killing the worker request that awaits a Durable Object call does not stop the object's request: it finishes its writes."""
     platform = make_platform(backend=FirstOptionBackend())
     sched = platform.scheduler
     front = platform.send(Front(), Request.make("POST", "/two-writes"), location="A")
@@ -295,9 +295,10 @@ def test_killing_the_caller_cancels_the_object_request() -> None:
         lambda: task.pending is not None and task.pending.describe() == "COUNTER[c].storage.put b",
     )
     sched.kill(front)
-    assert front.killed and task.killed
-    assert sched.tasks == []
-    assert dict(task.owner.storage.data) == {"a": 1}
+    assert front.killed and not task.killed
+    sched.run()
+    assert task.finished and sched.tasks == []
+    assert dict(task.owner.storage.data) == {"a": 1, "b": 1}
     platform.check()
 
 

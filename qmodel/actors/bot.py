@@ -27,6 +27,8 @@ __all__ = ["Bot", "GENERATE_MS"]
 Era = Literal["patch", "queue", "do"]
 #: How long a generation may take (ms); the last is longer than a 60 s claim lease.
 GENERATE_MS = (500, 4_000, 20_000, 75_000)
+#: Messages a PATCH-era bot lists per poll (the seeds' cache holds 200).
+LISTING = 200
 #: seed 004: "that it has not queued in the last 5 minutes".
 REQUEUE_MS = 5 * 60_000
 
@@ -117,7 +119,7 @@ class Bot:
 
     async def patch_round(self) -> None:
         w = self.world
-        _, answer = await w.call(self, "list", "GET", "/api/comments", query={"limit": 50})
+        _, answer = await w.call(self, "list", "GET", "/api/comments", query={"limit": LISTING})
         now = date_now()
         for m in _listing(answer):
             mid = m.get("id")

@@ -342,8 +342,8 @@ class KvStore:
                     cache[key] = _Cached(entry, now, now + ttl_ms)
                 else:
                     cache.pop(key, None)
-        if entry is not None and entry.expiration is not None and self._expired(entry):
-            entry = None
+        if entry is not None and entry.expiration is not None and now >= entry.expiration * 1000:
+            entry = None  # expiration takes precedence over a cached copy (§1.5)
         for obs in self.observers:
             obs("get", key, entry)
         return entry

@@ -14,7 +14,7 @@ from __future__ import annotations
 import inspect
 import json
 import weakref
-from collections.abc import Callable, Coroutine, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable, Mapping
 from typing import Any
 
 import attrs
@@ -87,7 +87,7 @@ class _KvCall(Op):
     what every call does: count it, pick the cache node, call the store, record the outcome.
     """
 
-    __slots__ = ("binding", "key")
+    __slots__ = ("binding", "key", "awaited")
 
     kind = "kv"
     #: The method's name in trace labels (``COMMENTS_KV.get comment:1``).
@@ -138,6 +138,13 @@ class _KvCall(Op):
     def describe(self) -> str:
         return f"{self.binding._binding}.{self.verb} {self.key}"
 
+    def __await__(self) -> Generator[Op, Any, Any]:
+        # Awaitable once, like the coroutine a binding method used to return.
+        if self.awaited:
+            raise RuntimeError("cannot reuse already awaited coroutine")
+        self.awaited = True
+        return (yield self)
+
 
 class _KvGet(_KvCall):
     __slots__ = ("cache_ttl",)
@@ -147,6 +154,7 @@ class _KvGet(_KvCall):
         self.binding = binding
         self.key = key
         self.cache_ttl = cache_ttl
+        self.awaited = False
 
     def call(self, store: KvStore, where: tuple[str, int]) -> Any:
         return store.get(where, self.key, cache_ttl=self.cache_ttl)
@@ -182,6 +190,7 @@ class _KvPut(_KvCall):
         self.expiration = expiration
         self.expiration_ttl = expiration_ttl
         self.metadata = metadata
+        self.awaited = False
 
     def call(self, store: KvStore, where: tuple[str, int]) -> Any:
         return store.put(
@@ -204,6 +213,7 @@ class _KvDelete(_KvCall):
     def __init__(self, binding: KvBinding, key: str) -> None:
         self.binding = binding
         self.key = key
+        self.awaited = False
 
     def call(self, store: KvStore, where: tuple[str, int]) -> Any:
         return store.delete(where, self.key)
@@ -222,6 +232,7 @@ class _KvList(_KvCall):
         self.key = prefix
         self.limit = limit
         self.cursor = cursor
+        self.awaited = False
 
     def call(self, store: KvStore, where: tuple[str, int]) -> Any:
         return store.list(where, prefix=self.key, limit=self.limit, cursor=self.cursor)
@@ -233,9 +244,11 @@ class _KvList(_KvCall):
 class KvBinding:
     """``env.COMMENTS_KV``: a KV namespace seen from one invocation at one location.
 
-    Every method is ``async`` and a scheduling point; the operation happens at the step that
-    resumes the task. Each counts toward the invocation's limit of 1000 operations (§2.1); the
-    1001st raises :class:`KvError`.
+    Every method returns an awaitable, and awaiting it is a scheduling point: the operation
+    happens at the step that resumes the task. Each counts toward the invocation's limit of
+    1000 operations (§2.1); the 1001st raises :class:`KvError`. (The methods hand back the
+    pending operation itself, which is awaitable, rather than being ``async def``: one
+    coroutine less per call, on the hottest path of a run.)
     """
 
     __slots__ = ("_store", "_inv", "_limit", "_binding")
@@ -246,14 +259,10 @@ class KvBinding:
         self._limit = store.config.ops_per_invocation
         self._binding = binding
 
-    # Each method awaits its op (an op is its own awaitable: see ``scheduler.suspend``).
-
-    async def get(self, key: str, type: str = "text", *, cache_ttl: int | None = None) -> Any:
+    def get(self, key: str, type: str = "text", *, cache_ttl: int | None = None) -> Awaitable[Any]:
         """The value of ``key`` (``None`` when missing); ``type="json"`` parses it."""
-        raw = await _KvGet(self, key, cache_ttl)
-        if type == "json" and raw is not None:
-            return json.loads(raw)
-        return raw
+        op = _KvGet(self, key, cache_ttl)
+        return _parse_json(op) if type == "json" else op
 
     async def get_with_metadata(
         self, key: str, type: str = "text", *, cache_ttl: int | None = None
@@ -265,7 +274,7 @@ class KvBinding:
         value = json.loads(entry.value) if type == "json" else entry.value
         return {"value": value, "metadata": entry.metadata}
 
-    async def put(
+    def put(
         self,
         key: str,
         value: Any,
@@ -273,19 +282,24 @@ class KvBinding:
         expiration: int | None = None,
         expiration_ttl: int | None = None,
         metadata: Any = None,
-    ) -> None:
+    ) -> Awaitable[None]:
         """Write ``value`` (a string) under ``key``."""
-        await _KvPut(self, key, value, expiration, expiration_ttl, metadata)
+        return _KvPut(self, key, value, expiration, expiration_ttl, metadata)
 
-    async def delete(self, key: str) -> None:
+    def delete(self, key: str) -> Awaitable[None]:
         """Delete ``key`` (a missing key is fine)."""
-        await _KvDelete(self, key)
+        return _KvDelete(self, key)
 
-    async def list(
+    def list(
         self, *, prefix: str = "", limit: int = 1000, cursor: str | None = None
-    ) -> ListResult:
+    ) -> Awaitable[ListResult]:
         """One page of keys; follow ``cursor`` until ``list_complete``."""
-        return await _KvList(self, prefix, limit, cursor)
+        return _KvList(self, prefix, limit, cursor)
+
+
+async def _parse_json(op: _KvGet) -> Any:
+    raw = await op
+    return None if raw is None else json.loads(raw)
 
 
 class Env:
@@ -466,7 +480,9 @@ class Platform:
         return inv
 
     def env_for(self, inv: Invocation) -> Env:
-        bindings: dict[str, Any] = {name: KvBinding(store, inv, name) for name, store in self.kv.items()}
+        bindings: dict[str, Any] = {}
+        for name, store in self.kv.items():
+            bindings[name] = KvBinding(store, inv, name)
         bindings.update(self.namespaces)
         return Env(bindings)
 

@@ -19,8 +19,8 @@ write may be applied or not, as the caller decides.
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Coroutine, Generator
+from types import CoroutineType
 from typing import Any, NamedTuple
 
 import attrs
@@ -308,7 +308,7 @@ class Scheduler:
         now up to its first suspension, as a JavaScript async function starts synchronously
         when called."""
         self.spawned += 1
-        if inspect.iscoroutine(start):
+        if isinstance(start, CoroutineType):
             task = Task(self.spawned, name, start, kind=kind, owner=owner, deadline_ms=deadline_ms)
         else:
             task = Task(
@@ -423,7 +423,7 @@ class Scheduler:
             )
             return
         task.pending = nxt
-        if nxt.kind != "kv":  # KV calls need no issuing, join no children, open no gate
+        if nxt.kind != "kv":  # a KV call needs no issuing and is no join (the hot case)
             nxt.issue(self, task)
             if nxt.kind == "join":
                 child = getattr(nxt, "child", None)
@@ -458,7 +458,8 @@ class Scheduler:
         task.result = result
         task.error = error
         task.pending = None
-        self._update_gate(task, None, None)
+        if task.owner is not None:
+            self._update_gate(task, None, None)
         self.tasks.remove(task)
         for cb in task.on_finish:
             cb(task)
@@ -472,7 +473,8 @@ class Scheduler:
         on first (a write sent whose answer never came may have landed: reference §6). With
         ``cascade`` the requests it is waiting on are cancelled too (a client that disconnects
         cancels its request: [W-LIM] "When the client disconnects, all tasks associated with
-        that client request are canceled").
+        that client request are canceled"), except Durable Object requests and ``waitUntil``
+        work, which outlive their caller.
         """
         if task.finished:
             return
@@ -485,9 +487,12 @@ class Scheduler:
             except Exception:
                 pass  # a rejected write (429, validation) had no effect either way
         if cascade:
+            # Work handed to waitUntil survives its request, and a Durable Object finishes
+            # what it was asked ("the request context extends at least 60 seconds after the
+            # last client disconnects", reference §5.7).
             for child in list(task.children):
-                if not child.finished and child.kind != "background":
-                    self.kill(child, cascade=True)
+                if not child.finished and child.kind not in ("background", "durable"):
+                    self.kill(child, apply_pending=apply_pending, cascade=True)
         if task.coro is not None:
             task.coro.close()
         task.killed = True

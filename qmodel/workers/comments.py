@@ -32,8 +32,9 @@ Each fix, and the bug it removes (catalog ids of DESIGN.md):
                               and the reply completes its message in the same step, refusing a
                               second reply; else a crash between reply and complete leaves the
                               message processing (CRASH_AFTER_REPLY)
-``pending_index``             pending also reads an index of every open message; else only the
-                              last 200 cached (CACHE_TRIM_DROPS_PENDING)
+``pending_index``             pending also reads an index of every open message, and a read by
+                              cursor reads the index of every message; else only the last 200
+                              cached (CACHE_TRIM_DROPS_PENDING)
 ``server_timestamps``         the queue object stamps messages with a strictly increasing server
                               time; else the client's timestamp stands (POLL_MISSES_MESSAGE)
 ============================  ================================================================
@@ -322,6 +323,7 @@ class CommentsWorker:
                 "attempts": 0,
             }
         kv = env.COMMENTS_KV
+        completed = None
         if f.crash_safe and not f.atomic_claim and msg.get("replyTo"):
             key, original = await self._load(env, msg["replyTo"])
             if original is not None and (original.get("botParams") or {}).get("replyId"):
@@ -336,18 +338,23 @@ class CommentsWorker:
                     "message": msg,
                     "stamp": f.server_timestamps,
                     "replyCompletes": f.crash_safe and f.atomic_claim,
+                    "kvCache": f.cache_serialized and not f.cache_in_do,
                 },
             )
             if status != 200:
                 return json_response(res, status, CORS)
             msg = res["message"]
+            completed = res.get("completed")
         text = self._json.dumps(msg)
         try:
             await kv.put(self._key(msg), text)
         except KvError as err:
             return _error(500, str(err))
-        if not f.cache_in_do:
+        if not f.cache_in_do and not f.cache_serialized:
             await self._change_cache(env, {"op": "prepend", "message": msg})
+            if completed is not None:
+                # The reply completed its message in the queue object; the cache learns it too.
+                await self._status_to_cache(env, completed, None)
         if f.crash_safe and not f.atomic_claim and msg.get("replyTo"):
             key, original = await self._load(env, msg["replyTo"])
             if key is not None and original is not None:
@@ -375,7 +382,10 @@ class CommentsWorker:
         except ValueError:
             return _error(400, "after and limit are integers")
         kind = params.get("type")
-        if after is not None and self.fixes.cache_in_do:
+        f = self.fixes
+        # With an index of every message in the queue object (the fix for reads that must be
+        # complete), a cursor read does not depend on the trimmed, eventually consistent cache.
+        if after is not None and f.uses_queue_object and (f.cache_in_do or f.pending_index):
             _, res = await call(env, "/since", {"after": after, "limit": limit})
             items = res["messages"]
         else:

@@ -59,8 +59,8 @@ class JsonTexts:
         return value
 
     def dumps(self, value: Any) -> str:
-        """``JSON.stringify(value)`` of a JSON value (dicts with string keys, lists, strings,
-        numbers, booleans, ``None``); raises ``TypeError`` for what JSON cannot hold."""
+        """``JSON.stringify(value)`` of an acyclic JSON value (dicts with string keys, lists,
+        strings, numbers, booleans, ``None``); raises ``TypeError`` for what JSON cannot hold."""
         kind = type(value)
         if kind is not dict and kind is not list:
             return _COMPACT.encode(value)

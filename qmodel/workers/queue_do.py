@@ -13,9 +13,10 @@ input gate makes every route atomic with respect to every other request (referen
 * ``pending``: the ids of human messages not yet terminal (an index that is never trimmed);
 * ``clock``: the last server timestamp handed out (strictly increasing);
 * for designs that keep the cache in KV but funnel its writes through this object (the way
-  KV-HOW recommends for write-after-write consistency, reference §1.7), the ``/kv-cache`` route
-  performs each read-modify-write of ``recent:comments`` one at a time (an in-memory mutex:
-  a KV await opens the input gate, §5.2) and retries a 429 after a second (§2.2).
+  KV-HOW recommends for write-after-write consistency, reference §1.7), a write queue: changes
+  to ``recent:comments`` are applied in order by one flushing request at a time, batched into
+  one read-modify-write (a KV await opens the input gate, §5.2, so the queue is what keeps the
+  writes apart), retrying a 429 after a second (§2.2).
 
 Routes take and answer JSON over ``stub.fetch``; a worker calls them with :func:`call`.
 """
@@ -72,7 +73,11 @@ class MessageQueue:
         self.state = state
         self.storage = state.storage
         self.env = env
-        self._kv_busy = False
+        # The KV cache's write queue (in memory: a fresh instance starts empty).
+        self._kv_queue: list[dict[str, Any]] = []
+        self._kv_enqueued = 0
+        self._kv_written = 0
+        self._kv_flushing = False
 
     async def fetch(self, request: Request) -> Response:
         route = URL(request.url).pathname
@@ -105,7 +110,19 @@ class MessageQueue:
     async def post(self, body: dict[str, Any]) -> tuple[int, Any]:
         """Store a new message: stamp it (``stamp``), add it to ``recent`` and, for a human
         message, to the pending index. With ``replyCompletes``, an AI reply completes the
-        message it answers in the same step and a second reply to it is refused (409)."""
+        message it answers in the same step and a second reply to it is refused (409). With
+        ``kvCache``, the message also goes into the KV cache; it joins the write queue in the
+        same step as its stamp, so the cache receives messages in timestamp order."""
+        status, res = await self._post(body)
+        if body.get("kvCache") and status == 200 and not res.get("duplicate"):
+            changes = [{"op": "prepend", "message": res["message"]}]
+            if res.get("completed"):
+                done = res["completed"]
+                changes.append({"op": "update", "id": done["id"], "botParams": done["botParams"]})
+            await self._kv_commit(changes)
+        return status, res
+
+    async def _post(self, body: dict[str, Any]) -> tuple[int, Any]:
         msg = dict(body["message"])
         existing = await self._record(msg["id"])
         if existing is not None:
@@ -136,6 +153,8 @@ class MessageQueue:
             pending = writes.get("pending", await self.storage.get("pending") or [])
             writes["pending"] = [i for i in pending if i != reply_to]
         await self.storage.put(writes)
+        if original is not None:
+            return 200, {"message": msg, "completed": writes[f"msg:{reply_to}"]}
         return 200, {"message": msg}
 
     async def recent(self, body: dict[str, Any]) -> tuple[int, Any]:
@@ -218,11 +237,11 @@ class MessageQueue:
         if rec is None:
             return 404, {"success": False, "error": "Message not found"}
         bp = dict(rec.get("botParams") or {})
-        if body.get("checkClaimer") and bp.get("claimedBy") != body.get("workerId"):
-            return 409, {"success": False, "error": f"claimed by {bp.get('claimedBy')}"}
         if bp.get("status") == "complete" and fields.get("status") == "complete":
             # Completing twice (a reply already completed it) is not an error.
             return 200, {"success": True, "status": "complete", "attempts": bp.get("attempts", 0)}
+        if body.get("checkClaimer") and bp.get("claimedBy") != body.get("workerId"):
+            return 409, {"success": False, "error": f"claimed by {bp.get('claimedBy')}"}
         if bp.get("status") in ("complete", "failed"):
             return 409, {"success": False, "error": f"Message is already {bp.get('status')}"}
         if fields.get("status") == "fail":
@@ -263,26 +282,57 @@ class MessageQueue:
         await self.storage.put(writes)
         return 200, {"message": rec}
 
+    async def _kv_commit(self, changes: list[dict[str, Any]]) -> None:
+        """Queue ``changes`` for the KV cache and return once they are written.
+
+        One request at a time flushes everything queued in one read-modify-write (a group
+        commit), so the single writer keeps up with the 1 write/s limit of the key (§2.2); the
+        others wait for their turn to be written. Changes are written in the order queued.
+        """
+        self._kv_queue.extend(changes)
+        self._kv_enqueued += len(changes)
+        mine = self._kv_enqueued
+        while self._kv_written < mine:
+            if self._kv_flushing:
+                await sleep(50)
+                continue
+            self._kv_flushing = True
+            batch, self._kv_queue = self._kv_queue, []
+            written = False
+            try:
+                status, _ = await self._kv_apply(batch)
+                written = status == 200
+            finally:
+                self._kv_flushing = False
+                if written:
+                    self._kv_written += len(batch)
+                else:  # refused after retries, or this request was stopped: keep it first
+                    self._kv_queue = batch + self._kv_queue
+            if not written:
+                await sleep(1_000)
+
+    async def _kv_apply(self, changes: list[dict[str, Any]]) -> tuple[int, Any]:
+        """Read-modify-write ``recent:comments`` once with every change; retry a 429 after a
+        second (§2.2). Only the flushing request calls it."""
+        kv = self.env.COMMENTS_KV
+        for attempt in range(4):
+            raw = await kv.get(kvcache.CACHE_KEY)
+            new = json.loads(raw) if raw else []
+            for change in changes:
+                new = kvcache.apply(new, change)
+            try:
+                await kv.put(kvcache.CACHE_KEY, json.dumps(new, separators=(",", ":")))
+                return 200, {"ok": True}
+            except KvError as err:
+                if err.status != 429 or attempt == 3:
+                    return 503, {"error": str(err)}
+                await sleep(1_000 * (attempt + 1))
+        return 503, {"error": "unreachable"}
+
     async def kv_cache(self, body: dict[str, Any]) -> tuple[int, Any]:
-        """Apply one change to the KV cache ``recent:comments``, one writer at a time."""
-        while self._kv_busy:
-            await sleep(10)
-        self._kv_busy = True
-        try:
-            kv = self.env.COMMENTS_KV
-            for attempt in range(4):
-                raw = await kv.get(kvcache.CACHE_KEY)
-                new = kvcache.apply(json.loads(raw) if raw else [], body)
-                try:
-                    await kv.put(kvcache.CACHE_KEY, json.dumps(new, separators=(",", ":")))
-                    return 200, {"ok": True}
-                except KvError as err:
-                    if err.status != 429 or attempt == 3:
-                        return 503, {"error": str(err)}
-                    await sleep(1_000 * (attempt + 1))
-            return 503, {"error": "unreachable"}
-        finally:
-            self._kv_busy = False
+        """Apply one change to the KV cache ``recent:comments`` through the write queue."""
+        await self._kv_commit([body])
+        return 200, {"ok": True}
 
     _routes = {
         "/post": post,
