@@ -143,6 +143,30 @@ class _Watchdog:
 
 
 def _check(args: argparse.Namespace) -> int:
+    import invariants as registry
+
+    result = run_check(args)
+    out = {k: result[k] for k in JSON_FIELDS}
+    if args.json:
+        print(json.dumps(out))
+    else:
+        _human(out, result["violation"], args, registry)
+    return EXIT_VIOLATION if out["verdict"] == "violation" else EXIT_OK
+
+
+#: The fields of ``qmodel check --json``, in order (a stable interface).
+JSON_FIELDS = ("verdict", "invariant", "target", "seed", "examples", "steps", "seconds", "trace")
+
+
+def check_args(argv: Sequence[str]) -> argparse.Namespace:
+    """Parse ``qmodel check`` arguments (for programs that call :func:`run_check`)."""
+    return _parser().parse_args(["check", *argv])
+
+
+def run_check(args: argparse.Namespace) -> dict[str, Any]:
+    """Run ``qmodel check`` and return its result: the JSON fields plus ``violation`` (the
+    record or ``None``) and ``first_violation_at`` (examples run when the first violation
+    was found, before shrinking)."""
     from hypothesis import seed as hypothesis_seed
     from hypothesis import settings
     from hypothesis.stateful import get_state_machine_test
@@ -173,12 +197,14 @@ def _check(args: argparse.Namespace) -> int:
         kv=args.kv,
         max_task_steps=args.step_limit,
     )
-    state: dict[str, Any] = {"examples": 0, "failure": None}
+    state: dict[str, Any] = {"examples": 0, "failure": None, "first_at": None}
 
     def on_world(world: Any, violation: Any) -> None:
         state["examples"] += 1
         if violation is not None:
             state["failure"] = (world, violation)
+            if state["first_at"] is None:
+                state["first_at"] = state["examples"]
 
     cls = type(
         "CheckMachine",
@@ -214,7 +240,7 @@ def _check(args: argparse.Namespace) -> int:
     failure = state["failure"] if error is not None else None
     trace: list[str] = failure[0].log if failure else []
     violation = failure[1] if failure else None
-    out = {
+    return {
         "verdict": "violation" if error is not None else "ok",
         "invariant": violation.invariant if violation else None,
         "target": name,
@@ -223,12 +249,9 @@ def _check(args: argparse.Namespace) -> int:
         "steps": len(trace),
         "seconds": round(seconds, 3),
         "trace": trace,
+        "violation": violation,
+        "first_violation_at": state["first_at"],
     }
-    if args.json:
-        print(json.dumps(out))
-    else:
-        _human(out, violation, args, registry)
-    return EXIT_VIOLATION if error is not None else EXIT_OK
 
 
 def _human(out: dict[str, Any], violation: Any, args: argparse.Namespace, registry: Any) -> None:

@@ -95,7 +95,8 @@ class Op:
 
     __slots__ = ()
 
-    #: Ops of kind ``storage`` hold a Durable Object's input gate while outstanding.
+    #: Ops of kind ``storage`` hold a Durable Object's input gate while outstanding; ops of
+    #: kind ``kv`` are always ready and need no :meth:`issue` (the scheduler does not ask them).
     kind: str = "op"
 
     def issue(self, sched: Scheduler, task: Task) -> None:
