@@ -12,6 +12,8 @@ from typing import Any, Literal
 
 import attrs
 
+from qmodel.sim.runtime import format_counters
+
 __all__ = ["Exchange", "History", "KvWrite", "OpKind"]
 
 OpKind = Literal[
@@ -74,12 +76,8 @@ class Exchange:
         return self.status is not None and 200 <= self.status < 300
 
     def counters(self) -> str:
-        text = f"[KVr:{self.kv_reads} KVw:{self.kv_writes}"
-        if self.kv_lists:
-            text += f" KVl:{self.kv_lists}"
-        if self.kv_deletes:
-            text += f" KVd:{self.kv_deletes}"
-        return text + "]"
+        """The invocation's KV counters as the seeds logged them, ``[KVr:3 KVw:1]``."""
+        return format_counters(self.kv_reads, self.kv_writes, self.kv_lists, self.kv_deletes)
 
     def describe(self) -> str:
         """One line: ``bot-1@B POST /api/queue/claim m1 -> 200 [KVr:1 KVw:1]``."""

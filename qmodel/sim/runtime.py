@@ -35,6 +35,7 @@ __all__ = [
     "Platform",
     "WAIT_UNTIL_GRACE_MS",
     "check_target",
+    "format_counters",
 ]
 
 #: [W-LIM] "Use event.waitUntil() to delay cancellation for another 30 seconds" (reference §6).
@@ -70,12 +71,17 @@ class Invocation:
 
     def counters(self) -> str:
         """The seeds' log format: ``[KVr:3 KVw:1]`` (lists and deletes shown when nonzero)."""
-        text = f"[KVr:{self.kv_reads} KVw:{self.kv_writes}"
-        if self.kv_lists:
-            text += f" KVl:{self.kv_lists}"
-        if self.kv_deletes:
-            text += f" KVd:{self.kv_deletes}"
-        return text + "]"
+        return format_counters(self.kv_reads, self.kv_writes, self.kv_lists, self.kv_deletes)
+
+
+def format_counters(reads: int, writes: int, lists: int, deletes: int) -> str:
+    """``[KVr:3 KVw:1]``, with ``KVl``/``KVd`` added when nonzero (the seeds' log format)."""
+    text = f"[KVr:{reads} KVw:{writes}"
+    if lists:
+        text += f" KVl:{lists}"
+    if deletes:
+        text += f" KVd:{deletes}"
+    return text + "]"
 
 
 class _KvCall(Op):

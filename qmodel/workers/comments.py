@@ -302,26 +302,7 @@ class CommentsWorker:
             return _error(400, "text is required")
         f = self.fixes
         now = date_now()
-        kind = body.get("message-type") or "human"
-        msg: dict[str, Any] = {
-            "id": body.get("id") or f"{now}-{unique_suffix()}",
-            "timestamp": body.get("timestamp") or now,
-            "text": body["text"],
-            "username": body.get("username") or "anonymous",
-            "color": body.get("color") or "gray",
-            "domain": body.get("domain") or "saywhatwant.app",
-            "message-type": kind,
-        }
-        if body.get("replyTo"):
-            msg["replyTo"] = body["replyTo"]
-        if kind == "human":
-            msg["botParams"] = {
-                "entity": (body.get("botParams") or {}).get("entity", "default"),
-                "priority": (body.get("botParams") or {}).get("priority", 5),
-                "status": "pending",
-                "processed": False,
-                "attempts": 0,
-            }
+        msg = kvcache.new_message(body, now, unique_suffix())
         kv = env.COMMENTS_KV
         completed = None
         if f.crash_safe and not f.atomic_claim and msg.get("replyTo"):

@@ -18,6 +18,7 @@ from typing import Any
 
 from qmodel.sim.http import URL, Request, Response, json_response
 from qmodel.sim.scheduler import date_now, unique_suffix
+from qmodel.workers.cache import new_message
 from qmodel.workers.queue_do import LEASE_MS, MessageQueue, call
 
 __all__ = ["SoundWorker"]
@@ -89,29 +90,9 @@ class SoundWorker:
     async def post(self, body: Any, env: Any, ctx: Any) -> Response:
         if not isinstance(body, dict) or not body.get("text"):
             return json_response({"error": "text is required"}, 400, CORS)
-        now = date_now()
-        kind = body.get("message-type") or "human"
-        msg: dict[str, Any] = {
-            "id": body.get("id") or f"{now}-{unique_suffix()}",
-            "timestamp": now,
-            "clientTimestamp": body.get("timestamp"),
-            "text": body["text"],
-            "username": body.get("username") or "anonymous",
-            "color": body.get("color") or "gray",
-            "domain": body.get("domain") or "saywhatwant.app",
-            "message-type": kind,
-        }
-        if body.get("replyTo"):
-            msg["replyTo"] = body["replyTo"]
-        if kind == "human":
-            params = body.get("botParams") or {}
-            msg["botParams"] = {
-                "entity": params.get("entity", "default"),
-                "priority": params.get("priority", 5),
-                "status": "pending",
-                "processed": False,
-                "attempts": 0,
-            }
+        msg = new_message(body, date_now(), unique_suffix())
+        # The server's clock orders messages (the queue object restamps it); keep the client's.
+        msg["clientTimestamp"] = body.get("timestamp")
         status, res = await call(
             env, "/post", {"message": msg, "stamp": True, "replyCompletes": True}
         )
