@@ -27,21 +27,24 @@ from __future__ import annotations
 import json
 from typing import Any
 
-__all__ = ["JsonTexts"]
+from qmodel.sim.http import compact_json
 
-#: ``JSON.stringify``'s layout, made once rather than per call as ``json.dumps`` would.
-_COMPACT = json.JSONEncoder(separators=(",", ":"))
+__all__ = ["JsonTexts"]
 
 
 class JsonTexts:
     """Parses and serialises JSON texts, remembering what it did.
 
-    Memory is bounded: a memory holding ``size`` entries starts over empty. Forgetting changes
-    only the speed, never a result.
+    Memory is bounded: once the texts remembered hold ``max_chars`` characters, or ``size``
+    entries, it forgets everything and starts over. Forgetting changes only the speed, never a
+    result. (A worker reused for a whole search keeps one of these for its lifetime, and one
+    ``recent:comments`` text can be 60 kB.)
     """
 
-    def __init__(self, size: int = 1024) -> None:
+    def __init__(self, *, size: int = 2048, max_chars: int = 1_000_000) -> None:
         self._size = size
+        self._max_chars = max_chars
+        self._chars = 0
         #: text -> the value it parses to
         self._values: dict[str, Any] = {}
         #: id(value) -> (value, its text), for dicts and lists; the value is kept so that its id
@@ -55,7 +58,8 @@ class JsonTexts:
         except KeyError:
             pass
         value = json.loads(text)
-        self._remember(text, value)
+        self._make_room(text)
+        self._values[text] = value
         return value
 
     def dumps(self, value: Any) -> str:
@@ -63,21 +67,22 @@ class JsonTexts:
         strings, numbers, booleans, ``None``); raises ``TypeError`` for what JSON cannot hold."""
         kind = type(value)
         if kind is not dict and kind is not list:
-            return _COMPACT.encode(value)
+            return compact_json(value)
         known = self._texts.get(id(value))
         if known is not None and known[0] is value:
             return known[1]
         if kind is list:
             text = "[" + ",".join([self.dumps(item) for item in value]) + "]"
         else:
-            text = _COMPACT.encode(value)
-        if len(self._texts) >= self._size:
-            self._texts.clear()
+            text = compact_json(value)
+        self._make_room(text)
         self._texts[id(value)] = (value, text)
-        self._remember(text, value)
+        self._values[text] = value
         return text
 
-    def _remember(self, text: str, value: Any) -> None:
-        if len(self._values) >= self._size:
+    def _make_room(self, text: str) -> None:
+        self._chars += len(text)
+        if self._chars > self._max_chars or len(self._texts) + len(self._values) >= self._size:
+            self._texts.clear()
             self._values.clear()
-        self._values[text] = value
+            self._chars = len(text)
