@@ -29,7 +29,7 @@ def check(ctx: CheckContext) -> Violation | None:
     if settled is None:
         return None
     found: set[str] = set()
-    for items in (settled.listing, settled.pending):
+    for items in (settled.listing, settled.pending, settled.everything):
         found.update(i for item in items or () if (i := listed_id(item)) is not None)
     lost = [m for m in ctx.spec.humans() if not m.answered and m.id not in found]
     if not lost:

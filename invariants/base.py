@@ -56,6 +56,10 @@ class Settled:
     listing: tuple[Mapping[str, Any], ...] | None
     pending: tuple[Mapping[str, Any], ...] | None
     seen: Mapping[str, frozenset[str]]
+    #: Every message ``GET /api/comments?after=...`` gives from just before the first
+    #: acknowledged one, paging on: what the target still serves of the whole run, beyond the
+    #: newest 200 (a reply whose POST was never answered shows here).
+    everything: tuple[Mapping[str, Any], ...] = ()
     #: The exchange ``seq`` of the probes, so violations can cite them.
     probe_seqs: tuple[int, ...] = ()
 

@@ -43,7 +43,7 @@ def check(ctx: CheckContext) -> Violation | None:
     # the settled listing shows counts too.
     listed: dict[str, set[str]] = {}
     failed: set[str] = set()
-    for item in ctx.settled.listing or ():
+    for item in (*(ctx.settled.listing or ()), *ctx.settled.everything):
         if item.get("replyTo") and isinstance(item.get("id"), str):
             listed.setdefault(item["replyTo"], set()).add(item["id"])
         if (item.get("botParams") or {}).get("status") == "failed":

@@ -26,7 +26,8 @@ def check(ctx: CheckContext) -> Violation | None:
     if ctx.settled is None:
         return None
     listed = {
-        m.get("id"): (m.get("botParams") or {}).get("status") for m in ctx.settled.listing or ()
+        m.get("id"): (m.get("botParams") or {}).get("status")
+        for m in (*ctx.settled.everything, *(ctx.settled.listing or ()))
     }
     stuck = [m for m in ctx.spec.unfinished() if listed.get(m.id) not in ("complete", "failed")]
     if not stuck:

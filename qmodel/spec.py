@@ -70,6 +70,9 @@ class MessageSpec:
     #: Ids of acknowledged AI replies to this message.
     replies: tuple[str, ...] = ()
     processed: bool = False
+    #: A claim, fail or complete of it was sent and never answered: it may or may not have
+    #: happened, so the next claim may begin a new period.
+    uncertain: bool = False
 
     @property
     def terminal(self) -> bool:
@@ -131,6 +134,11 @@ def _status_change(state: SpecState, msg: MessageSpec, after: str, ex: Exchange,
 
 def step(state: SpecState, ex: Exchange) -> SpecState:
     """The model after one exchange (pure; ``state`` is left as it was)."""
+    if ex.status is None and ex.kind in ("claim", "fail", "complete", "patch"):
+        mid = _mid(ex)
+        if mid is not None and mid in state.messages:
+            return state._put(attrs.evolve(state.messages[mid], uncertain=True))
+        return state
     if not ex.ok:
         return state
     answer = ex.answer if isinstance(ex.answer, dict) else {}
@@ -181,8 +189,9 @@ def step(state: SpecState, ex: Exchange) -> SpecState:
             and claim.at_ms - (previous.sent_ms if previous.sent_ms is not None else previous.at_ms)
             >= state.lease_ms
         )
-        claims = (claim,) if lease_over or msg.status == "pending" else msg.claims + (claim,)
-        return _status_change(state, msg, "processing", ex, claims=claims)
+        fresh = lease_over or msg.status == "pending" or msg.uncertain
+        claims = (claim,) if fresh else msg.claims + (claim,)
+        return _status_change(state, msg, "processing", ex, claims=claims, uncertain=False)
     if ex.kind == "complete":
         if msg.status == "complete":
             return state

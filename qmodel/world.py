@@ -22,7 +22,7 @@ from qmodel.history import Exchange, History, KvWrite
 from qmodel.sim.choices import Backend, FirstOptionBackend
 from qmodel.sim.http import Request
 from qmodel.sim.kv import KvConfig
-from qmodel.sim.runtime import Platform
+from qmodel.sim.runtime import Invocation, Platform
 from qmodel.errors import StepLimitExceeded
 from qmodel.sim.scheduler import Join, Task, TaskCancelled, date_now, suspend
 from qmodel.spec import SpecState
@@ -151,6 +151,12 @@ class World:
         )
         try:
             response = await suspend(op)
+        except GeneratorExit:
+            # The actor died waiting (a crash): the request was sent and its answer is lost.
+            self._record(actor, kind, request, body, sent, None, None, mid,
+                         op.child.invocation if op.child is not None else None,
+                         ("no answer: the client stopped waiting",))
+            raise
         except TaskCancelled:
             # The request was killed before it answered: by the step limit (a worker that
             # never answers), or with its client.
@@ -180,6 +186,8 @@ class World:
         inv: Any,
         extra_errors: tuple[str, ...],
     ) -> None:
+        if inv is None:  # never sent: nothing of the worker to report
+            inv = Invocation(0, actor.location, "unsent")
         ex = Exchange(
             seq=len(self.history) + 1,
             actor=actor.name,
@@ -189,7 +197,7 @@ class World:
             path=request.describe().split(" ", 1)[1],
             body=body,
             sent_ms=sent,
-            answered_ms=date_now() if status is not None else None,
+            answered_ms=self.platform.clock.now_ms if status is not None else None,
             status=status,
             answer=answer,
             message_id=mid,
@@ -204,7 +212,7 @@ class World:
         self.history.add(ex)
         self.spec = spec_step(self.spec, ex)
         note = f" ({'; '.join(extra_errors)})" if extra_errors else ""
-        self.log.append(f"t={date_now()} {ex.describe()}{note}")
+        self.log.append(f"t={self.platform.clock.now_ms} {ex.describe()}{note}")
 
     # -- the machine's verbs -------------------------------------------------------------------
 
@@ -309,13 +317,33 @@ class World:
                 items = answer.get("pending") if isinstance(answer, dict) else answer
                 pending = tuple(m for m in items or [] if isinstance(m, dict))
         seen = {fe.name: frozenset(fe.seen) for fe in self.frontends}
+        everything = self._probe_everything()
         self.settled = Settled(
+            everything=everything,
             listing=listing,
             pending=pending,
             seen=seen,
             probe_seqs=(len(self.history) - 1, len(self.history)) if pending is not None else (len(self.history),),
         )
         return self.settled
+
+    def _probe_everything(self) -> tuple[dict[str, Any], ...]:
+        stamps = [m.timestamp for m in self.spec.messages.values() if isinstance(m.timestamp, int)]
+        if not stamps:
+            return ()
+        cursor, found = min(stamps) - 1, {}
+        for page in range(20):
+            who = _Other("probe", f"probe-all-{page + 1}", self)
+            status, answer = self._probe(who, "GET", "/api/comments", {"after": cursor, "limit": 1000})
+            items = _comments(answer) if status == 200 else []
+            for m in items:
+                if isinstance(m.get("id"), str):
+                    found[m["id"]] = m
+            newest = max((m.get("timestamp") for m in items if isinstance(m.get("timestamp"), int)), default=cursor)
+            if len(items) < 1000 or newest <= cursor:
+                break
+            cursor = newest
+        return tuple(found.values())
 
     def _probe(self, who: _Other, method: str, path: str, query: dict[str, Any]) -> tuple[int, Any]:
         sched = self.platform.scheduler
