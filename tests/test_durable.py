@@ -166,7 +166,7 @@ def lost_update_seeds(route: str) -> list[int]:
     lost = []
     for seed in range(40):
         answers, stored = concurrent_increments(seed, route)
-        assert 1 <= stored <= 5
+        assert stored in range(1, 6)
         if stored < 5:
             assert len(set(answers)) < 5  # two requests answered the same count
             lost.append(seed)
