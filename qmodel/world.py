@@ -77,6 +77,9 @@ class World:
     bursts: int = 0
     #: Human-readable log of what the machine did, for traces and reports.
     log: list[str] = attrs.field(factory=list)
+    #: The verbs applied, in order, as ``(verb, argument)``: with the platform's recorded
+    #: choices, everything a replay needs (see :meth:`apply`).
+    verbs: list[tuple[str, int]] = attrs.field(factory=list)
     settled: Settled | None = None
 
     @classmethod
@@ -216,8 +219,18 @@ class World:
 
     # -- the machine's verbs -------------------------------------------------------------------
 
+    #: The verbs a machine or a replay may apply, by name.
+    VERBS = ("post", "run", "advance", "crash", "burst")
+
+    def apply(self, verb: str, arg: int) -> None:
+        """Apply one verb by name (what a replay of :attr:`verbs` does)."""
+        if verb not in self.VERBS:
+            raise ValueError(f"unknown verb {verb!r}; the verbs are {', '.join(self.VERBS)}")
+        getattr(self, verb)(arg)
+
     def post(self, frontend: int, text: str | None = None) -> None:
         """Frontend ``frontend`` starts posting a message (it runs as the schedule allows)."""
+        self.verbs.append(("post", frontend))
         fe = self.frontends[frontend % len(self.frontends)]
         text = text or f"message {fe.posts + 1} from {fe.name}"
         self.log.append(f"t={self.platform.clock.now_ms} {fe.name} starts posting {text!r}")
@@ -225,6 +238,7 @@ class World:
 
     def burst(self, count: int) -> None:
         """Another app posts ``count`` AI messages at once (traffic the bot does not answer)."""
+        self.verbs.append(("burst", count))
         self.bursts += 1
         self.log.append(f"t={self.platform.clock.now_ms} burst of {count} messages")
         other = _Other(f"other-app-{self.bursts}", "lhr", self)
@@ -233,6 +247,7 @@ class World:
     def run(self, steps: int) -> int:
         """Take up to ``steps`` scheduler steps (each a choice); jump the clock to the next
         wake-up when nothing can run. Returns the steps taken."""
+        self.verbs.append(("run", steps))
         sched = self.platform.scheduler
         taken = 0
         while taken < steps:
@@ -244,12 +259,14 @@ class World:
         return taken
 
     def advance(self, ms: int) -> None:
+        self.verbs.append(("advance", ms))
         self.log.append(f"t={self.platform.clock.now_ms} clock +{ms} ms")
         self.platform.scheduler.advance(ms)
 
     def crash(self, bot: int) -> None:
         """Bot ``bot`` dies where it stands (its in-flight request is cancelled; a write it had
         sent may or may not land: a choice) and restarts with empty memory."""
+        self.verbs.append(("crash", bot))
         b = self.bots[bot % len(self.bots)]
         task = self.tasks.get(b.name)
         if task is None or task.finished:
