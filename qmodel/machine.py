@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 import invariants as invariant_registry
 from invariants.base import Invariant, Violation
@@ -33,6 +33,10 @@ __all__ = ["InvariantViolation", "QueueMachine", "machine_for"]
 TICKS_MS = (100, 1_000, 3_000, 15_000, 61_000)
 #: Sizes of another app's bursts: small, and past the seeds' 200-message cache.
 BURST_SIZES = (5, 201)
+#: The machine's verbs and how often it tries each (out of their sum). One rule draws them by
+#: weight rather than one rule per verb: Hypothesis's per-example rule subsets would otherwise
+#: spend whole examples crashing bots or moving the clock while nothing runs.
+VERB_WEIGHTS = (("run", 10), ("post", 4), ("tick", 3), ("crash", 2), ("burst", 1))
 #: Bursts per example (they are the costliest rule; one past the cache is enough).
 MAX_BURSTS = 1
 
@@ -59,36 +63,43 @@ class QueueMachine(RuleBasedStateMachine):
         super().__init__()
         self.backend = HypothesisBackend(None)
         self.world = World.create(type(self).target_factory(), self.config, self.backend)
+        self._verbs = st.sampled_from(self._weighted_verbs(bursts=True))
+        self._verbs_after_bursts = st.sampled_from(self._weighted_verbs(bursts=False))
         self.safety = tuple(i for i in self.checked if i.kind == "safety")
         self.eventual = tuple(i for i in self.checked if i.kind == "eventual")
+
+    def _weighted_verbs(self, *, bursts: bool) -> list[str]:
+        verbs: list[str] = []
+        for verb, weight in VERB_WEIGHTS:
+            if verb == "crash" and self.world.config.bots == 0:
+                continue
+            # The PATCH era's bot finds work only in the newest messages of a listing, so a
+            # burst past the listing hides messages by the protocol itself.
+            if verb == "burst" and (self.world.config.protocol == "patch" or not bursts):
+                continue
+            verbs += [verb] * weight
+        return verbs
 
     def _with(self, data: Any) -> World:
         self.backend.data = data
         return self.world
 
-    @rule(data=st.data(), frontend=st.integers(0, 3))
-    def post(self, data: Any, frontend: int) -> None:
-        self._with(data).post(frontend)
-
-    @rule(data=st.data(), steps=st.integers(1, 40))
-    def run(self, data: Any, steps: int) -> None:
-        self._with(data).run(steps)
-
-    @rule(data=st.data(), ms=st.sampled_from(TICKS_MS))
-    def tick(self, data: Any, ms: int) -> None:
-        self._with(data).advance(ms)
-
-    @precondition(lambda self: self.world.config.bots > 0)
-    @rule(data=st.data(), bot=st.integers(0, 3))
-    def crash(self, data: Any, bot: int) -> None:
-        self._with(data).crash(bot)
-
-    # The PATCH era's bot finds work only in the newest messages of a listing, so a burst past
-    # the listing hides messages by the protocol itself; bursts are for the other eras.
-    @precondition(lambda self: self.world.bursts < MAX_BURSTS and self.world.config.protocol != "patch")
-    @rule(data=st.data(), size=st.sampled_from(BURST_SIZES))
-    def burst(self, data: Any, size: int) -> None:
-        self._with(data).burst(size)
+    @rule(data=st.data())
+    def act(self, data: Any) -> None:
+        """One verb of the world, drawn by weight (:data:`VERB_WEIGHTS`), with its argument."""
+        world = self._with(data)
+        verbs = self._verbs if world.bursts < MAX_BURSTS else self._verbs_after_bursts
+        verb = data.draw(verbs, label="verb")
+        if verb == "run":
+            world.run(data.draw(st.integers(1, 40), label="steps"))
+        elif verb == "post":
+            world.post(data.draw(st.integers(0, 3), label="frontend"))
+        elif verb == "tick":
+            world.advance(data.draw(st.sampled_from(TICKS_MS), label="ms"))
+        elif verb == "crash":
+            world.crash(data.draw(st.integers(0, 3), label="bot"))
+        else:
+            world.burst(data.draw(st.sampled_from(BURST_SIZES), label="size"))
 
     def _check(self, checks: Iterable[Invariant]) -> None:
         ctx = self.world.context()
