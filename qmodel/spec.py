@@ -120,6 +120,11 @@ class SpecState:
         )
 
 
+def _earliest(claim: Claim) -> int:
+    """The earliest moment ``claim`` may have been decided: when it was sent."""
+    return claim.sent_ms if claim.sent_ms is not None else claim.at_ms
+
+
 def _mid(ex: Exchange) -> str | None:
     if ex.message_id is not None:
         return ex.message_id
@@ -180,13 +185,15 @@ def step(state: SpecState, ex: Exchange) -> SpecState:
             return state
         worker = (ex.body or {}).get("workerId") or ex.actor
         claim = Claim(worker, ex.answered_ms or ex.sent_ms, ex.seq, ex.sent_ms)
-        # The earlier lease may have run out if it could have: measured from the earliest
-        # moment the earlier claim was decided to the latest moment this one was.
+        # The earlier lease may have run out if it could have. Each claim was decided somewhere
+        # between its sending and its answer, in either order (a slow answer can come after a
+        # later claim's), so the lease could be over when one claim's latest decision comes a
+        # lease or more after the other's earliest.
         previous = msg.claims[-1] if msg.claims else None
         lease_over = (
             state.lease_ms is not None
             and previous is not None
-            and claim.at_ms - (previous.sent_ms if previous.sent_ms is not None else previous.at_ms)
+            and max(claim.at_ms - _earliest(previous), previous.at_ms - _earliest(claim))
             >= state.lease_ms
         )
         fresh = lease_over or msg.status == "pending" or msg.uncertain

@@ -298,6 +298,36 @@ def test_single_claim_accepts_new_periods_after_fail_and_lease() -> None:
     assert single_claim.check(run.context()) is None
 
 
+def test_single_claim_accepts_a_slow_answer_to_a_claim_whose_lease_ran_out() -> None:
+    """single-claim: a claim sent early and answered late may have been decided first, so a
+    later claim answered before it may have taken over its expired lease."""
+    run = Run()
+    run.post(H1)
+    sent_early = run.now
+    run.now += 61_000
+    body = {"messageId": H1, "workerId": "bot-2"}
+    run.add("claim", actor="bot-2", body=body, answer={"success": True}, message_id=H1)
+    body = {"messageId": H1, "workerId": "bot-1"}
+    run.add("claim", actor="bot-1", body=body, answer={"success": True}, message_id=H1,
+            sent_ms=sent_early, answered_ms=run.now)
+    assert single_claim.check(run.context()) is None
+
+
+def test_single_claim_reports_a_slow_answer_within_the_lease() -> None:
+    """single-claim: a slow answer whose claim was sent less than a lease before the other's
+    answer cannot have expired: two owners."""
+    run = Run()
+    run.post(H1)
+    sent = run.now
+    run.now += 30_000
+    run.claim(H1, "bot-2")
+    body = {"messageId": H1, "workerId": "bot-1"}
+    run.add("claim", actor="bot-1", body=body, answer={"success": True}, message_id=H1,
+            sent_ms=sent, answered_ms=run.now)
+    found = single_claim.check(run.context())
+    assert found is not None and found.values["workers"] == ("bot-2", "bot-1")
+
+
 def test_single_claim_reports_two_winning_claims() -> None:
     """single-claim names the message and both claims' workers and exchanges."""
     run = Run()
