@@ -578,7 +578,13 @@ class CommentsWorker:
             return bp
 
         def answer(r: dict[str, Any]) -> dict[str, Any]:
+            # The queue object's decision when it made one: the message read after it may
+            # already show a later claim.
             bp = r["message"].get("botParams") or {}
-            return {"success": True, "status": bp.get("status"), "attempts": bp.get("attempts")}
+            return {
+                "success": True,
+                "status": r.get("status", bp.get("status")),
+                "attempts": r.get("attempts", bp.get("attempts")),
+            }
 
         return await self._transition(request, env, "/fail", step, answer)
