@@ -262,6 +262,10 @@ class KvStore:
     _rejected: int = attrs.field(default=0, init=False)
     #: Called with (method, key, outcome) after every operation; reports and invariants watch it.
     observers: list[Callable[[str, str, Any], None]] = attrs.field(factory=list)
+    #: Called by a binding after each of its calls with ``(op, invocation, result, error)``:
+    #: who asked, through which location and node, and what came back. ``None`` (the default)
+    #: costs nothing; reports switch it on while they replay a trace.
+    tap: Callable[[Any, Any, Any, BaseException | None], None] | None = None
 
     # -- validation (§2.3) ---------------------------------------------------------------------
 

@@ -136,9 +136,13 @@ class _KvCall(Op):
             inv.kv_errors.append(err.detached())
             if self.is_write:
                 inv.writes.append((self.key, err.status))
+            if store.tap is not None:
+                store.tap(self, inv, None, err)
             raise
         if self.is_write:
             inv.writes.append((self.key, 200))
+        if store.tap is not None:
+            store.tap(self, inv, result, None)
         return result
 
     def describe(self) -> str:
