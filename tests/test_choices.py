@@ -214,22 +214,31 @@ def test_hypothesis_backend_maps_weights_to_options(data: st.DataObject) -> None
 def test_hypothesis_backend_maps_draws_onto_weighted_options() -> None:
     """choices.py: the weighted mapping sends draws 0..4 to option 0, 5 to option 1 and 6 to option 2."""
 
-    class FixedData:
-        def __init__(self, value: int) -> None:
-            self.value = value
-            self.labels: list[str] = []
-
-        def draw(self, strategy: Any, label: str | None = None) -> int:
-            self.labels.append(label or "")
-            return self.value
-
-    picks = []
-    for r in range(7):
-        fixed = FixedData(r)
-        picks.append(HypothesisBackend(fixed).pick("w", 3, (5, 1, 1)))
-        assert fixed.labels == ["w"]
+    picks = [HypothesisBackend(_FixedData(r)).pick("w", 3, (5, 1, 1)) for r in range(7)]
     assert picks == [0, 0, 0, 0, 0, 1, 2]
-    assert HypothesisBackend(FixedData(2)).pick("u", 3, None) == 2
+    assert HypothesisBackend(_FixedData(2)).pick("u", 3, None) == 2
+
+
+class _FixedData:
+    """Stands for Hypothesis data: every draw gives ``value``; the strategies are kept."""
+
+    def __init__(self, value: int) -> None:
+        self.value = value
+        self.strategies: list[Any] = []
+
+    def draw(self, strategy: Any, label: str | None = None) -> int:
+        self.strategies.append(strategy)
+        return self.value
+
+
+def test_hypothesis_backend_raises_rare_options_to_the_search_floor() -> None:
+    """choices.py: in a search, an option weighing under a tenth of the sum is drawn as if it
+    weighed a tenth: (99, 1) is drawn below 109, and draws 99..108 all give option 1."""
+    data = _FixedData(0)
+    HypothesisBackend(data).pick("kv.ryw", 2, (99, 1))
+    assert repr(data.strategies[0]) == "integers(min_value=0, max_value=108)"
+    picks = [HypothesisBackend(_FixedData(r)).pick("kv.ryw", 2, (99, 1)) for r in (0, 98, 99, 108)]
+    assert picks == [0, 0, 1, 1]
 
 
 def test_dumps_loads_round_trip() -> None:
