@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator
+from typing import Any
 
 from hypothesis import HealthCheck, settings
 from hypothesis.database import DirectoryBasedExampleDatabase
@@ -45,25 +46,39 @@ def register() -> None:
     )
 
 
-#: How much shrinking each profile allows: (successful shrinks, wall seconds). The count keeps a
-#: ``ci`` run deterministic; the seconds are only a safety net for slow machines.
-SHRINK_BUDGETS = {"dev": (40, 30), "ci": (60, 60), "nightly": (500, 300)}
+#: How much shrinking each profile allows: (successful shrinks, test runs while shrinking, wall
+#: seconds). The counts keep a run deterministic (the same seed gives the same shrunk trace on
+#: any machine); the seconds are only a safety net for a very slow machine.
+SHRINK_BUDGETS = {"dev": (40, 150, 60), "ci": (60, 250, 180), "nightly": (500, 5_000, 600)}
 
 
 @contextlib.contextmanager
 def shrink_budget(profile: str) -> Iterator[None]:
     """Bound Hypothesis's shrinking by the profile's budget while the block runs.
 
-    Hypothesis has no setting for this; its engine reads two module constants, which this sets
-    and restores.
+    Hypothesis has no setting for this. Its engine reads two module constants (successful
+    shrinks, seconds), which this sets and restores; the count of test runs while shrinking is
+    kept by wrapping the engine's ``test_function``, which ends the run the way the engine's own
+    limits do once the count is spent, keeping the smallest failure found so far.
     """
     from hypothesis.internal.conjecture import engine
 
-    shrinks, seconds = SHRINK_BUDGETS[profile]
-    saved = (engine.MAX_SHRINKS, engine.MAX_SHRINKING_SECONDS)
+    shrinks, calls, seconds = SHRINK_BUDGETS[profile]
+    runner = engine.ConjectureRunner
+    saved = (engine.MAX_SHRINKS, engine.MAX_SHRINKING_SECONDS, runner.test_function)
+    original = runner.test_function
+
+    def test_function(self: Any, data: Any) -> None:
+        if getattr(self, "finish_shrinking_deadline", None) is not None:
+            spent = self.__dict__.get("_qmodel_shrink_runs", 0) + 1
+            self.__dict__["_qmodel_shrink_runs"] = spent
+            if spent > calls:
+                self.exit_with(engine.ExitReason.max_shrinks)
+        original(self, data)
+
     engine.MAX_SHRINKS, engine.MAX_SHRINKING_SECONDS = shrinks, seconds
+    runner.test_function = test_function  # type: ignore[method-assign]
     try:
         yield
     finally:
-        engine.MAX_SHRINKS, engine.MAX_SHRINKING_SECONDS = saved
-
+        engine.MAX_SHRINKS, engine.MAX_SHRINKING_SECONDS, runner.test_function = saved
