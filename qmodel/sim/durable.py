@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import pickle
 from collections.abc import Callable
 from typing import Any
 
@@ -40,20 +41,19 @@ def _utf8(key: str) -> bytes:
 
 
 _ATOMS = (str, int, float, bool, type(None), bytes)
+_dumps, _loads, _PROTOCOL = pickle.dumps, pickle.loads, pickle.HIGHEST_PROTOCOL
 
 
 def _clone(value: Any) -> Any:
-    """A structured clone: a deep copy, fast for the JSON-like values storage mostly holds."""
-    t = type(value)
-    if t in _ATOMS:
+    """A structured clone: a deep copy. A pickle round trip copies the JSON-like values storage
+    mostly holds several times faster than a copy in Python, keeping every type as it was;
+    what pickle refuses falls back to ``copy.deepcopy``."""
+    if type(value) in _ATOMS:
         return value
-    if t is dict:
-        return {k: _clone(v) for k, v in value.items()}
-    if t is list:
-        return [_clone(v) for v in value]
-    if t is tuple and all(type(v) in _ATOMS for v in value):
-        return value
-    return copy.deepcopy(value)
+    try:
+        return _loads(_dumps(value, _PROTOCOL))
+    except Exception:  # noqa: BLE001 - anything pickle refuses is copied the slow way
+        return copy.deepcopy(value)
 
 
 @attrs.frozen

@@ -567,7 +567,12 @@ class Platform:
             state = DurableState(inst.id, inst.storage, self._context(inv).wait_until)
             inst.obj = cls(state, env)
         obj = inst.obj
-        fetch = check_target(obj, name=f"Durable Object class {type(obj).__name__}", params=("request",))
+        checked = self._checked
+        fetch = checked.get(id(obj))
+        if fetch is None or fetch[0] is not obj:
+            label = f"Durable Object class {type(obj).__name__}"
+            fetch = checked[id(obj)] = (obj, check_target(obj, name=label, params=("request",)))
+        fetch = fetch[1]
 
         async def run() -> Response:
             return await _serve(lambda r, e, c: fetch(r), request, env, self._context(inv), inv)
