@@ -12,7 +12,9 @@ single message key, says. The three rules, reported in this order:
     (``complete``, ``failed``) is listed with that ``botParams.status``; all stale entries are
     reported together (``GHOST_PENDING``: the cache says pending, the key says complete);
 (c) **no erasure**: every message among the newest ``cache_size`` acknowledged messages
-    (acknowledgement order, human and AI) is listed; all missing ones are reported together
+    (acknowledgement order, human and AI) is listed, less one place for each listed message
+    whose post was never answered (it landed; the cache keeps it by right); all missing ones
+    are reported together
     (``CACHE_LOST_UPDATE``, ``STATUS_WRITE_CLOBBERS_CACHE``, ``STALE_CACHE_RMW``: a
     read-modify-write of the cache from an old copy).
 
@@ -107,15 +109,19 @@ def _erased(
 ) -> Violation | None:
     spec = ctx.spec
     present = {mid for item in listing if (mid := listed_id(item)) is not None}
+    # A listed message nobody was told about (a post whose answer was lost, whose write landed)
+    # takes a place in the cache legitimately: the window of must-be-listed messages shrinks
+    # by one for each.
+    window = ctx.cache_size - sum(1 for mid in present if mid not in spec.messages)
     # "Newest" by acknowledgement and by timestamp: a cache keeps the newest by one or the
     # other, so only a message newest by both must be there (no false alarm at the boundary).
-    by_ack = spec.order[-ctx.cache_size :] if ctx.cache_size > 0 else ()
+    by_ack = spec.order[-window:] if window > 0 else ()
     by_time = {
         m.id
         for m in sorted(
             spec.messages.values(), key=lambda m: (m.timestamp or 0, m.acked_seq)
-        )[-ctx.cache_size :]
-    } if ctx.cache_size > 0 else set()
+        )[-window:]
+    } if window > 0 else set()
     newest = [mid for mid in by_ack if mid in by_time]
     missing = tuple(mid for mid in newest if mid not in present)
     if not missing:

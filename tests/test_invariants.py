@@ -509,6 +509,20 @@ def test_cache_coherent_reports_erased_recent_messages_only() -> None:
     )
 
 
+def test_cache_coherent_gives_a_place_to_each_listed_message_never_acknowledged() -> None:
+    """cache-coherent rule (c): a listed message whose post was never answered takes one of
+    the cache's places by right, so the oldest of the window may fall out; a second missing
+    message is still reported."""
+    run = Run()
+    for mid in ("m1", "m2", "m3"):
+        run.post(mid)
+    listing = [item("lost-answer", kind="AI"), item("m3", "pending"), item("m2", "pending")]
+    assert cache_coherent.check(run.context(run.settle(listing), cache_size=3)) is None
+    listing = [item("lost-answer", kind="AI"), item("m3", "pending")]
+    found = cache_coherent.check(run.context(run.settle(listing), cache_size=3))
+    assert found is not None and found.message_ids == ("m2",)
+
+
 # -- pending-visible -----------------------------------------------------------------------------
 
 
