@@ -1,0 +1,870 @@
+// qmodel's Node lane: the host process that runs a user's JavaScript worker under Node.
+//
+// Python starts one of these per run and speaks to it in JSON lines, synchronously: it writes
+// one command on the fd named by QMODEL_NODE_IN, this host applies it (delivers a request,
+// settles a pending platform call, ...), runs JavaScript until every job is blocked on a
+// platform call (the microtask queue drains, then one setImmediate hop), and writes back one
+// line: the JSON array of events the run produced, on the fd named by QMODEL_NODE_OUT. The host
+// never decides an ordering: each KV call, Durable Object storage call, Durable Object request
+// and timer of the worker becomes an event with a call id, and the promise the worker awaits
+// settles only when Python says so. Python's scheduler decides when, so schedules of real
+// JavaScript are chosen, recorded, replayed and shrunk like those of the Python designs.
+//
+// Each test case gets a fresh instance of the worker module (imported with a
+// `?qmodel-instance=N` query; loader.mjs carries it to the worker's own imports). Requests are
+// told apart by an AsyncLocalStorage context, as workerd tells them apart by I/O context, so a
+// call is attributed to the request (or Durable Object request) whose code made it.
+//
+// The worker sees the virtual clock in Date and performance.now, a PRNG seeded by Python (from
+// the run's choice source) in Math.random and crypto, and no network, filesystem, process or
+// host timers. Events of the protocol, Python to Node (`t`) and Node to Python (`e`), are
+// documented in qmodel/node/host.py.
+
+import fs from 'node:fs';
+import v8 from 'node:v8';
+import util from 'node:util';
+import { AsyncLocalStorage } from 'node:async_hooks';
+import { createHash } from 'node:crypto';
+import { register } from 'node:module';
+
+const IN = Number(process.env.QMODEL_NODE_IN);
+const OUT = Number(process.env.QMODEL_NODE_OUT);
+const realProcess = process;
+const realSetImmediate = setImmediate;
+const RealDate = Date;
+const realConsole = console;
+const realCrypto = globalThis.crypto;
+
+register('./loader.mjs', import.meta.url);
+
+// -- state --------------------------------------------------------------------------------------
+
+let now = 0; // virtual ms, sent by Python with every command
+let current = null; // the instance whose code runs now (for Math.random and crypto)
+let nextCid = 0;
+let nextTimer = 0;
+let events = [];
+const instances = new Map(); // instance id -> instance record
+const pending = new Map(); // call id -> { resolve, reject, inst }
+const timers = new Map(); // timer id -> call id
+const als = new AsyncLocalStorage(); // { inst, rid }
+
+function emit(event) {
+  events.push(event);
+}
+
+// -- errors -------------------------------------------------------------------------------------
+
+const HOST_URL = import.meta.url;
+const INSTANCE_QUERY = /\?qmodel-instance=[^:)\s&]*|&qmodel-instance=[^:)\s&]*/g;
+
+function clean(text) {
+  return String(text).replace(INSTANCE_QUERY, '');
+}
+
+/** "TypeError: x is not a function (worker.mjs:12:5)": the error and where the worker threw. */
+function describeError(err) {
+  if (err instanceof Error) {
+    const head = `${err.name}: ${err.message}`;
+    const stack = clean(err.stack || '');
+    // The worker's frame: not the host's own (an error it made to reject a platform call).
+    const frame = stack.split('\n').find((l) => /\bfile:\/\//.test(l) && !l.includes(HOST_URL));
+    const where = frame && /file:\/\/\/?(?:[^\s)]*\/)?([^/\s)]+:\d+:\d+)/.exec(frame);
+    return { text: clean(where ? `${head} (${where[1]})` : head), stack };
+  }
+  let text;
+  try {
+    text = typeof err === 'string' ? err : util.inspect(err);
+  } catch {
+    text = String(err);
+  }
+  return { text: `threw ${text}`, stack: '' };
+}
+
+// -- randomness and time ----------------------------------------------------------------------
+
+function makeRng(seed) {
+  // sfc32, seeded from a 32-bit seed; deterministic across platforms.
+  let a = seed >>> 0;
+  let b = 0x9e3779b9;
+  let c = 0x243f6a88;
+  let d = 0xb7e15162;
+  const next = () => {
+    const t = (((a + b) | 0) + d) | 0;
+    d = (d + 1) | 0;
+    a = b ^ (b >>> 9);
+    b = (c + (c << 3)) | 0;
+    c = (c << 21) | (c >>> 11);
+    c = (c + t) | 0;
+    return t >>> 0;
+  };
+  for (let i = 0; i < 15; i++) next();
+  return next;
+}
+
+function rng() {
+  if (current === null) throw new Error('no worker instance is running');
+  return current.rng();
+}
+
+function randomBytes(view) {
+  for (let i = 0; i < view.length; i += 4) {
+    let r = rng();
+    for (let j = i; j < Math.min(i + 4, view.length); j++) {
+      view[j] = r & 0xff;
+      r >>>= 8;
+    }
+  }
+}
+
+function VirtualDate(...args) {
+  if (!new.target) return new RealDate(now).toString();
+  return Reflect.construct(RealDate, args.length === 0 ? [now] : args, new.target);
+}
+Object.setPrototypeOf(VirtualDate, RealDate);
+VirtualDate.prototype = RealDate.prototype;
+VirtualDate.now = () => now;
+
+const virtualCrypto = {
+  getRandomValues(array) {
+    if (!ArrayBuffer.isView(array) || array instanceof Float32Array || array instanceof Float64Array || array instanceof DataView) {
+      throw new TypeError('crypto.getRandomValues takes an integer typed array');
+    }
+    if (array.byteLength > 65536) {
+      throw new RangeError(`crypto.getRandomValues: ${array.byteLength} bytes asked, at most 65536`);
+    }
+    randomBytes(new Uint8Array(array.buffer, array.byteOffset, array.byteLength));
+    return array;
+  },
+  randomUUID() {
+    const b = new Uint8Array(16);
+    randomBytes(b);
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    const h = [...b].map((x) => x.toString(16).padStart(2, '0')).join('');
+    return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
+  },
+  subtle: {
+    // Node runs WebCrypto jobs on its thread pool, which would settle outside the host's
+    // control; the deterministic digest is computed at once instead, and the rest is refused.
+    async digest(algorithm, data) {
+      const name = String(typeof algorithm === 'string' ? algorithm : algorithm?.name).toUpperCase();
+      const algo = { 'SHA-1': 'sha1', 'SHA-256': 'sha256', 'SHA-384': 'sha384', 'SHA-512': 'sha512' }[name];
+      if (!algo) throw new TypeError(`crypto.subtle.digest: unsupported algorithm ${name}`);
+      const bytes = ArrayBuffer.isView(data) ? new Uint8Array(data.buffer, data.byteOffset, data.byteLength) : new Uint8Array(data);
+      const out = createHash(algo).update(bytes).digest();
+      return out.buffer.slice(out.byteOffset, out.byteOffset + out.byteLength);
+    },
+  },
+};
+for (const name of ['encrypt', 'decrypt', 'sign', 'verify', 'generateKey', 'deriveKey', 'deriveBits', 'importKey', 'exportKey', 'wrapKey', 'unwrapKey']) {
+  virtualCrypto.subtle[name] = async () => {
+    throw new Error(`crypto.subtle.${name} is not available in qmodel's Node lane (only digest is); keep key handling out of the code under test`);
+  };
+}
+
+// -- platform calls -----------------------------------------------------------------------------
+
+/** A promise settled when Python answers call `payload`, made on behalf of the running request. */
+function bridge(payload, what) {
+  const store = als.getStore();
+  if (store === undefined) {
+    return Promise.reject(new Error(
+      `${what} was called outside a request (at module top level, or in a callback the ` +
+      'platform does not track); on Workers, I/O happens only while handling a request',
+    ));
+  }
+  return new Promise((resolve, reject) => {
+    const cid = ++nextCid;
+    pending.set(cid, { resolve, reject, inst: store.inst });
+    emit({ e: 'call', rid: store.rid, cid, ...payload });
+  });
+}
+
+function settle(cmd) {
+  const p = pending.get(cmd.cid);
+  if (p === undefined) return;
+  pending.delete(cmd.cid);
+  current = instances.get(p.inst) ?? current;
+  if (cmd.ok) {
+    p.resolve(cmd.v);
+  } else {
+    const err = cmd.err || {};
+    const Ctor = err.name === 'TypeError' ? TypeError : err.name === 'RangeError' ? RangeError : Error;
+    p.reject(new Ctor(err.message));
+  }
+}
+
+// -- timers, on the virtual clock ----------------------------------------------------------------
+
+function setVirtualTimeout(fn, ms, ...args) {
+  if (typeof fn !== 'function') throw new TypeError('setTimeout: the callback must be a function');
+  const id = ++nextTimer;
+  armTimer(id, fn, ms, args, false);
+  return id;
+}
+
+function setVirtualInterval(fn, ms, ...args) {
+  if (typeof fn !== 'function') throw new TypeError('setInterval: the callback must be a function');
+  const id = ++nextTimer;
+  armTimer(id, fn, ms, args, true);
+  return id;
+}
+
+function armTimer(id, fn, ms, args, repeat) {
+  const store = als.getStore();
+  if (store === undefined) {
+    throw new Error('setTimeout/setInterval outside a request: on Workers timers run only while a request is handled');
+  }
+  const delay = Math.max(0, Math.floor(Number(ms) || 0));
+  const cid = ++nextCid;
+  timers.set(id, cid);
+  new Promise((resolve, reject) => {
+    pending.set(cid, { resolve, reject, inst: store.inst });
+    emit({ e: 'call', rid: store.rid, cid, k: 'timer', ms: delay });
+  }).then(() => {
+    if (timers.get(id) !== cid) return;
+    timers.delete(id);
+    if (repeat) armTimer(id, fn, ms, args, true);
+    fn(...args);
+  });
+}
+
+function clearVirtualTimer(id) {
+  const cid = timers.get(id);
+  if (cid === undefined) return;
+  timers.delete(id);
+  pending.delete(cid);
+  const store = als.getStore();
+  emit({ e: 'cancel', cid, rid: store ? store.rid : null });
+}
+
+// -- KV -----------------------------------------------------------------------------------------
+
+function decodeValue(value, type) {
+  if (value === null || value === undefined) return null;
+  switch (type) {
+    case 'text':
+      return value;
+    case 'json':
+      return JSON.parse(value);
+    case 'arrayBuffer': {
+      const b = new TextEncoder().encode(value);
+      return b.buffer;
+    }
+    case 'stream':
+      return new Response(value).body;
+    default:
+      throw new TypeError(`Unknown response type. Possible types are "text", "arrayBuffer", "json", and "stream".`);
+  }
+}
+
+function kvType(options) {
+  const type = typeof options === 'string' ? options : (options?.type ?? 'text');
+  if (!['text', 'json', 'arrayBuffer', 'stream'].includes(type)) {
+    throw new TypeError(`Unknown response type. Possible types are "text", "arrayBuffer", "json", and "stream".`);
+  }
+  return type;
+}
+
+function kvKey(key, method) {
+  if (Array.isArray(key)) {
+    throw new TypeError(`KV ${method} of several keys at once is not simulated by qmodel; read them one by one`);
+  }
+  return String(key);
+}
+
+function plainJson(value, what) {
+  if (value === undefined) return null;
+  return JSON.parse(JSON.stringify(value, (k, v) => {
+    if (typeof v === 'bigint') throw new TypeError(`${what} must be serialisable as JSON`);
+    return v;
+  }));
+}
+
+class KVNamespace {
+  #name;
+
+  constructor(name) {
+    this.#name = name;
+  }
+
+  get(key, options) {
+    try {
+      const type = kvType(options);
+      const cacheTtl = typeof options === 'object' && options !== null ? options.cacheTtl : undefined;
+      return bridge({ k: 'kv', b: this.#name, m: 'get', key: kvKey(key, 'get'), cacheTtl: cacheTtl ?? null }, `${this.#name}.get`)
+        .then((v) => decodeValue(v, type));
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  getWithMetadata(key, options) {
+    try {
+      const type = kvType(options);
+      const cacheTtl = typeof options === 'object' && options !== null ? options.cacheTtl : undefined;
+      return bridge({ k: 'kv', b: this.#name, m: 'getWithMetadata', key: kvKey(key, 'get'), cacheTtl: cacheTtl ?? null }, `${this.#name}.getWithMetadata`)
+        .then((v) => ({ value: decodeValue(v.value, type), metadata: v.metadata ?? null, cacheStatus: null }));
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  put(key, value, options = {}) {
+    try {
+      let text = value;
+      if (ArrayBuffer.isView(value) || value instanceof ArrayBuffer) {
+        text = new TextDecoder().decode(value);
+      } else if (typeof value !== 'string') {
+        throw new TypeError(
+          `KV put() accepts only strings, ArrayBuffers, ArrayBufferViews, and ReadableStreams as values (got ${value === null ? 'null' : typeof value}); ` +
+          'store JSON.stringify(value)',
+        );
+      }
+      const opts = options ?? {};
+      return bridge({
+        k: 'kv',
+        b: this.#name,
+        m: 'put',
+        key: kvKey(key, 'put'),
+        value: text,
+        expiration: opts.expiration ?? null,
+        expirationTtl: opts.expirationTtl ?? null,
+        metadata: plainJson(opts.metadata, 'KV metadata'),
+      }, `${this.#name}.put`).then(() => undefined);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  delete(key) {
+    try {
+      return bridge({ k: 'kv', b: this.#name, m: 'delete', key: kvKey(key, 'delete') }, `${this.#name}.delete`).then(() => undefined);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  list(options = {}) {
+    const opts = options ?? {};
+    return bridge({
+      k: 'kv',
+      b: this.#name,
+      m: 'list',
+      prefix: opts.prefix == null ? '' : String(opts.prefix),
+      limit: opts.limit ?? 1000,
+      cursor: opts.cursor ?? null,
+    }, `${this.#name}.list`).then((page) => {
+      const out = { keys: page.keys, list_complete: page.list_complete, cacheStatus: null };
+      if (!page.list_complete) out.cursor = page.cursor;
+      return out;
+    });
+  }
+}
+
+// -- Durable Objects ----------------------------------------------------------------------------
+
+const DO_ORIGIN = 'https://durable-object.qmodel.test';
+const NULL_BODY = new Set([101, 204, 205, 304]);
+
+function encodeStored(value) {
+  if (value === undefined) throw new TypeError('storage.put: undefined cannot be stored');
+  return v8.serialize(value).toString('base64');
+}
+
+function decodeStored(text) {
+  return text === null || text === undefined ? undefined : v8.deserialize(Buffer.from(text, 'base64'));
+}
+
+class DurableObjectId {
+  #hex;
+
+  constructor(hex, name) {
+    this.#hex = hex;
+    if (name !== undefined) this.name = name;
+  }
+
+  toString() {
+    return this.#hex;
+  }
+
+  equals(other) {
+    return String(other) === this.#hex;
+  }
+}
+
+class DurableObjectStub {
+  #binding;
+
+  constructor(binding, id) {
+    this.#binding = binding;
+    this.id = id;
+    this.name = id.name;
+  }
+
+  async fetch(input, init) {
+    const target = typeof input === 'string' || input instanceof URL ? new URL(String(input), DO_ORIGIN) : input;
+    const request = new Request(target, init);
+    const body = request.method === 'GET' || request.method === 'HEAD' ? null : await request.text();
+    const answer = await bridge({
+      k: 'do',
+      b: this.#binding,
+      hex: this.id.toString(),
+      name: this.id.name ?? null,
+      req: { method: request.method, url: request.url, headers: [...request.headers], body },
+    }, `${this.#binding} stub.fetch`);
+    return new Response(NULL_BODY.has(answer.status) ? null : answer.body, { status: answer.status, headers: answer.headers });
+  }
+}
+
+class DurableObjectNamespace {
+  #binding;
+
+  constructor(binding) {
+    this.#binding = binding;
+  }
+
+  idFromName(name) {
+    const text = String(name);
+    return new DurableObjectId(createHash('sha256').update(`${this.#binding}:${text}`).digest('hex'), text);
+  }
+
+  idFromString(hex) {
+    if (!/^[0-9a-f]{64}$/.test(String(hex))) throw new TypeError(`Invalid Durable Object ID: ${hex}`);
+    return new DurableObjectId(String(hex), undefined);
+  }
+
+  newUniqueId() {
+    const b = new Uint8Array(32);
+    randomBytes(b);
+    return new DurableObjectId([...b].map((x) => x.toString(16).padStart(2, '0')).join(''), undefined);
+  }
+
+  get(id) {
+    if (!(id instanceof DurableObjectId)) {
+      throw new TypeError(`${this.#binding}.get() takes an id from idFromName(), idFromString() or newUniqueId()`);
+    }
+    return new DurableObjectStub(this.#binding, id);
+  }
+
+  getByName(name) {
+    return this.get(this.idFromName(name));
+  }
+}
+
+function storageKeys(keys, method) {
+  if (keys.length > 128) throw new RangeError(`storage.${method}: at most 128 keys at once`);
+  return keys.map(String);
+}
+
+class DurableObjectStorage {
+  get(key) {
+    if (Array.isArray(key)) {
+      return bridge({ k: 'st', m: 'get', keys: storageKeys(key, 'get') }, 'storage.get')
+        .then((pairs) => new Map(pairs.map(([k, v]) => [k, decodeStored(v)])));
+    }
+    return bridge({ k: 'st', m: 'get', key: String(key) }, 'storage.get').then(decodeStored);
+  }
+
+  put(key, value) {
+    try {
+      if (typeof key === 'object' && key !== null) {
+        const entries = Object.entries(key).map(([k, v]) => [k, encodeStored(v)]);
+        if (entries.length > 128) throw new RangeError('storage.put: at most 128 keys at once');
+        return bridge({ k: 'st', m: 'put', entries }, 'storage.put').then(() => undefined);
+      }
+      return bridge({ k: 'st', m: 'put', key: String(key), value: encodeStored(value) }, 'storage.put').then(() => undefined);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  delete(key) {
+    if (Array.isArray(key)) {
+      return bridge({ k: 'st', m: 'delete', keys: storageKeys(key, 'delete') }, 'storage.delete');
+    }
+    return bridge({ k: 'st', m: 'delete', key: String(key) }, 'storage.delete');
+  }
+
+  list(options = {}) {
+    const opts = options ?? {};
+    for (const unsupported of ['start', 'startAfter', 'end']) {
+      if (opts[unsupported] !== undefined) {
+        return Promise.reject(new Error(`storage.list({${unsupported}}) is not simulated by qmodel; use prefix, limit and reverse`));
+      }
+    }
+    return bridge({
+      k: 'st',
+      m: 'list',
+      prefix: opts.prefix == null ? '' : String(opts.prefix),
+      limit: opts.limit ?? null,
+      reverse: Boolean(opts.reverse),
+    }, 'storage.list').then((pairs) => new Map(pairs.map(([k, v]) => [k, decodeStored(v)])));
+  }
+
+  async transaction(closure) {
+    // Storage calls are atomic one by one and, with only storage awaits between them, the
+    // input gate keeps the whole closure atomic; an explicit rollback is not simulated.
+    const txn = Object.create(this);
+    txn.rollback = () => {
+      throw new Error('transaction rollback is not simulated by qmodel');
+    };
+    return closure(txn);
+  }
+
+  async sync() {}
+
+  deleteAll() {
+    return Promise.reject(new Error('storage.deleteAll() is not simulated by qmodel'));
+  }
+
+  getAlarm() {
+    return Promise.reject(new Error('Durable Object alarms are not simulated by qmodel'));
+  }
+
+  setAlarm() {
+    return this.getAlarm();
+  }
+
+  deleteAlarm() {
+    return this.getAlarm();
+  }
+}
+
+function makeState(object, hex, name) {
+  return {
+    id: new DurableObjectId(hex, name ?? undefined),
+    storage: new DurableObjectStorage(),
+    waitUntil(promise) {
+      waitUntil(promise);
+    },
+    blockConcurrencyWhile(callback) {
+      const store = als.getStore();
+      const rid = store ? store.rid : null;
+      emit({ e: 'bcw', rid, d: 1 });
+      const run = (async () => callback())();
+      const done = run.then(
+        () => emit({ e: 'bcw', rid, d: -1 }),
+        () => emit({ e: 'bcw', rid, d: -1 }),
+      );
+      object.blockers.add(done);
+      done.then(() => object.blockers.delete(done));
+      return run;
+    },
+  };
+}
+
+// -- requests -----------------------------------------------------------------------------------
+
+const BODY_TEXT = Symbol('qmodel.bodyText');
+const RealResponse = Response;
+
+// Node's Response, remembering a body given as a string, so the host reads the text of a
+// response without streaming it through undici (the common case, and a large part of the
+// host's time per request). It is still a Response in every respect.
+class WorkerResponse extends RealResponse {
+  constructor(body = null, init = undefined) {
+    super(body, init);
+    if (typeof body === 'string' || body === null) this[BODY_TEXT] = body ?? '';
+  }
+
+  static json(data, init = {}) {
+    const headers = new Headers(init?.headers);
+    if (!headers.has('content-type')) headers.set('content-type', 'application/json');
+    return new WorkerResponse(JSON.stringify(data), { ...init, headers });
+  }
+}
+
+async function responseText(response) {
+  const text = response[BODY_TEXT];
+  if (text !== undefined && !response.bodyUsed) return text;
+  return response.text();
+}
+
+function waitUntil(promise) {
+  const store = als.getStore();
+  const rid = store ? store.rid : null;
+  emit({ e: 'wu', rid, d: 1 });
+  Promise.resolve(promise).then(
+    () => emit({ e: 'wu', rid, d: -1 }),
+    (err) => emit({ e: 'wu', rid, d: -1, error: describeError(err).text }),
+  );
+}
+
+function makeRequest(req) {
+  const init = { method: req.method, headers: req.headers };
+  if (req.body !== null && req.body !== undefined && req.method !== 'GET' && req.method !== 'HEAD') {
+    init.body = req.body;
+  }
+  return new Request(req.url, init);
+}
+
+function describeValue(value) {
+  if (value === undefined) return 'undefined';
+  if (value === null) return 'null';
+  if (typeof value === 'object') return `an object of class ${value.constructor?.name ?? 'Object'}`;
+  return `a ${typeof value}`;
+}
+
+/** Run `handler` as request `rid`; emit its response (`resp`) or its failure (`fail`). */
+function serve(store, handler) {
+  als.run(store, async () => {
+    let response;
+    try {
+      response = await handler();
+    } catch (err) {
+      const d = describeError(err);
+      emit({ e: 'fail', rid: store.rid, error: d.text, stack: d.stack });
+      return;
+    }
+    if (!(response instanceof Response)) {
+      emit({ e: 'fail', rid: store.rid, error: `fetch returned ${describeValue(response)}, not a Response`, stack: '' });
+      return;
+    }
+    let body;
+    try {
+      body = await responseText(response);
+    } catch (err) {
+      emit({ e: 'fail', rid: store.rid, error: `reading the response body failed: ${describeError(err).text}`, stack: '' });
+      return;
+    }
+    emit({ e: 'resp', rid: store.rid, status: response.status, headers: [...response.headers], body });
+  });
+}
+
+function workerFetch(cmd) {
+  const inst = instances.get(cmd.inst);
+  if (inst === undefined) throw new Error(`no worker instance ${cmd.inst}`);
+  current = inst;
+  const request = makeRequest(cmd.req);
+  const ctx = {
+    waitUntil,
+    passThroughOnException() {},
+    props: {},
+  };
+  serve({ inst: inst.id, rid: cmd.rid }, () => inst.handler.fetch(request, inst.env, ctx));
+}
+
+function durableFetch(cmd) {
+  const inst = instances.get(cmd.inst);
+  if (inst === undefined) throw new Error(`no worker instance ${cmd.inst}`);
+  current = inst;
+  const store = { inst: inst.id, rid: cmd.rid };
+  const request = makeRequest(cmd.req);
+  serve(store, async () => {
+    let object = inst.objects.get(cmd.obj);
+    if (object === undefined) {
+      object = { instance: null, blockers: new Set() };
+      const Class = inst.module[cmd.cls];
+      object.instance = new Class(makeState(object, cmd.hex, cmd.name), inst.env);
+      inst.objects.set(cmd.obj, object);
+    }
+    // blockConcurrencyWhile: no request reaches the object until its callback settles.
+    while (object.blockers.size > 0) await Promise.all([...object.blockers]);
+    return object.instance.fetch(request);
+  });
+}
+
+// -- instances ----------------------------------------------------------------------------------
+
+function makeEnv(cmd) {
+  const env = {};
+  for (const [name, value] of Object.entries(cmd.vars ?? {})) env[name] = value;
+  for (const name of cmd.kv) env[name] = new KVNamespace(name);
+  for (const binding of Object.keys(cmd.do)) env[binding] = new DurableObjectNamespace(binding);
+  return env;
+}
+
+async function load(cmd) {
+  const inst = { id: cmd.inst, rng: makeRng(cmd.seed), origin: now, objects: new Map(), module: null, env: null, handler: null };
+  instances.set(cmd.inst, inst);
+  current = inst;
+  const sep = cmd.url.includes('?') ? '&' : '?';
+  try {
+    inst.module = await import(`${cmd.url}${sep}qmodel-instance=${cmd.inst}`);
+  } catch (err) {
+    instances.delete(cmd.inst);
+    const d = describeError(err);
+    emit({ e: 'loadfail', name: err?.name ?? null, error: d.text, stack: d.stack });
+    return;
+  }
+  inst.env = makeEnv(cmd);
+  inst.handler = inst.module.default;
+  const exported = {};
+  for (const [name, value] of Object.entries(inst.module)) {
+    exported[name] = typeof value === 'function'
+      ? (typeof value.prototype?.fetch === 'function' ? 'class-with-fetch' : 'function')
+      : value === null ? 'null' : typeof value;
+  }
+  const handler = inst.module.default;
+  emit({
+    e: 'loaded',
+    exports: exported,
+    defaultFetch: handler !== null && handler !== undefined && typeof handler.fetch === 'function',
+  });
+  if (cmd.check) drop(cmd.inst);
+}
+
+function drop(id) {
+  const inst = instances.get(id);
+  if (inst === undefined) return;
+  instances.delete(id);
+  inst.objects.clear();
+  for (const [cid, p] of pending) if (p.inst === id) pending.delete(cid);
+  if (current === inst) current = null;
+}
+
+// -- the worker's globals -----------------------------------------------------------------------
+
+function installGlobals() {
+  const refuse = (what, why) => () => {
+    throw new Error(`${what} is not available in qmodel's Node lane: ${why}`);
+  };
+  globalThis.Date = VirtualDate;
+  globalThis.Response = WorkerResponse;
+  Math.random = () => {
+    const hi = rng() >>> 5;
+    const lo = rng() >>> 6;
+    return (hi * 67108864 + lo) / 9007199254740992;
+  };
+  Object.defineProperty(globalThis, 'crypto', { value: virtualCrypto, writable: true, configurable: true, enumerable: true });
+  Object.defineProperty(globalThis, 'performance', {
+    value: { now: () => now - (current?.origin ?? 0), get timeOrigin() { return current?.origin ?? 0; } },
+    writable: true,
+    configurable: true,
+  });
+  globalThis.fetch = async (input) => {
+    const url = input instanceof Request ? input.url : String(input);
+    throw new TypeError(
+      `fetch(${url}) refused: qmodel's Node lane gives a worker no network; reach other ` +
+      'services through env bindings (KV, Durable Objects)',
+    );
+  };
+  globalThis.setTimeout = setVirtualTimeout;
+  globalThis.setInterval = setVirtualInterval;
+  globalThis.setImmediate = (fn, ...args) => setVirtualTimeout(fn, 0, ...args);
+  globalThis.clearTimeout = clearVirtualTimer;
+  globalThis.clearInterval = clearVirtualTimer;
+  globalThis.clearImmediate = clearVirtualTimer;
+  const log = (level) => (...args) => {
+    const store = als.getStore();
+    emit({ e: 'log', rid: store ? store.rid : null, level, text: clean(util.format(...args)) });
+  };
+  globalThis.console = {
+    ...realConsole,
+    log: log('log'),
+    info: log('info'),
+    warn: log('warn'),
+    error: log('error'),
+    debug: log('debug'),
+    trace: log('trace'),
+  };
+  for (const name of ['process', 'require', 'module', 'exports']) {
+    Object.defineProperty(globalThis, name, {
+      get: refuse(name, 'a worker gets no host process (Workers have none either)'),
+      configurable: true,
+    });
+  }
+}
+
+realProcess.on('unhandledRejection', (reason) => {
+  emit({ e: 'log', rid: null, level: 'uncaught', text: `Uncaught (in promise) ${describeError(reason).text}` });
+});
+realProcess.on('uncaughtException', (err) => {
+  emit({ e: 'log', rid: null, level: 'uncaught', text: `Uncaught ${describeError(err).text}` });
+});
+
+// -- the command loop ---------------------------------------------------------------------------
+
+const readBuffer = Buffer.alloc(1 << 20);
+let inbox = Buffer.alloc(0);
+
+function readLine() {
+  for (;;) {
+    const i = inbox.indexOf(10);
+    if (i >= 0) {
+      const line = inbox.subarray(0, i).toString('utf8');
+      inbox = inbox.subarray(i + 1);
+      return line;
+    }
+    let n;
+    try {
+      n = fs.readSync(IN, readBuffer, 0, readBuffer.length, null);
+    } catch (err) {
+      if (err.code === 'EAGAIN') continue;
+      if (err.code === 'EOF') n = 0;
+      else throw err;
+    }
+    if (n === 0) realProcess.exit(0); // Python closed the pipe: the run is over
+    inbox = inbox.length ? Buffer.concat([inbox, readBuffer.subarray(0, n)]) : Buffer.from(readBuffer.subarray(0, n));
+  }
+}
+
+function writeLine(text) {
+  const data = Buffer.from(text + '\n', 'utf8');
+  let off = 0;
+  while (off < data.length) off += fs.writeSync(OUT, data, off, data.length - off);
+}
+
+function handle(cmd) {
+  if (typeof cmd.now === 'number') now = cmd.now;
+  if (cmd.drop) for (const id of cmd.drop) drop(id);
+  switch (cmd.t) {
+    case 'res':
+      settle(cmd);
+      return null;
+    case 'fetch':
+      workerFetch(cmd);
+      return null;
+    case 'dofetch':
+      durableFetch(cmd);
+      return null;
+    case 'load':
+      return load(cmd);
+    case 'ping':
+      emit({ e: 'pong', version: realProcess.version });
+      return null;
+    case 'drop':
+      return null;
+    default:
+      throw new Error(`unknown command ${JSON.stringify(cmd.t)}`);
+  }
+}
+
+let replying = false;
+let settling = 0;
+
+// Runs once the microtasks of a command have drained. A dynamic import() in flight (the loader
+// thread's message port is then active) settles through the event loop, not as a microtask:
+// the host turns the loop until it has (bounded), so the run still ends only when every job
+// waits on a platform call.
+function afterRun() {
+  if (realProcess.getActiveResourcesInfo().includes('MessagePort') && settling < 200_000) {
+    settling += 1;
+    realSetImmediate(afterRun);
+    return;
+  }
+  settling = 0;
+  tick();
+}
+
+function tick() {
+  if (replying) writeLine(JSON.stringify(events));
+  events = [];
+  replying = true;
+  let waiting = null;
+  try {
+    waiting = handle(JSON.parse(readLine()));
+  } catch (err) {
+    emit({ e: 'hosterror', error: describeError(err).text, stack: String(err?.stack ?? '') });
+  }
+  if (waiting) waiting.then(() => realSetImmediate(afterRun), (err) => {
+    emit({ e: 'hosterror', error: describeError(err).text, stack: String(err?.stack ?? '') });
+    realSetImmediate(afterRun);
+  });
+  else realSetImmediate(afterRun);
+}
+
+installGlobals();
+tick();

@@ -1,0 +1,348 @@
+"""The Node process of the lane and the line protocol spoken with it.
+
+One :class:`NodeHost` runs one ``node qmodel/node/host.mjs`` for a whole run (not one per test
+case). Python writes a command as one JSON line and reads back one line, the JSON array of
+events the command produced, once every JavaScript job is blocked on a platform call. Nothing
+runs in Node between two commands, so the order of everything the worker does is decided here.
+
+Commands (``t``), each with ``now``, the virtual clock in ms, and ``drop``, instances to forget:
+
+=============  =================================================================================
+``load``       import a fresh instance ``inst`` of the module ``url`` with PRNG ``seed``, bindings
+               ``kv`` (names), ``do`` (binding -> class), ``vars``; ``check`` drops it at once
+``fetch``      deliver request ``req`` to the worker of ``inst`` as request ``rid``
+``dofetch``    deliver ``req`` to the Durable Object ``obj`` (class ``cls``, id ``hex``/``name``)
+``res``        settle call ``cid``: ``ok`` with value ``v``, or the error ``err`` (name, message)
+``ping``       answer ``pong`` with Node's version
+=============  =================================================================================
+
+Events (``e``): ``call`` (a platform call ``cid`` of request ``rid``, of kind ``k``: ``kv``,
+``st`` storage, ``do`` a Durable Object request, ``timer``), ``cancel`` (a timer cleared),
+``resp``/``fail`` (request ``rid`` answered or threw), ``wu`` (``waitUntil`` promises of ``rid``
+opened or settled), ``bcw`` (``blockConcurrencyWhile`` entered or left), ``log`` (console output),
+``loaded``/``loadfail``, ``pong``, ``hosterror`` (a bug of the host itself).
+
+Every read from Node has a timeout (:data:`TIMEOUT_S`, or ``QMODEL_NODE_TIMEOUT``); a Node that
+dies or stops answering is killed, reaped and reported with :class:`NodeLaneAborted`.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import re
+import select
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from qmodel.errors import InvalidTarget
+from qmodel.node.errors import NodeLaneAborted
+from qmodel.sim.http import compact_json
+
+__all__ = ["MIN_NODE", "NodeHost", "TIMEOUT_S", "find_node", "host_for"]
+
+_decode = json.JSONDecoder().decode
+
+HOST_SCRIPT = Path(__file__).with_name("host.mjs")
+#: The oldest Node the lane runs on: module.register (the loader hooks) came in 20.6.
+MIN_NODE = (20, 6)
+#: Seconds to wait for Node to answer one command (``QMODEL_NODE_TIMEOUT`` overrides it).
+TIMEOUT_S = 30.0
+#: Importing a module instance touches the disk: a longer allowance.
+LOAD_TIMEOUT_S = 60.0
+#: Module instances stay in Node's module map once imported; the process is restarted after
+#: this many so a long run's memory stays bounded (the restart is invisible to the runs).
+RESTART_AFTER = 400
+INSTALL_HINT = (
+    "install Node.js 20 LTS or newer (https://nodejs.org/en/download, your package manager, or "
+    "`nvm install 20`), or set QMODEL_NODE to the path of a node binary"
+)
+
+
+def find_node() -> str:
+    """The node binary to use (``QMODEL_NODE`` or ``node`` on the PATH), checked to be new
+    enough. Raises :class:`InvalidTarget` saying which version is needed and how to get it."""
+    wanted = os.environ.get("QMODEL_NODE") or "node"
+    path = shutil.which(wanted)
+    if path is None:
+        where = f"QMODEL_NODE={wanted!r} is not an executable" if "QMODEL_NODE" in os.environ else (
+            "no `node` was found on the PATH"
+        )
+        raise InvalidTarget(
+            f"JavaScript workers run under Node.js {MIN_NODE[0]}.{MIN_NODE[1]} or newer, and "
+            f"{where}; {INSTALL_HINT}",
+            target=wanted,
+        )
+    try:
+        out = subprocess.run(
+            [path, "--version"], capture_output=True, text=True, timeout=30, check=False
+        ).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise InvalidTarget(
+            f"cannot run {path} --version ({exc}); {INSTALL_HINT}", target=path
+        ) from None
+    m = re.fullmatch(r"v(\d+)\.(\d+)\.(\d+)\S*", out)
+    if m is None or (int(m[1]), int(m[2])) < MIN_NODE:
+        found = out or "an unknown version"
+        raise InvalidTarget(
+            f"JavaScript workers run under Node.js {MIN_NODE[0]}.{MIN_NODE[1]} or newer, and "
+            f"{path} is {found}; {INSTALL_HINT}",
+            target=path,
+        )
+    return path
+
+
+def _timeout(default: float) -> float:
+    raw = os.environ.get("QMODEL_NODE_TIMEOUT")
+    if not raw:
+        return default
+    try:
+        return max(1.0, float(raw))
+    except ValueError:
+        return default
+
+
+def _die_with_parent() -> None:
+    # Linux: Node is killed if this Python process dies, even when Node is stuck in a loop
+    # and would never read the end of its command pipe.
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+class NodeHost:
+    """One Node process running ``host.mjs``; :meth:`command` sends a command and returns the
+    events it produced.
+
+    The process is started on first use and after a failure; :attr:`generation` counts the
+    processes started, so a module instance knows whether the process it lives in is still the
+    current one.
+    """
+
+    def __init__(self, node: str) -> None:
+        self.node = node
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.generation = 0
+        #: Module instances loaded by the current process.
+        self.loaded = 0
+        self._next_instance = 0
+        self._out = -1
+        self._in = -1
+        self._buf = bytearray()
+        self._poll: select.poll | None = None
+        self._stderr: Any = None
+        #: Instances whose worker is gone, forgotten with the next command.
+        self.drops: list[int] = []
+        #: Seconds to wait for one answer.
+        self.timeout = _timeout(TIMEOUT_S)
+        atexit.register(self.close)
+
+    # -- the process ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start a fresh Node process (stopping the current one, if any)."""
+        self.close()
+        to_node_r, to_node_w = os.pipe()
+        from_node_r, from_node_w = os.pipe()
+        env = {k: v for k, v in os.environ.items() if k != "NODE_OPTIONS"}
+        env["QMODEL_NODE_IN"] = str(to_node_r)
+        env["QMODEL_NODE_OUT"] = str(from_node_w)
+        self._stderr = tempfile.TemporaryFile()
+        try:
+            self.proc = subprocess.Popen(
+                [
+                    self.node,
+                    "--no-warnings",
+                    "--stack-trace-limit=20",
+                    *shlex.split(os.environ.get("QMODEL_NODE_ARGS", "")),
+                    str(HOST_SCRIPT),
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=self._stderr,
+                stderr=self._stderr,
+                pass_fds=(to_node_r, from_node_w),
+                env=env,
+                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+            )
+        finally:
+            os.close(to_node_r)
+            os.close(from_node_w)
+        self._out, self._in = to_node_w, from_node_r
+        os.set_blocking(self._in, False)
+        self._buf = bytearray()
+        self._poll = select.poll()
+        self._poll.register(self._in, select.POLLIN | select.POLLHUP | select.POLLERR)
+        self.generation += 1
+        self.loaded = 0
+        self.drops = []
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def close(self) -> None:
+        """Stop the process: close its command pipe (it exits), kill it if it does not, reap
+        it. Safe to call twice."""
+        proc, self.proc = self.proc, None
+        for fd in (self._out, self._in):
+            if fd >= 0:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        self._out = self._in = -1
+        if proc is not None:
+            try:
+                proc.wait(timeout=2)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if self._stderr is not None:
+            self._stderr.close()
+            self._stderr = None
+
+    def _stderr_tail(self, limit: int = 2_000) -> str:
+        if self._stderr is None:
+            return ""
+        try:
+            self._stderr.seek(0)
+            text = self._stderr.read().decode("utf-8", "replace").strip()
+        except (OSError, ValueError):
+            return ""
+        return text[-limit:]
+
+    def _abort(self, what: str) -> NodeLaneAborted:
+        """Kill and reap the process; the error describing why."""
+        proc = self.proc
+        status = ""
+        if proc is not None:
+            if proc.poll() is None:
+                proc.kill()
+            code = proc.wait()
+            status = (
+                f" (killed by signal {-code})" if code < 0 else f" (exit status {code})"
+            )
+        tail = self._stderr_tail()
+        self.close()
+        message = f"the Node process of the JavaScript lane {what}{status}"
+        if tail:
+            message += f"; its last output:\n{tail}"
+        message += (
+            "\nThis stops the run; it is not a finding about the worker. If the worker loops "
+            "without awaiting or runs out of memory, fix that; otherwise run again."
+        )
+        return NodeLaneAborted(message)
+
+    # -- the protocol --------------------------------------------------------------------------
+
+    def command(self, cmd: dict[str, Any], *, timeout: float | None = None) -> list[dict[str, Any]]:
+        """Send ``cmd``; return the events Node produced until it was idle again."""
+        if self.proc is None:
+            raise NodeLaneAborted(
+                "the Node process of the JavaScript lane is not running (it failed earlier in "
+                "this run); run again"
+            )
+        if self.drops:
+            cmd["drop"], self.drops = self.drops, []
+        data = compact_json(cmd).encode("ascii") + b"\n"
+        try:
+            self._write(data)
+            line = self._read_line(self.timeout if timeout is None else timeout)
+        except NodeLaneAborted:
+            raise
+        except Exception as exc:
+            raise self._abort(f"failed to exchange a command ({exc})") from None
+        except BaseException:
+            # An interrupt mid-command (Ctrl-C, the CLI's watchdog) leaves the protocol out of
+            # step and Node possibly stuck in the worker's code: stop it, then let it propagate.
+            if self.proc is not None:
+                self._abort("was interrupted")
+            raise
+        events = _decode(line.decode("utf-8"))
+        for ev in events:
+            if ev.get("e") == "hosterror":
+                detail = f"{ev.get('error')}\n{ev.get('stack', '')}"
+                raise self._abort(f"hit an internal error: {detail}")
+        return events
+
+    def _write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            try:
+                n = os.write(self._out, view)
+            except BrokenPipeError:
+                raise self._abort("exited") from None
+            view = view[n:]
+
+    def _read_line(self, timeout: float) -> bytes:
+        buf = self._buf
+        i = buf.find(b"\n")
+        if i >= 0:
+            line = bytes(buf[:i])
+            del buf[: i + 1]
+            return line
+        assert self._poll is not None
+        deadline = -1.0
+        while True:
+            try:
+                # The fd is non-blocking: the answer is often there already (Node ran while
+                # this process wrote), and then no poll is needed.
+                chunk = os.read(self._in, 1 << 20)
+            except BlockingIOError:
+                now = time.monotonic()  # wall-clock-ok: a timeout on a child process
+                if deadline < 0:
+                    deadline = now + timeout
+                elif now >= deadline:
+                    raise self._abort(
+                        f"did not answer within {timeout:.0f} s (the worker may be stuck in a "
+                        "loop that never awaits; QMODEL_NODE_TIMEOUT sets the allowance)"
+                    ) from None
+                # Short slices, so an interrupt (Ctrl-C, the CLI's watchdog) is handled soon.
+                self._poll.poll(min(deadline - now, 0.25) * 1000)
+                continue
+            if not chunk:
+                raise self._abort("exited")
+            start = len(buf)
+            buf += chunk
+            i = buf.find(b"\n", start)
+            if i >= 0:
+                line = bytes(buf[:i])
+                del buf[: i + 1]
+                return line
+
+    # -- instances -----------------------------------------------------------------------------
+
+    def new_instance(self) -> int:
+        """A fresh instance number (the process is restarted first if it has loaded many)."""
+        if self.proc is None or not self.alive or self.loaded >= RESTART_AFTER:
+            self.start()
+        self.loaded += 1
+        self._next_instance += 1
+        return self._next_instance
+
+    def forget(self, instance: int, generation: int) -> None:
+        """Drop ``instance`` with the next command (called when its worker is collected)."""
+        if generation == self.generation:
+            self.drops.append(instance)
+
+
+_HOSTS: dict[str, NodeHost] = {}
+
+
+def host_for(node: str) -> NodeHost:
+    """The process-wide host for the node binary ``node`` (started on first command)."""
+    host = _HOSTS.get(node)
+    if host is None:
+        host = _HOSTS[node] = NodeHost(node)
+    return host

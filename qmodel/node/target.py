@@ -1,0 +1,197 @@
+"""A JavaScript worker module as a qmodel target: checked once, then one fresh instance per
+test case.
+
+:func:`js_worker` (what ``--target path/to/worker.mjs`` resolves to) checks everything that
+can be checked before a run: the file, Node's version, that the module imports (a syntax error
+is reported with its file and line), that it has ``export default { fetch }`` and that each
+Durable Object binding names an exported class with a ``fetch`` method. Each problem raises
+:class:`~qmodel.errors.InvalidTarget` saying what is wrong and what to do (exit status 2).
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from collections.abc import Iterable
+from pathlib import Path
+
+import attrs
+
+from qmodel.errors import InvalidTarget
+from qmodel.node.config import Bindings, bindings_for
+from qmodel.node.host import LOAD_TIMEOUT_S, find_node, host_for
+from qmodel.node.worker import NodeWorker
+
+__all__ = ["JsModule", "JsWorker", "js_worker"]
+
+SUFFIXES = (".mjs", ".js")
+_LOCAL_IMPORT = re.compile(
+    r"""(?:\bfrom\s*|\bimport\s*\(?\s*)(['"])(\.{1,2}/[^'"]+)\1"""
+)
+
+
+@attrs.frozen
+class JsModule:
+    """A checked worker module: its path and ``file:`` URL, its bindings, the node binary."""
+
+    path: Path
+    url: str
+    bindings: Bindings
+    node: str
+
+
+class JsWorker:
+    """A JavaScript worker ready to test; calling it gives a fresh :class:`NodeWorker` (a new
+    module instance), as the machine does once per test case.
+
+    ``machine_for(js_worker("worker.mjs"), protocol="queue")`` is the pytest entry point.
+    """
+
+    def __init__(self, module: JsModule) -> None:
+        self.module = module
+        self.__name__ = module.path.stem
+
+    def __call__(self) -> NodeWorker:
+        return NodeWorker(self.module)
+
+    @property
+    def durable_objects(self) -> dict[str, str]:
+        """Durable Object bindings: binding -> exported class."""
+        return dict(self.module.bindings.durable)
+
+    def __repr__(self) -> str:
+        return f"JsWorker({self.module.path})"
+
+
+def js_worker(
+    path: str | Path,
+    *,
+    kv_bindings: Iterable[str] | None = None,
+    do_bindings: Iterable[str] | None = None,
+) -> JsWorker:
+    """The JavaScript worker module at ``path`` (``.mjs``, or ``.js`` with module syntax).
+
+    Bindings come from the Wrangler configuration beside it (or in a parent directory);
+    ``kv_bindings`` (names) and ``do_bindings`` (``"NAME=Class"``) replace them.
+    """
+    p = Path(path)
+    if p.suffix not in SUFFIXES:
+        raise InvalidTarget(
+            f"{p} is not a JavaScript module; give a .mjs file, or a .js file with "
+            "export default { async fetch(request, env, ctx) { ... } }",
+            target=str(p),
+        )
+    if not p.is_file():
+        raise InvalidTarget(
+            f"target file {p} does not exist; give the path of a Workers module "
+            "(export default { async fetch(request, env, ctx) { ... } })",
+            target=str(p),
+        )
+    bindings = bindings_for(p, kv=kv_bindings, durable=do_bindings)
+    node = find_node()
+    module = JsModule(p, p.resolve().as_uri(), bindings, node)
+    _check(module)
+    return JsWorker(module)
+
+
+def _check(module: JsModule) -> None:
+    host = host_for(module.node)
+    instance = host.new_instance()
+    events = host.command(
+        {
+            "t": "load",
+            "check": True,
+            "inst": instance,
+            "url": module.url,
+            "seed": 0,
+            "kv": list(module.bindings.kv),
+            "do": dict(module.bindings.durable),
+            "vars": dict(module.bindings.vars),
+            "now": 0,
+        },
+        timeout=LOAD_TIMEOUT_S,
+    )
+    path = module.path
+    for ev in events:
+        if ev["e"] == "loadfail":
+            if ev.get("name") == "SyntaxError":
+                located = locate_syntax_error(module.node, path)
+                if located is not None:
+                    raise InvalidTarget(
+                        f"{located}\nfix the syntax error so the module imports, then run again",
+                        target=str(path),
+                    )
+            raise InvalidTarget(
+                f"importing {path} raised {ev['error']}; fix the error so the module imports "
+                "cleanly, then run again",
+                target=str(path),
+            )
+        if ev["e"] == "loaded":
+            exports: dict[str, str] = ev["exports"]
+            listed = ", ".join(sorted(exports)) or "nothing"
+            if not ev["defaultFetch"]:
+                raise InvalidTarget(
+                    f"{path} has no default export with a fetch method (it exports: {listed}); "
+                    "a Workers module ends with export default { async fetch(request, env, ctx) "
+                    "{ ... } }",
+                    target=str(path),
+                )
+            for binding, cls in module.bindings.durable.items():
+                kind = exports.get(cls)
+                if kind != "class-with-fetch":
+                    what = "does not export it" if kind is None else f"exports it as a {kind}"
+                    raise InvalidTarget(
+                        f"the Durable Object binding {binding} names class {cls}, but {path} "
+                        f"{what} (it exports: {listed}); export class {cls} with an async "
+                        f"fetch(request) method, or fix the binding ({_source(module)})",
+                        target=str(path),
+                    )
+            return
+    raise InvalidTarget(f"loading {path} gave no answer from Node", target=str(path))
+
+
+def _source(module: JsModule) -> str:
+    src = module.bindings.source
+    return f"from {src}" if src is not None else "--do-binding NAME=Class"
+
+
+def local_imports(entry: Path) -> list[Path]:
+    """``entry`` and the local files it imports, transitively (found by a plain scan of the
+    import statements; only for locating a syntax error)."""
+    seen: list[Path] = []
+    todo = [entry.resolve()]
+    while todo:
+        f = todo.pop(0)
+        if f in seen or not f.is_file():
+            continue
+        seen.append(f)
+        try:
+            text = f.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            continue
+        for _, rel in _LOCAL_IMPORT.findall(text):
+            todo.append((f.parent / rel.split("?")[0]).resolve())
+    return seen
+
+
+def locate_syntax_error(node: str, entry: Path) -> str | None:
+    """``file, line N: SyntaxError: ...`` with the offending line, from ``node --check`` over
+    the module and its local imports; ``None`` if none of them fails the check."""
+    for f in local_imports(entry):
+        try:
+            proc = subprocess.run(
+                [node, "--check", str(f)], capture_output=True, text=True, timeout=30, check=False
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        if proc.returncode == 0:
+            continue
+        lines = proc.stderr.splitlines()
+        head = lines[0] if lines else ""
+        m = re.match(r"(.*):(\d+)$", head)
+        message = next((line for line in lines if re.match(r"\w*Error\b", line)), "SyntaxError")
+        if m is None:
+            return f"{f}: {message}"
+        code = "\n".join(f"    {line}" for line in lines[1:3])
+        return f"{m[1]}, line {m[2]}: {message}\n{code}"
+    return None
