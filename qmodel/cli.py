@@ -48,8 +48,23 @@ def _parser() -> argparse.ArgumentParser:
     c = sub.add_parser("check", help="search a target for invariant violations")
     c.add_argument(
         "--target",
-        help="catalog:ID, sound, pkg.module:attr or path/to/worker.py[:attr] "
+        help="catalog:ID, sound, pkg.module:attr, path/to/worker.py[:attr] or "
+        "path/to/worker.mjs (a JavaScript Workers module, run under Node) "
         "(default: the queue-era worker of seed 000, which has real bugs)",
+    )
+    c.add_argument(
+        "--kv-binding",
+        action="append",
+        metavar="NAME",
+        help="a KV binding of a JavaScript target (repeatable; the first is the world's KV); "
+        "overrides its Wrangler configuration (default COMMENTS_KV)",
+    )
+    c.add_argument(
+        "--do-binding",
+        action="append",
+        metavar="NAME=Class",
+        help="a Durable Object binding of a JavaScript target and the exported class it runs "
+        "(repeatable); overrides its Wrangler configuration",
     )
     c.add_argument("--protocol", choices=("patch", "queue", "do"), help="the era the actors speak")
     c.add_argument("--bots", type=int, default=2, help="bot processes (default 2)")
@@ -74,12 +89,17 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from qmodel.node.errors import NodeLaneAborted
+
     args = _parser().parse_args(argv)
     try:
         if args.command == "catalog":
             return _catalog(args)
         return _check(args)
     except QmodelError as err:
+        sys.stderr.write(f"qmodel: error: {err}\n")
+        return EXIT_USAGE
+    except NodeLaneAborted as err:
         sys.stderr.write(f"qmodel: error: {err}\n")
         return EXIT_USAGE
 
@@ -179,7 +199,7 @@ def run_check(args: argparse.Namespace) -> dict[str, Any]:
 
     if args.bots < 0 or args.frontends < 1:
         raise _UsageError("--bots must be >= 0 and --frontends >= 1")
-    target = resolve(args.target)
+    target = resolve(args.target, kv_bindings=args.kv_binding, do_bindings=args.do_binding)
     protocol = args.protocol or target.protocol
     checked = registry.select(args.invariant)
     register()

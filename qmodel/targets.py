@@ -6,7 +6,9 @@ A target is named by:
 * ``sound``: the Durable Object design;
 * ``seed-000`` (the default): the queue-era worker of seed 000 with all its bugs;
 * ``pkg.module:attr`` (or ``pkg.module``): an importable object;
-* ``path/to/worker.py[:attr]``: a file.
+* ``path/to/worker.py[:attr]``: a file;
+* ``path/to/worker.mjs`` (or ``.js``): a JavaScript Workers module, run by the Node lane
+  (:mod:`qmodel.node`).
 
 The object named may be a worker instance, a module with ``async def fetch(request, env,
 ctx)``, a class (instantiated for every example) or a factory function. Whatever goes wrong
@@ -20,7 +22,7 @@ import importlib.util
 import inspect
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -51,8 +53,23 @@ def _seed_000() -> CommentsWorker:
     return CommentsWorker(Fixes.seed_000())
 
 
-def resolve(spec: str | None) -> ResolvedTarget:
-    """The target named by ``spec`` (``None``: the default, seed 000's worker)."""
+def resolve(
+    spec: str | None,
+    *,
+    kv_bindings: Sequence[str] | None = None,
+    do_bindings: Sequence[str] | None = None,
+) -> ResolvedTarget:
+    """The target named by ``spec`` (``None``: the default, seed 000's worker).
+
+    ``kv_bindings`` (names) and ``do_bindings`` (``NAME=Class``) set the bindings of a
+    JavaScript target, overriding its Wrangler configuration; other targets take none.
+    """
+    if (kv_bindings or do_bindings) and not (spec or "").endswith((".mjs", ".js")):
+        raise InvalidTarget(
+            "--kv-binding and --do-binding set the bindings of a JavaScript worker (a .mjs or "
+            ".js target); a Python target declares its own (durable_objects = {...})",
+            target=spec or DEFAULT_TARGET,
+        )
     if spec is None or spec == DEFAULT_TARGET:
         return ResolvedTarget(DEFAULT_TARGET, _seed_000, "queue", False)
     if spec.startswith("catalog:") or spec == "sound":
@@ -63,11 +80,16 @@ def resolve(spec: str | None) -> ResolvedTarget:
             raise InvalidTarget(str(err), target=spec) from None
         return ResolvedTarget(spec, e.target, e.protocol, e.needs_production_kv)
     path_part, _, attr = spec.partition(":") if not _is_windows_drive(spec) else (spec, "", "")
+    if spec.endswith((".mjs", ".js")):
+        # The Node lane: the module runs in Node, its platform calls in this simulator.
+        from qmodel.node import js_worker
+
+        worker = js_worker(spec, kv_bindings=kv_bindings, do_bindings=do_bindings)
+        return ResolvedTarget(spec, worker, "queue", False)
     if path_part.endswith((".mjs", ".js")):
         raise InvalidTarget(
-            f"{path_part} is a JavaScript module; running JavaScript workers needs the Node lane, "
-            "which this version of qmodel does not have yet. Port the worker to Python (the "
-            "target contract is async def fetch(request, env, ctx)) or use a catalog target.",
+            f"{spec}: a JavaScript target is its module's default export (and the classes its "
+            f"Durable Object bindings name); give the path alone, --target {path_part}",
             target=spec,
         )
     if path_part.endswith(".py") or "/" in path_part or "\\" in path_part or Path(path_part).is_file():
