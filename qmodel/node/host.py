@@ -270,6 +270,8 @@ class NodeHost:
                 self._abort("was interrupted")
             raise
         events = _decode(line.decode("utf-8"))
+        if b'"hosterror"' not in line:
+            return events
         for ev in events:
             if ev.get("e") == "hosterror":
                 detail = f"{ev.get('error')}\n{ev.get('stack', '')}"

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import weakref
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
 
@@ -366,21 +366,30 @@ class NodeWorker:
     async def _step(self, ch: _Channel) -> None:
         """Perform one thing the request asked for (a choice when several are ready), or wait."""
         ch.news = False
-        items: list[tuple[str, Any]] = [("call", ev) for ev in ch.calls]
-        items += [("done", d) for d in ch.done]
-        if ch.timers:
-            now = date_now()
-            due = sorted((t, cid) for cid, t in ch.timers.items() if t <= now)
-            items += [("timer", cid) for _, cid in due]
-        if not items:
-            await _Wait(ch)
-            return
-        pick = items[_choices().choose("node.call", len(items))] if len(items) > 1 else items[0]
-        kind, item = pick
+        calls = ch.calls
+        if len(calls) == 1 and not ch.done and not ch.timers:
+            kind, item = "call", calls[0]  # the usual case: one call, no choice to make
+        else:
+            items: list[tuple[str, Any]] = [("call", ev) for ev in calls]
+            items += [("done", d) for d in ch.done]
+            if ch.timers:
+                now = date_now()
+                due = sorted((t, cid) for cid, t in ch.timers.items() if t <= now)
+                items += [("timer", cid) for _, cid in due]
+            if not items:
+                await _Wait(ch)
+                return
+            n = len(items)
+            kind, item = items[_choices().choose("node.call", n)] if n > 1 else items[0]
         if kind == "call":
             ch.calls.remove(item)
             try:
-                value = await (self._kv(ch, item) if item["k"] == "kv" else self._storage(ch, item))
+                if item["k"] == "kv":
+                    value = await self._kv(ch, item)
+                    if item["m"] == "list":
+                        value = _page(value)
+                else:
+                    value = await self._storage(ch, item)
             except (KvError, TypeError, ValueError) as err:
                 self._reply(item["cid"], False, {"name": type(err).__name__, "message": str(err)})
                 return
@@ -418,35 +427,26 @@ class NodeWorker:
             store = self._extra_kv[name] = KvStore(base.clock, base.choices, base.config)
         return KvBinding(store, main._inv, name)
 
-    async def _kv(self, ch: _Channel, ev: dict[str, Any]) -> Any:
+    def _kv(self, ch: _Channel, ev: dict[str, Any]) -> Awaitable[Any]:
+        """The binding's pending operation for KV call ``ev`` (awaiting it is the scheduling
+        point; a put or delete gives ``None``, a list a :class:`ListResult`)."""
         b = self._kv_binding(ch.env, ev["b"])
         m = ev["m"]
         if m == "get":
-            return await b.get(ev["key"], cache_ttl=ev["cacheTtl"])
-        if m == "getWithMetadata":
-            return await b.get_with_metadata(ev["key"], cache_ttl=ev["cacheTtl"])
+            return b.get(ev["key"], cache_ttl=ev["cacheTtl"])
         if m == "put":
-            await b.put(
+            return b.put(
                 ev["key"],
                 ev["value"],
                 expiration=ev["expiration"],
                 expiration_ttl=ev["expirationTtl"],
                 metadata=ev["metadata"],
             )
-            return None
         if m == "delete":
-            await b.delete(ev["key"])
-            return None
-        page = await b.list(prefix=ev["prefix"], limit=ev["limit"], cursor=ev["cursor"])
-        keys = []
-        for k in page.keys:
-            info: dict[str, Any] = {"name": k.name}
-            if k.expiration is not None:
-                info["expiration"] = k.expiration
-            if k.metadata is not None:
-                info["metadata"] = k.metadata
-            keys.append(info)
-        return {"keys": keys, "list_complete": page.list_complete, "cursor": page.cursor}
+            return b.delete(ev["key"])
+        if m == "getWithMetadata":
+            return b.get_with_metadata(ev["key"], cache_ttl=ev["cacheTtl"])
+        return b.list(prefix=ev["prefix"], limit=ev["limit"], cursor=ev["cursor"])
 
     # -- Durable Objects -----------------------------------------------------------------------
 
@@ -487,6 +487,19 @@ class NodeWorker:
         ch.children += 1
         ch.spawned.append(task)
         task.on_finish.append(partial(_durable_answered, ch, cid))
+
+
+def _page(page: Any) -> dict[str, Any]:
+    """A list() page as JavaScript sees it: ``expiration`` and ``metadata`` only when set."""
+    keys = []
+    for k in page.keys:
+        info: dict[str, Any] = {"name": k.name}
+        if k.expiration is not None:
+            info["expiration"] = k.expiration
+        if k.metadata is not None:
+            info["metadata"] = k.metadata
+        keys.append(info)
+    return {"keys": keys, "list_complete": page.list_complete, "cursor": page.cursor}
 
 
 def _durable_answered(ch: _Channel, cid: int, task: Task) -> None:
