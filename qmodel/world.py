@@ -53,6 +53,9 @@ class WorldConfig:
     lease_ms: int | None = 60_000
     bot_poll_ms: int = 3_000
     frontend_poll_ms: int = 3_000
+    #: How often every actor polls while the world settles: calm clients may poll slowly, and
+    #: a settle of minutes then costs tens of requests rather than hundreds.
+    settle_poll_ms: int = 15_000
     #: Clock offsets of the frontends (ms), one per frontend, cycled.
     skews_ms: tuple[int, ...] = (0,)
     max_task_steps: int = 10_000
@@ -291,8 +294,9 @@ class World:
         In order: what is in flight finishes (no new traffic starts); the clock jumps past
         every KV cache TTL, list view and claim lease (:data:`QUIET_MS`); then the actors run on
         a fair schedule (always the first runnable task; every read fresh, every generation
-        quick and successful) until every acknowledged human message is answered and each
-        frontend has polled twice since, or ``settle_ms`` of virtual time has passed. Finally
+        quick and successful), every actor polling every :attr:`WorldConfig.settle_poll_ms`,
+        until every acknowledged human message is answered and each frontend has polled twice
+        since, or ``settle_ms`` of virtual time has passed. Finally
         the world is observed through the HTTP contract from locations that never read.
         """
         platform = self.platform
@@ -315,7 +319,10 @@ class World:
             settle_ms = SETTLE_PATCH_MS if self.config.protocol == "patch" else SETTLE_MS
         end = platform.clock.now_ms + settle_ms
         answered_at: int | None = None
-        grace = 2 * self.config.frontend_poll_ms + 1
+        poll_ms = max(self.config.settle_poll_ms, self.config.frontend_poll_ms)
+        for actor in (*self.frontends, *self.bots):
+            actor.poll_ms = max(actor.poll_ms, poll_ms)
+        grace = 2 * poll_ms + 1
         while platform.clock.now_ms < end:
             if answered_at is None and not self.spec.unfinished():
                 answered_at = platform.clock.now_ms
