@@ -1,0 +1,484 @@
+"""Running a recorded counterexample again: strictly (``qmodel replay``) or faithfully against
+another target (the regression test).
+
+A replay does what the machine did, in the same order: build the world, check the safety
+invariants (Hypothesis checks them right after the machine is made), apply each recorded verb
+and check the safety invariants after it, stopping at the first violation; then settle the world
+and check the safety and eventual invariants (the machine's teardown). The violation reported
+is the settled one if the teardown found one, else the one caught after a verb, as the machine
+reports it.
+
+* :func:`replay_strict` replays the recorded choices with a
+  :class:`~qmodel.sim.choices.RecordedBackend`: the run must ask for exactly the recorded
+  choices and show exactly the recorded violation, step count and log, or
+  :class:`ReplayMismatch` says which field differs.
+* :func:`replay_faithful` replays the recorded choices while the run asks for the same ones
+  (same label, same number of options), then decides every remaining choice with option 0
+  (:class:`~qmodel.sim.choices.FirstOptionBackend`: the first runnable task, the fresh read,
+  the full page). Against the recorded target it is the strict replay; against a fixed design
+  it applies the same verbs with a schedule as close to the recorded one as the design allows.
+* :func:`regression_check` is what a generated regression test calls.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+import invariants as registry
+from invariants.base import Invariant, Violation
+from qmodel import __version__
+from qmodel.errors import InvalidTarget, QmodelError, TraceMismatch
+from qmodel.sim.choices import Backend, Choice, FirstOptionBackend, RecordedBackend
+from qmodel.trace import Expected, Search, Trace, TraceFileError, fingerprint, jsonable, load
+from qmodel.world import World, WorldConfig
+
+__all__ = [
+    "FaithfulBackend",
+    "Outcome",
+    "ReplayMismatch",
+    "drive",
+    "expected_of",
+    "regression_check",
+    "replay_faithful",
+    "replay_main",
+    "retrace",
+    "replay_strict",
+    "trace_of",
+    "world_config",
+]
+
+
+class ReplayMismatch(QmodelError, ValueError):
+    """A strict replay did not reproduce the recorded run. ``field`` names what differs
+    (``target``, ``design``, ``choices``, ``expected.invariant``, ``expected.log``, ...)."""
+
+    def __init__(self, message: str, *, field: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+@attrs.define
+class FaithfulBackend:
+    """Replays ``recorded`` while each choice asked has the recorded label and option count;
+    from the first one that does not, ``then`` decides (and keeps deciding).
+
+    ``diverged_at`` is the position of that first differing choice (``None`` while faithful).
+    """
+
+    recorded: Sequence[Choice]
+    then: Backend = attrs.field(factory=FirstOptionBackend)
+    position: int = 0
+    diverged_at: int | None = None
+    diverged_on: str = ""
+
+    def pick(self, label: str, n: int, weights: tuple[int, ...] | None) -> int:
+        if self.diverged_at is None:
+            if self.position < len(self.recorded):
+                c = self.recorded[self.position]
+                if c.label == label and c.n == n:
+                    self.position += 1
+                    return c.index
+                self.diverged_on = (
+                    f"the trace recorded {c.label!r} of {c.n} options, the run asked for "
+                    f"{label!r} of {n}"
+                )
+            else:
+                self.diverged_on = "the recorded choices ran out"
+            self.diverged_at = self.position
+        return self.then.pick(label, n, weights)
+
+
+@attrs.define(eq=False)
+class Outcome:
+    """What a replay showed: the violation (or ``None``), where it was caught (``"start"``,
+    ``"verb N"`` or ``"settled"``), and the world after the run.
+
+    A safety violation caught after a verb is caught again when the settled world is checked
+    (the history still holds it), and the machine reports that second catch; ``first_at`` is
+    where the reported invariant broke first.
+    """
+
+    violation: Violation | None
+    at: str | None
+    world: World
+    first_at: str | None = None
+
+
+def world_config(raw: dict[str, Any]) -> WorldConfig:
+    """The :class:`WorldConfig` a trace records; unknown or ill-typed fields raise
+    :class:`TraceFileError` naming them."""
+    known = {f.name: f for f in attrs.fields(WorldConfig)}
+    unknown = sorted(set(raw) - set(known))
+    if unknown:
+        raise TraceFileError(
+            f"field 'config' has {', '.join(repr(u) for u in unknown)}, which this qmodel's "
+            f"world does not know (it knows {', '.join(known)}); the trace comes from another "
+            "version of qmodel: replay it with that version, or record it again",
+            field="config",
+        )
+    try:
+        config = WorldConfig(**raw)
+    except (TypeError, ValueError) as exc:
+        raise TraceFileError(
+            f"field 'config' is not a world configuration: {exc}", field="config"
+        ) from None
+    defaults = WorldConfig()
+    for name, value in raw.items():
+        default = getattr(defaults, name)
+        if default is not None and value is not None and type(value) is not type(default):
+            raise TraceFileError(
+                f"field 'config.{name}' is {value!r}; it should be a {type(default).__name__}",
+                field=f"config.{name}",
+            )
+    return config
+
+
+def _check(world: World, checks: Sequence[Invariant]) -> Violation | None:
+    ctx = world.context()
+    for inv in checks:
+        found = inv.check(ctx)
+        if found is not None:
+            return found
+    return None
+
+
+def drive(
+    target: Any,
+    config: WorldConfig,
+    backend: Backend,
+    verbs: Sequence[tuple[str, int]],
+    checked: Sequence[Invariant],
+    *,
+    world_type: type[World] = World,
+    on_world: Callable[[World], None] | None = None,
+    on_violation: Callable[[World, Violation, str], None] | None = None,
+) -> Outcome:
+    """Run ``verbs`` against ``target`` as the machine runs an example (module docstring).
+
+    ``on_world`` is called with the fresh world before anything happens in it (a report switches
+    its recorders on there); ``on_violation`` with the world at each violation found, before
+    the run goes on to settle.
+    """
+    world = world_type.create(target, config, backend)
+    if on_world is not None:
+        on_world(world)
+    safety = tuple(i for i in checked if i.kind == "safety")
+    eventual = tuple(i for i in checked if i.kind == "eventual")
+    found, at = _check(world, safety), "start"
+    if found is None:
+        for n, (verb, arg) in enumerate(verbs, 1):
+            world.apply(verb, arg)
+            found = _check(world, safety)
+            if found is not None:
+                at = f"verb {n}"
+                break
+    first = (found.invariant, at) if found is not None else None
+    if found is not None and on_violation is not None:
+        on_violation(world, found, at)
+    world.settle()
+    late = _check(world, safety + eventual)
+    if late is not None:
+        found, at = late, "settled"
+        if on_violation is not None:
+            on_violation(world, found, at)
+    if found is None:
+        return Outcome(None, None, world)
+    first_at = first[1] if first is not None and first[0] == found.invariant else at
+    return Outcome(found, at, world, first_at)
+
+
+def _checked(trace: Trace) -> tuple[Invariant, ...]:
+    try:
+        return registry.select(list(trace.invariants))
+    except registry.UnknownInvariant as err:
+        raise TraceFileError(
+            f"field 'invariants': {err}; the trace comes from another version of qmodel",
+            field="invariants",
+        ) from None
+
+
+def _resolve(spec: str) -> Any:
+    from qmodel.targets import resolve
+
+    return resolve(spec)
+
+
+def check_identity(trace: Trace, target: str | None = None) -> Any:
+    """Resolve the trace's target and make sure it is the recorded design; return the resolved
+    target. A different ``target`` than recorded, or a design that changed, raises
+    :class:`ReplayMismatch` naming the field."""
+    if target is not None and target != trace.target:
+        raise ReplayMismatch(
+            f"field 'target': the trace was recorded against {trace.target}, not {target}; a "
+            "replay runs the recorded target. To run this counterexample's verbs against "
+            f"another worker, run its regression test with QMODEL_TARGET={target}",
+            field="target",
+        )
+    try:
+        resolved = _resolve(trace.target)
+    except InvalidTarget as err:
+        raise ReplayMismatch(
+            f"field 'target': the trace's target {trace.target} cannot be loaded here: {err}",
+            field="target",
+        ) from None
+    now = fingerprint(trace.target, resolved.factory())
+    if now != trace.design:
+        raise ReplayMismatch(
+            f"field 'design': the trace was recorded against {trace.design}, but {trace.target} "
+            f"is now {now}; the recorded choices belong to the old design. Check the new one "
+            "with qmodel check, or run the regression test to see whether the counterexample "
+            "still breaks it",
+            field="design",
+        )
+    return resolved
+
+
+def replay_strict(
+    trace: Trace,
+    *,
+    target: str | None = None,
+    world_type: type[World] = World,
+    on_world: Callable[[World], None] | None = None,
+    on_violation: Callable[[World, Violation, str], None] | None = None,
+    compare: bool = True,
+) -> Outcome:
+    """Replay ``trace`` exactly; with ``compare`` (the default) anything that differs from the
+    recorded run raises :class:`ReplayMismatch` (or :class:`TraceFileError` for a field this
+    qmodel cannot use)."""
+    resolved = check_identity(trace, target)
+    config = world_config(dict(trace.config))
+    checked = _checked(trace)
+    backend = RecordedBackend(trace.choices)
+    try:
+        outcome = drive(
+            resolved.factory(),
+            config,
+            backend,
+            trace.verbs,
+            checked,
+            world_type=world_type,
+            on_world=on_world,
+            on_violation=on_violation,
+        )
+    except TraceMismatch as err:
+        raise ReplayMismatch(
+            f"field 'choices': the replay diverged from the trace: {err}", field="choices"
+        ) from None
+    except ValueError as err:
+        if "unknown verb" in str(err):
+            raise ReplayMismatch(f"field 'verbs': {err}", field="verbs") from None
+        raise
+    if compare:
+        _compare(trace, outcome)
+    return outcome
+
+
+def _compare(trace: Trace, outcome: Outcome) -> None:
+    exp = trace.expected
+    v = outcome.violation
+    if v is None:
+        raise ReplayMismatch(
+            f"field 'expected.invariant': the replay broke no invariant, but the trace records "
+            f"{exp.invariant} (at {exp.at}); qmodel's invariants or simulator changed since it "
+            "was recorded: record it again",
+            field="expected.invariant",
+        )
+    got = expected_of(outcome.world, v, outcome.at or "")
+    for name in ("invariant", "at", "summary", "message_ids"):
+        if getattr(got, name) != getattr(exp, name):
+            raise ReplayMismatch(
+                f"field 'expected.{name}': the trace records {getattr(exp, name)!r}, the replay "
+                f"gave {getattr(got, name)!r}",
+                field=f"expected.{name}",
+            )
+    if got.log != exp.log:
+        i = next(
+            (i for i, (a, b) in enumerate(zip(got.log, exp.log, strict=False)) if a != b),
+            min(len(got.log), len(exp.log)),
+        )
+        recorded = exp.log[i] if i < len(exp.log) else "(the end)"
+        replayed = got.log[i] if i < len(got.log) else "(the end)"
+        raise ReplayMismatch(
+            f"field 'expected.log': step {i + 1} differs: the trace records {recorded!r}, the "
+            f"replay gave {replayed!r} ({len(exp.log)} recorded steps, {len(got.log)} replayed)",
+            field="expected.log",
+        )
+    if got.steps != exp.steps:
+        raise ReplayMismatch(
+            f"field 'expected.steps': the trace records {exp.steps} steps but {len(exp.log)} log "
+            "lines; the file was edited",
+            field="expected.steps",
+        )
+    made = tuple(outcome.world.platform.choices.log)
+    if made != tuple(trace.choices):
+        i = next(
+            (i for i, (a, b) in enumerate(zip(made, trace.choices, strict=False)) if a != b),
+            min(len(made), len(trace.choices)),
+        )
+        raise ReplayMismatch(
+            f"field 'choices': choice #{i} differs (the trace records {len(trace.choices)} "
+            f"choices, the replay made {len(made)})",
+            field="choices",
+        )
+
+
+def expected_of(world: World, violation: Violation, at: str) -> Expected:
+    """The :class:`Expected` record of a run that broke ``violation`` (caught at ``at``)."""
+    return Expected(
+        invariant=violation.invariant,
+        summary=violation.summary,
+        message_ids=tuple(violation.message_ids),
+        exchanges=tuple(violation.exchanges),
+        values=jsonable(dict(violation.values)),
+        at=at,
+        steps=len(world.log),
+        log=tuple(world.log),
+    )
+
+
+def trace_of(
+    world: World,
+    violation: Violation,
+    *,
+    target: str,
+    checked: Sequence[Invariant],
+    search: Search | None = None,
+) -> Trace:
+    """The trace of a failing world a machine ran (its verbs, its choices, its log).
+
+    Where the violation was caught is not known from the world alone (the machine's teardown
+    settles it in any case), so the trace is replayed once to find it; a replay that does not
+    reproduce the machine's run raises :class:`ReplayMismatch` (a determinism bug to report).
+    """
+    draft = _record(world, violation, "", target, tuple(i.id for i in checked), search)
+    outcome = replay_strict(draft, compare=False)
+    if outcome.at is None:
+        raise ReplayMismatch(
+            "the counterexample did not break any invariant when replayed; the run is not "
+            "deterministic (a target that reads wall time or global random?)",
+            field="expected.invariant",
+        )
+    final = attrs.evolve(draft, expected=attrs.evolve(draft.expected, at=outcome.at))
+    _compare(final, outcome)
+    return final
+
+
+def _record(
+    world: World,
+    violation: Violation,
+    at: str,
+    target: str,
+    checked: tuple[str, ...],
+    search: Search | None,
+) -> Trace:
+    config = {f.name: getattr(world.config, f.name) for f in attrs.fields(WorldConfig)}
+    return Trace(
+        target=target,
+        design=fingerprint(target, world.target),
+        config=config,
+        invariants=checked,
+        verbs=tuple(world.verbs),
+        choices=tuple(world.platform.choices.log),
+        expected=expected_of(world, violation, at),
+        search=search or Search(),
+        qmodel=__version__,
+    )
+
+
+def retrace(trace: Trace, outcome: Outcome) -> Trace:
+    """The trace of a replayed run, with ``trace``'s target, invariants and search: for an exact
+    replay, the same trace (the same bytes)."""
+    if outcome.violation is None or outcome.at is None:
+        raise ReplayMismatch("the replay broke no invariant", field="expected.invariant")
+    return _record(
+        outcome.world, outcome.violation, outcome.at, trace.target, trace.invariants, trace.search
+    )
+
+
+def replay_faithful(trace: Trace, target: str | None = None) -> tuple[Outcome, FaithfulBackend]:
+    """Apply the trace's verbs to ``target`` (default: the recorded one) with the recorded
+    choices while they still apply (see :class:`FaithfulBackend`); check the recorded
+    invariants as the machine does."""
+    spec = target or trace.target
+    resolved = _resolve(spec)
+    backend = FaithfulBackend(trace.choices)
+    outcome = drive(
+        resolved.factory(), world_config(dict(trace.config)), backend, trace.verbs, _checked(trace)
+    )
+    return outcome, backend
+
+
+class RegressionFailure(AssertionError):
+    """The counterexample still breaks an invariant of the target."""
+
+
+def regression_check(trace_path: str | Path, target: str | None = None) -> Outcome:
+    """Replay the trace at ``trace_path`` against ``target`` (default: the recorded target)
+    faithfully, and raise :class:`RegressionFailure` with the violation if any invariant the
+    trace checked is broken. Returns the outcome when none is."""
+    trace = load(trace_path)
+    outcome, backend = replay_faithful(trace, target)
+    spec = target or trace.target
+    if outcome.violation is not None:
+        v = outcome.violation
+        how = (
+            "the recorded schedule, exactly"
+            if backend.diverged_at is None
+            else f"the recorded schedule up to choice #{backend.diverged_at}, then the first "
+            f"option of every choice ({backend.diverged_on})"
+        )
+        raise RegressionFailure(
+            f"{spec} still breaks {v.invariant} (caught at {outcome.at}) on the counterexample "
+            f"of {Path(trace_path).name}, replayed with {how}:\n  {v.render()}"
+        )
+    return outcome
+
+
+def replay_main(args: Any) -> int:
+    """``qmodel replay TRACE.json [--target T] [--json] [--report DIR]``: exit 1 when the
+    recorded violation is shown again; a trace that cannot be used or does not match raises
+    (the command line answers exit 2 with the message)."""
+    import json
+    import time
+
+    trace = load(args.trace)
+    started = time.perf_counter()  # wall-clock-ok: reporting only
+    outcome = replay_strict(trace, target=args.target)
+    seconds = time.perf_counter() - started  # wall-clock-ok: reporting only
+    v = outcome.violation
+    assert v is not None  # replay_strict compared it with the record
+    log = list(outcome.world.log)
+    out = {
+        "verdict": "violation",
+        "invariant": v.invariant,
+        "target": trace.target,
+        "seed": trace.search.seed,
+        "examples": 1,
+        "steps": len(log),
+        "seconds": round(seconds, 3),
+        "trace": log,
+    }
+    if args.json:
+        print(json.dumps(out))
+    else:
+        inv = registry.get(v.invariant)
+        print(
+            f"VIOLATION of {inv.id} ({inv.kind}) reproduced exactly: {len(log)} steps, "
+            f"caught at {outcome.at}"
+        )
+        print(f"  {v.render()}")
+        print()
+        for i, line in enumerate(log, 1):
+            print(f"  {i:3}. {line}")
+    if args.report:
+        from qmodel.report import write_report
+
+        files = write_report(retrace(trace, outcome), args.report)
+        say = sys.stderr if args.json else sys.stdout
+        print(f"Report: {files.markdown}", file=say)
+    return 1
