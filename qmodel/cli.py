@@ -2,23 +2,30 @@
 
     qmodel check [--target T] [--protocol patch|queue|do] [--bots N] [--frontends N]
                  [--kv strict|local] [--invariant ID ...] [--profile dev|ci|nightly]
-                 [--max-examples N] [--seed N] [--json]
+                 [--max-examples N] [--seed N] [--json] [--report DIR]
+    qmodel replay TRACE.json [--target T] [--json] [--report DIR]
     qmodel catalog [--json]
 
 ``check`` exits 0 when no invariant broke within the budget, 1 on a violation, 2 on a usage or
 target error (with a message that says what to do). This interface is relied on by users' CI
-scripts: it stays stable.
+scripts: it stays stable. With ``--report DIR`` a violation is also written as ``DIR/<id>.md``
+(the bug report), ``DIR/<id>.json`` (the trace) and ``DIR/test_regression_<id>.py``.
+
+``replay`` runs a trace again exactly: exit 1 when it shows the recorded violation again, 2
+when the trace is malformed or does not match (another target, another version of the design
+or of qmodel), with a message naming the field.
 """
 
 from __future__ import annotations
 
+import _thread
 import argparse
 import contextlib
 import json
+import shlex
 import sys
 import threading
 import time
-import _thread
 from collections.abc import Sequence
 from typing import Any
 
@@ -78,11 +85,22 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--seed", type=int, default=0, help="the search's seed (default 0)")
     c.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     c.add_argument(
+        "--report",
+        metavar="DIR",
+        help="on a violation, write DIR/<id>.md (bug report), DIR/<id>.json (trace) and "
+        "DIR/test_regression_<id>.py",
+    )
+    c.add_argument(
         "--step-limit",
         type=int,
         default=10_000,
         help="steps one request may take before it is stopped as never answering (default 10000)",
     )
+    r = sub.add_parser("replay", help="run a trace written by --report again, exactly")
+    r.add_argument("trace", metavar="TRACE.json", help="the trace file")
+    r.add_argument("--target", help="refuse to run unless the trace's target is this one")
+    r.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    r.add_argument("--report", metavar="DIR", help="write the report files again into DIR")
     cat = sub.add_parser("catalog", help="list the known bugs")
     cat.add_argument("--json", action="store_true")
     return p
@@ -95,6 +113,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "catalog":
             return _catalog(args)
+        if args.command == "replay":
+            from qmodel.replay import replay_main
+
+            return replay_main(args)
         return _check(args)
     except QmodelError as err:
         sys.stderr.write(f"qmodel: error: {err}\n")
@@ -104,6 +126,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
 
 
+def _seed_of(source: str) -> str | None:
+    """``"000"`` for ``"seed 000, A"``: the seed document a catalog entry comes from."""
+    words = source.replace(",", " ").split()
+    return next((w for i, w in enumerate(words) if i and words[i - 1] == "seed"), None)
+
+
 def _catalog(args: argparse.Namespace) -> int:
     from qmodel.catalog import CATALOG
 
@@ -111,6 +139,7 @@ def _catalog(args: argparse.Namespace) -> int:
         {
             "id": e.id,
             "source": e.source,
+            "seed": _seed_of(e.source),
             "summary": e.summary,
             "target": f"catalog:{e.id}" if e.id != "sound" else "sound",
             "design": repr(e.target()),
@@ -164,14 +193,52 @@ class _Watchdog:
 
 def _check(args: argparse.Namespace) -> int:
     import invariants as registry
+    from qmodel.progress import progress_for
 
-    result = run_check(args)
+    total = args.max_examples
+    if total is None:
+        from hypothesis import settings
+
+        from qmodel.profiles import register
+
+        register()
+        total = settings.get_profile(args.profile).max_examples
+    with progress_for(total, json_output=args.json) as shown:
+        result = run_check(args, progress=shown)
     out = {k: result[k] for k in JSON_FIELDS}
     if args.json:
         print(json.dumps(out))
     else:
         _human(out, result["violation"], args, registry)
+    if args.report and result["violation"] is not None:
+        _write_report(args, result)
     return EXIT_VIOLATION if out["verdict"] == "violation" else EXIT_OK
+
+
+def _write_report(args: argparse.Namespace, result: dict[str, Any]) -> None:
+    from qmodel.replay import trace_of
+    from qmodel.report import write_report
+    from qmodel.trace import Search
+
+    trace = trace_of(
+        result["world"],
+        result["violation"],
+        target=result["target"],
+        checked=result["checked"],
+        search=Search(
+            profile=args.profile,
+            seed=args.seed,
+            max_examples=args.max_examples,
+            examples=result["examples"],
+            command=check_command(args),
+        ),
+    )
+    files = write_report(trace, args.report)
+    # With --json, stdout holds exactly one object: say where the files went on stderr.
+    say = sys.stderr if args.json else sys.stdout
+    print(f"Report: {files.markdown}", file=say)
+    print(f"Trace:  {files.trace}   (qmodel replay {files.trace})", file=say)
+    print(f"Test:   {files.test}   (pytest {files.test})", file=say)
 
 
 #: The fields of ``qmodel check --json``, in order (a stable interface).
@@ -183,10 +250,12 @@ def check_args(argv: Sequence[str]) -> argparse.Namespace:
     return _parser().parse_args(["check", *argv])
 
 
-def run_check(args: argparse.Namespace) -> dict[str, Any]:
+def run_check(args: argparse.Namespace, progress: Any = None) -> dict[str, Any]:
     """Run ``qmodel check`` and return its result: the JSON fields plus ``violation`` (the
-    record or ``None``) and ``first_violation_at`` (examples run when the first violation
-    was found, before shrinking)."""
+    record or ``None``), ``first_violation_at`` (examples run when the first violation
+    was found, before shrinking), ``world`` (the world it broke in, or ``None``) and
+    ``checked`` (the invariants checked). ``progress``, if given, is told of every example
+    (see :class:`qmodel.progress.NoProgress`)."""
     from hypothesis import seed as hypothesis_seed
     from hypothesis import settings
     from hypothesis.stateful import get_state_machine_test
@@ -221,6 +290,8 @@ def run_check(args: argparse.Namespace) -> dict[str, Any]:
 
     def on_world(world: Any, violation: Any) -> None:
         state["examples"] += 1
+        if progress is not None:
+            progress.example(len(world.verbs), len(world.log) if violation is not None else None)
         if violation is not None:
             state["failure"] = (world, violation)
             if state["first_at"] is None:
@@ -271,6 +342,8 @@ def run_check(args: argparse.Namespace) -> dict[str, Any]:
         "trace": trace,
         "violation": violation,
         "first_violation_at": state["first_at"],
+        "world": failure[0] if failure else None,
+        "checked": checked,
     }
 
 
@@ -293,6 +366,12 @@ def _human(out: dict[str, Any], violation: Any, args: argparse.Namespace, regist
     for i, line in enumerate(out["trace"], 1):
         print(f"  {i:3}. {line}")
     print()
+    print("Replay it (the same seed and profile give the same run):")
+    print("  " + check_command(args))
+
+
+def check_command(args: argparse.Namespace) -> str:
+    """The ``qmodel check`` command line that runs the same search as ``args``."""
     cmd = ["qmodel", "check"]
     if args.target:
         cmd += ["--target", args.target]
@@ -308,8 +387,7 @@ def _human(out: dict[str, Any], violation: Any, args: argparse.Namespace, regist
     cmd += ["--profile", args.profile, "--seed", str(args.seed)]
     if args.max_examples:
         cmd += ["--max-examples", str(args.max_examples)]
-    print("Replay it (the same seed and profile give the same run):")
-    print("  " + " ".join(cmd))
+    return " ".join(shlex.quote(c) for c in cmd)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,114 @@
+"""The command line around reports: ``qmodel check --report DIR``, the catalog's fields, and the
+progress line (on a terminal only, never with ``--json``)."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from qmodel import cli, profiles
+from qmodel.progress import NoProgress, SearchProgress, progress_for
+from qmodel.trace import load
+
+
+@pytest.fixture
+def quick_shrink(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A ci search with almost no shrinking (the full budget is for the slow tests): the
+    budget's first figure is the number of successful shrinks."""
+    budget = profiles.SHRINK_BUDGETS["ci"]
+    monkeypatch.setitem(profiles.SHRINK_BUDGETS, "ci", (min(budget[0], 3), *budget[1:]))
+
+
+def test_check_report_writes_the_files(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], quick_shrink: None
+) -> None:
+    """check --report DIR --json: exit 1, one JSON object on stdout, the three files in DIR
+    (their paths on stderr), and a trace that records the search's seed and command."""
+    argv = ["check", "--target", "catalog:CLAIM_NOT_ATOMIC", "--max-examples", "40"]
+    code = cli.main([*argv, "--json", "--report", str(tmp_path)])
+    out, err = capsys.readouterr()
+    assert code == 1
+    obj = json.loads(out)
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == [
+        "CLAIM_NOT_ATOMIC.json",
+        "CLAIM_NOT_ATOMIC.md",
+        "test_regression_CLAIM_NOT_ATOMIC.py",
+    ]
+    assert f"Report: {tmp_path / 'CLAIM_NOT_ATOMIC.md'}" in err
+    trace = load(tmp_path / "CLAIM_NOT_ATOMIC.json")
+    assert trace.expected.invariant == obj["invariant"]
+    assert trace.expected.steps == obj["steps"] and list(trace.expected.log) == obj["trace"]
+    assert trace.search.seed == 0 and trace.search.profile == "ci"
+    assert trace.search.command == (
+        "qmodel check --target catalog:CLAIM_NOT_ATOMIC --profile ci --seed 0 --max-examples 40"
+    )
+    md = (tmp_path / "CLAIM_NOT_ATOMIC.md").read_text()
+    assert f"`{trace.search.command}` after {obj['examples']} examples" in md
+
+
+def test_check_without_violation_writes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No violation, no report: the directory is not even created."""
+    code = cli.main(
+        ["check", "--target", "sound", "--max-examples", "3", "--report", str(tmp_path / "r")]
+    )
+    assert code == 0 and not (tmp_path / "r").exists()
+    assert "Report:" not in capsys.readouterr().out
+
+
+def test_catalog_lists_seed_target_and_invariants(capsys: pytest.CaptureFixture[str]) -> None:
+    """catalog --json gives, per known bug, the seed it comes from, its target, its invariants."""
+    assert cli.main(["catalog", "--json"]) == 0
+    rows = {r["id"]: r for r in json.loads(capsys.readouterr().out)}
+    claim = rows["CLAIM_NOT_ATOMIC"]
+    assert claim["seed"] == "000" and claim["target"] == "catalog:CLAIM_NOT_ATOMIC"
+    assert claim["invariants"] == ["single-claim", "one-reply", "platform"]
+    assert rows["TS_KEY_404"]["seed"] == "004"
+    assert rows["sound"]["seed"] is None
+
+
+# -- progress ---------------------------------------------------------------------------------------
+
+
+class Terminal(io.StringIO):
+    """A stream that says it is a terminal."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_only_on_a_terminal_and_never_with_json() -> None:
+    """A pipe or --json gets no progress display; a terminal gets the live line."""
+    assert type(progress_for(10, json_output=False, stream=io.StringIO())) is NoProgress
+    assert type(progress_for(10, json_output=True, stream=Terminal())) is NoProgress
+    assert isinstance(progress_for(10, json_output=False, stream=Terminal()), SearchProgress)
+
+
+def test_progress_shows_examples_steps_and_phase() -> None:
+    """The line counts examples and steps, and says shrinking once a violation is seen."""
+    screen = Terminal()
+    with progress_for(10, json_output=False, stream=screen) as shown:
+        shown.example(7, None)
+        shown._progress.refresh()  # type: ignore[attr-defined]
+        searching = screen.getvalue()
+        shown.example(5, 42)
+        shown._progress.refresh()  # type: ignore[attr-defined]
+        shrinking = screen.getvalue()[len(searching) :]
+    assert "searching" in searching and "1/10 examples, 7 steps" in searching
+    assert "shrinking" in shrinking
+    assert "2 examples, 12 steps, shortest failing run 42 steps" in shrinking
+
+
+def test_check_shows_no_progress_when_not_a_terminal(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Under a pipe (as here), check prints its result and nothing of the progress line."""
+    assert cli.main(["check", "--target", "sound", "--max-examples", "2"]) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith("ok: no invariant broke in")
+    assert "searching" not in err and "examples," not in err
