@@ -1,12 +1,11 @@
 """Running a recorded counterexample again: strictly (``qmodel replay``) or faithfully against
 another target (the regression test).
 
-A replay does what the machine did, in the same order: build the world, check the safety
-invariants (Hypothesis checks them right after the machine is made), apply each recorded verb
-and check the safety invariants after it, stopping at the first violation; then settle the world
-and check the safety and eventual invariants (the machine's teardown). The violation reported
-is the settled one if the teardown found one, else the one caught after a verb, as the machine
-reports it.
+A replay runs the machine's own checks in the order Hypothesis runs them (:func:`drive`): its
+invariant (the safety invariants) once the machine is made and after each recorded verb,
+stopping at the first violation; then its teardown (settle the world, check the safety and the
+eventual invariants, as the machine decides), whose violation, if any, is the one reported.
+Only the verbs and the choices come from the trace.
 
 * :func:`replay_strict` replays the recorded choices with a
   :class:`~qmodel.sim.choices.RecordedBackend`: the run must ask for exactly the recorded
@@ -138,15 +137,6 @@ def world_config(raw: dict[str, Any]) -> WorldConfig:
     return config
 
 
-def _check(world: World, checks: Sequence[Invariant]) -> Violation | None:
-    ctx = world.context()
-    for inv in checks:
-        found = inv.check(ctx)
-        if found is not None:
-            return found
-    return None
-
-
 def drive(
     target: Any,
     config: WorldConfig,
@@ -158,32 +148,50 @@ def drive(
     on_world: Callable[[World], None] | None = None,
     on_violation: Callable[[World, Violation, str], None] | None = None,
 ) -> Outcome:
-    """Run ``verbs`` against ``target`` as the machine runs an example (module docstring).
+    """Run ``verbs`` against ``target`` as the machine runs an example.
+
+    The machine's own checks run, in the order Hypothesis runs them: its invariant once the
+    machine is made and after every verb; its teardown at the end, also after a violation (in
+    a ``finally``), and a violation the teardown raises replaces the earlier one. Only the
+    verbs come from the trace instead of Hypothesis's data.
 
     ``on_world`` is called with the fresh world before anything happens in it (a report switches
-    its recorders on there); ``on_violation`` with the world at each violation found, before
-    the run goes on to settle.
+    its recorders on there); ``on_violation`` with the world at each violation, when it is
+    raised.
     """
-    world = world_type.create(target, config, backend)
+    from qmodel.machine import InvariantViolation, QueueMachine
+
+    machine_type = type(
+        "ReplayMachine",
+        (QueueMachine,),
+        {
+            "target_factory": staticmethod(lambda: target),
+            "config": config,
+            "checked": tuple(checked),
+            "on_world": None,
+        },
+    )
+    machine = machine_type()
+    machine.world = world = world_type.create(target, config, backend)
     if on_world is not None:
         on_world(world)
-    safety = tuple(i for i in checked if i.kind == "safety")
-    eventual = tuple(i for i in checked if i.kind == "eventual")
-    found, at = _check(world, safety), "start"
-    if found is None:
+    found: Violation | None = None
+    at = "start"
+    try:
+        machine.safety_holds()
         for n, (verb, arg) in enumerate(verbs, 1):
+            at = f"verb {n}"
             world.apply(verb, arg)
-            found = _check(world, safety)
-            if found is not None:
-                at = f"verb {n}"
-                break
+            machine.safety_holds()
+    except InvariantViolation as exc:
+        found = exc.violation
+        if on_violation is not None:
+            on_violation(world, found, at)
     first = (found.invariant, at) if found is not None else None
-    if found is not None and on_violation is not None:
-        on_violation(world, found, at)
-    world.settle()
-    late = _check(world, safety + eventual)
-    if late is not None:
-        found, at = late, "settled"
+    try:
+        machine.teardown()
+    except InvariantViolation as exc:
+        found, at = exc.violation, "settled"
         if on_violation is not None:
             on_violation(world, found, at)
     if found is None:
