@@ -72,7 +72,7 @@ def test_catalog_lists_seed_target_and_invariants(capsys: pytest.CaptureFixture[
     assert rows["sound"]["seed"] is None
 
 
-# -- progress ---------------------------------------------------------------------------------------
+# -- progress ---------------------------------------------------------------------------------
 
 
 class Terminal(io.StringIO):
