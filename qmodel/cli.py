@@ -179,6 +179,8 @@ class _Watchdog:
             now = scheduler.progress()
             if now == last and scheduler.in_step():
                 self.fired = True
+                # Halt first: after the interrupt, nothing may step the stuck target again.
+                scheduler.halt(f"no progress for {self.seconds:.0f} s inside one step")
                 _thread.interrupt_main()
                 return
             last = now
@@ -188,7 +190,11 @@ class _Watchdog:
         return self
 
     def __exit__(self, *exc: Any) -> None:
+        from qmodel.sim import scheduler
+
         self._stop.set()
+        self._thread.join()
+        scheduler.unhalt()
 
 
 def _check(args: argparse.Namespace) -> int:

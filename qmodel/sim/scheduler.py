@@ -56,6 +56,26 @@ _CURRENT: list[Scheduler | None] = [None]
 _PROGRESS = [0, False]
 
 
+#: Set by :func:`halt`: every step refuses to run from then on, until :func:`unhalt`.
+_HALT: list[str | None] = [None]
+
+
+class Halted(KeyboardInterrupt):
+    """Raised by every step after :func:`halt`: the run was stopped from outside (a watchdog
+    found a target stuck inside one step). An interrupt, so that nothing (a machine's teardown
+    settling the world, Hypothesis shrinking) steps the stuck target again."""
+
+
+def halt(reason: str) -> None:
+    """Stop every scheduler in this process: each later step raises :class:`Halted`."""
+    _HALT[0] = reason
+
+
+def unhalt() -> None:
+    """Let schedulers step again (a new run begins)."""
+    _HALT[0] = None
+
+
 def progress() -> int:
     """How many steps every scheduler in this process has completed."""
     return _PROGRESS[0]
@@ -349,6 +369,8 @@ class Scheduler:
     def step(self, task: Task | None = None) -> Task | None:
         """Step one runnable task: ``task`` if given (the choice is recorded as if chosen), else
         one chosen by the ``step`` choice. Returns the task, or ``None`` if nothing can run."""
+        if _HALT[0] is not None:
+            raise Halted(_HALT[0])
         ready = self.runnable()
         if not ready:
             return None
