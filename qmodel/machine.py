@@ -62,6 +62,7 @@ class QueueMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.backend = HypothesisBackend(None)
+        self.failed = False
         self.world = World.create(type(self).target_factory(), self.config, self.backend)
         self._verbs = st.sampled_from(self._weighted_verbs(bursts=True))
         self._verbs_after_bursts = st.sampled_from(self._weighted_verbs(bursts=False))
@@ -106,6 +107,7 @@ class QueueMachine(RuleBasedStateMachine):
         for inv in checks:
             found = inv.check(ctx)
             if found is not None:
+                self.failed = True
                 if type(self).on_world is not None:
                     type(self).on_world(self.world, found)
                 raise InvariantViolation(found, self.world)
@@ -116,7 +118,8 @@ class QueueMachine(RuleBasedStateMachine):
 
     def teardown(self) -> None:
         world = self.world
-        if world.settled is None and world.history is not None:
+        # After a violation the example is over: settling it would only cost time.
+        if not self.failed and world.settled is None and world.history is not None:
             world.settle()
             self._check(self.safety + self.eventual)
             if type(self).on_world is not None:
