@@ -14,7 +14,7 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, settings
 from hypothesis.database import DirectoryBasedExampleDatabase
 
 __all__ = ["PROFILES", "SHRINK_BUDGETS", "register", "shrink_budget"]
@@ -28,6 +28,9 @@ _COMMON = {
     "deadline": None,
     "suppress_health_check": list(HealthCheck),
     "stateful_step_count": 40,
+    # No explain phase: it reruns the shrunk example many times to mark which draws did not
+    # matter, which the machine's own trace does not show; the time goes to the search.
+    "phases": (Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink),
 }
 
 
