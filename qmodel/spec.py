@@ -98,8 +98,18 @@ class SpecState:
     #: A claim older than this may be taken over (a lease); ``None``: never.
     lease_ms: int | None = 60_000
 
+    #: :meth:`humans`, computed once per state (a state never changes; every step makes a new
+    #: one), since the safety invariants ask for it after every rule.
+    _humans: tuple[MessageSpec, ...] | None = attrs.field(
+        default=None, init=False, eq=False, repr=False
+    )
+
     def humans(self) -> list[MessageSpec]:
-        return [m for i in self.order if (m := self.messages[i]).kind == "human"]
+        if self._humans is None:
+            found = tuple(m for i in self.order if (m := self.messages[i]).kind == "human")
+            object.__setattr__(self, "_humans", found)
+            return list(found)
+        return list(self._humans)
 
     def open(self) -> list[MessageSpec]:
         """Acknowledged human messages not yet answered."""

@@ -79,6 +79,29 @@ class DurableStorage:
     data: SortedDict = attrs.field(factory=lambda: SortedDict(_utf8))
     reads: int = 0
     writes: int = 0
+    #: The pickled form of each stored value that is not an atom, made as it is stored, so a
+    #: read copies it out with one ``pickle.loads``.
+    _blobs: dict[str, bytes] = attrs.field(factory=dict, init=False, repr=False)
+
+    def _store(self, key: str, value: Any) -> None:
+        if type(value) in _ATOMS:
+            self.data[key] = value
+            self._blobs.pop(key, None)
+            return
+        try:
+            blob = _dumps(value, _PROTOCOL)
+        except Exception:  # noqa: BLE001 - anything pickle refuses is copied the slow way
+            self.data[key] = copy.deepcopy(value)
+            self._blobs.pop(key, None)
+            return
+        self.data[key] = _loads(blob)
+        self._blobs[key] = blob
+
+    def _read(self, key: str) -> Any:
+        blob = self._blobs.get(key)
+        if blob is not None:
+            return _loads(blob)
+        return _clone(self.data.get(key))
 
     def _op(self, what: str, fn: Callable[[], Any]) -> Any:
         return suspend(Call("storage", f"{self.label}.storage.{what}", fn))
@@ -86,21 +109,25 @@ class DurableStorage:
     def _get(self, key: str | list[str]) -> Any:
         self.reads += 1
         if isinstance(key, list):
-            return {k: _clone(self.data[k]) for k in key if k in self.data}
-        return _clone(self.data.get(key))
+            return {k: self._read(k) for k in key if k in self.data}
+        return self._read(key)
 
     def _put(self, key: str | dict[str, Any], value: Any = None) -> None:
         self.writes += 1
         if isinstance(key, dict):
             for k, v in key.items():
-                self.data[k] = _clone(v)
+                self._store(k, v)
         else:
-            self.data[key] = _clone(value)
+            self._store(key, value)
 
     def _delete(self, key: str | list[str]) -> bool | int:
         self.writes += 1
+        blobs = self._blobs
         if isinstance(key, list):
+            for k in key:
+                blobs.pop(k, None)
             return sum(1 for k in key if self.data.pop(k, None) is not None)
+        blobs.pop(key, None)
         return self.data.pop(key, None) is not None
 
     def _list(self, prefix: str, limit: int | None, reverse: bool) -> dict[str, Any]:
@@ -114,7 +141,7 @@ class DurableStorage:
             keys.reverse()
         if limit is not None:
             keys = keys[:limit]
-        return {k: _clone(self.data[k]) for k in keys}
+        return {k: self._read(k) for k in keys}
 
     def get(self, key: str | list[str]) -> Any:
         """The value of ``key`` (``None`` if absent), or a dict for a list of keys."""

@@ -154,7 +154,7 @@ class Request:
         return f"{self.method} {parts.path}" + (f"?{parts.query}" if parts.query else "")
 
 
-@attrs.define(eq=False)
+@attrs.define(eq=False, repr=False)
 class Response:
     """An HTTP response: ``status``, ``headers`` and a text ``body``."""
 
@@ -165,6 +165,10 @@ class Response:
     @property
     def ok(self) -> bool:
         return 200 <= self.status < 300
+
+    def __repr__(self) -> str:
+        # Short, and cheap: the scheduler's step records show a finished request by its repr.
+        return f"<Response {self.status}, {len(self.body)} chars>"
 
     async def text(self) -> str:
         return self.body
