@@ -29,18 +29,23 @@ def one(job: tuple[str, int, str]) -> tuple[str, int, dict]:
     from qmodel.catalog import entry
 
     e = entry(cid)
-    args = check_args(["--target", target, "--protocol", e.protocol, "--profile", profile,
-                       "--seed", str(seed)])
+    args = check_args(
+        ["--target", target, "--protocol", e.protocol, "--profile", profile, "--seed", str(seed)]
+    )
     r = run_check(args)
-    return cid, seed, {
-        "verdict": r["verdict"],
-        "invariant": r["invariant"],
-        "own": r["invariant"] in e.invariants,
-        "seconds": r["seconds"],
-        "first": r["first_violation_at"],
-        "examples": r["examples"],
-        "steps": r["steps"],
-    }
+    return (
+        cid,
+        seed,
+        {
+            "verdict": r["verdict"],
+            "invariant": r["invariant"],
+            "own": r["invariant"] in e.invariants,
+            "seconds": r["seconds"],
+            "first": r["first_violation_at"],
+            "examples": r["examples"],
+            "steps": r["steps"],
+        },
+    )
 
 
 def main() -> None:
@@ -57,17 +62,26 @@ def main() -> None:
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
         for cid, seed, r in pool.map(one, jobs):
             results[cid].append(r)
-            print(f"  {cid} seed {seed}: {r['verdict']} {r['invariant'] or ''} "
-                  f"{r['seconds']:.1f}s first@{r['first']} shrunk={r['steps']}", flush=True)
+            print(
+                f"  {cid} seed {seed}: {r['verdict']} {r['invariant'] or ''} "
+                f"{r['seconds']:.1f}s first@{r['first']} shrunk={r['steps']}",
+                flush=True,
+            )
     print()
-    print(f"| id | detected (own invariant) | median s | median examples to first | median shrunk steps | invariants seen |")
+    print(
+        "| id | detected (own invariant) | median s | median examples to first "
+        "| median shrunk steps | invariants seen |"
+    )
     print("|---|---|---|---|---|---|")
     for cid in args.ids:
         rs = results[cid]
         if cid == "sound":
             clean = sum(r["verdict"] == "ok" for r in rs)
-            print(f"| sound | {clean}/{len(rs)} clean | {statistics.median(r['seconds'] for r in rs):.1f} "
-                  f"| - | - | {sorted({r['invariant'] for r in rs if r['invariant']})} |")
+            print(
+                f"| sound | {clean}/{len(rs)} clean "
+                f"| {statistics.median(r['seconds'] for r in rs):.1f} "
+                f"| - | - | {sorted({r['invariant'] for r in rs if r['invariant']})} |"
+            )
             continue
         hit = [r for r in rs if r["own"]]
         firsts = [r["first"] for r in hit if r["first"] is not None]

@@ -116,12 +116,16 @@ def _erased(
     # "Newest" by acknowledgement and by timestamp: a cache keeps the newest by one or the
     # other, so only a message newest by both must be there (no false alarm at the boundary).
     by_ack = spec.order[-window:] if window > 0 else ()
-    by_time = {
-        m.id
-        for m in sorted(
-            spec.messages.values(), key=lambda m: (m.timestamp or 0, m.acked_seq)
-        )[-window:]
-    } if window > 0 else set()
+    by_time = (
+        {
+            m.id
+            for m in sorted(spec.messages.values(), key=lambda m: (m.timestamp or 0, m.acked_seq))[
+                -window:
+            ]
+        }
+        if window > 0
+        else set()
+    )
     newest = [mid for mid in by_ack if mid in by_time]
     missing = tuple(mid for mid in newest if mid not in present)
     if not missing:

@@ -54,7 +54,10 @@ def check(ctx: CheckContext) -> Violation | None:
             shown = tuple(sorted(replies))
             return Violation(
                 invariant=ID,
-                summary=f"message {m.id} has {len(shown)} AI replies once settled ({', '.join(shown)})",
+                summary=(
+                    f"message {m.id} has {len(shown)} AI replies once settled "
+                    f"({', '.join(shown)})"
+                ),
                 message_ids=(m.id, *shown),
                 exchanges=sorted_seqs([m.acked_seq, *ctx.settled.probe_seqs]),
                 values={"replies": shown, "count": len(shown), "status": m.status},

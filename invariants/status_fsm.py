@@ -51,7 +51,11 @@ def check(ctx: CheckContext) -> Violation | None:
             )
         # A design may complete a message with its reply; a complete answered 200 after an
         # acknowledged reply only confirms it.
-        replied = bool(ctx.spec.messages[t.message_id].replies) if t.message_id in ctx.spec.messages else False
+        replied = (
+            bool(ctx.spec.messages[t.message_id].replies)
+            if t.message_id in ctx.spec.messages
+            else False
+        )
         if t.before == "pending" and t.after == "complete" and by == "complete" and not replied:
             return Violation(
                 invariant=ID,

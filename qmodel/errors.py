@@ -51,7 +51,8 @@ class TraceMismatch(QmodelError, ValueError):
 
 
 class StepLimitExceeded(QmodelError, RuntimeError):
-    """A task ran more steps than the limit allows without finishing (a worker that never answers)."""
+    """A task ran more steps than the limit allows without finishing (a worker that never
+    answers)."""
 
     def __init__(self, message: str, *, task: str, steps: int) -> None:
         super().__init__(message)

@@ -22,7 +22,16 @@ import attrs
 
 from qmodel.history import Exchange
 
-__all__ = ["Claim", "MessageSpec", "SpecState", "Status", "TERMINAL", "Transition", "replay", "step"]
+__all__ = [
+    "Claim",
+    "MessageSpec",
+    "SpecState",
+    "Status",
+    "TERMINAL",
+    "Transition",
+    "replay",
+    "step",
+]
 
 Status = Literal["pending", "processing", "complete", "failed"]
 TERMINAL: frozenset[str] = frozenset({"complete", "failed"})
@@ -119,7 +128,9 @@ class SpecState:
         """Acknowledged human messages whose acknowledged status is not terminal."""
         return [m for m in self.humans() if not m.terminal and not m.processed]
 
-    def _put(self, msg: MessageSpec, *, new: bool = False, transition: Transition | None = None) -> SpecState:
+    def _put(
+        self, msg: MessageSpec, *, new: bool = False, transition: Transition | None = None
+    ) -> SpecState:
         messages = dict(self.messages)
         messages[msg.id] = msg
         return attrs.evolve(
@@ -141,7 +152,9 @@ def _mid(ex: Exchange) -> str | None:
     return None
 
 
-def _status_change(state: SpecState, msg: MessageSpec, after: str, ex: Exchange, **changes: Any) -> SpecState:
+def _status_change(
+    state: SpecState, msg: MessageSpec, after: str, ex: Exchange, **changes: Any
+) -> SpecState:
     before = msg.status or "pending"
     t = Transition(msg.id, before, after, ex.seq) if before != after else None
     return state._put(attrs.evolve(msg, status=after, **changes), transition=t)
@@ -218,7 +231,7 @@ def step(state: SpecState, ex: Exchange) -> SpecState:
         claims = () if after == "pending" else msg.claims
         return _status_change(state, msg, after, ex, claims=claims)
     if ex.kind == "patch":
-        fields = ((ex.body or {}).get("botParams") or {})
+        fields = (ex.body or {}).get("botParams") or {}
         if fields.get("processed"):
             if msg.status == "complete":
                 return state._put(attrs.evolve(msg, processed=True))

@@ -16,14 +16,14 @@ from typing import Any, Literal
 import attrs
 
 from invariants.base import CheckContext, Settled
-from qmodel.actors.bot import Bot, Era
+from qmodel.actors.bot import Bot
 from qmodel.actors.frontend import Frontend, _comments
+from qmodel.errors import StepLimitExceeded
 from qmodel.history import Exchange, History, KvWrite
 from qmodel.sim.choices import Backend, FirstOptionBackend
 from qmodel.sim.http import Request
 from qmodel.sim.kv import KvConfig
 from qmodel.sim.runtime import Invocation, Platform
-from qmodel.errors import StepLimitExceeded
 from qmodel.sim.scheduler import Join, Task, TaskCancelled, date_now, suspend
 from qmodel.spec import SpecState
 from qmodel.spec import step as spec_step
@@ -159,9 +159,18 @@ class World:
             response = await suspend(op)
         except GeneratorExit:
             # The actor died waiting (a crash): the request was sent and its answer is lost.
-            self._record(actor, kind, request, body, sent, None, None, mid,
-                         op.child.invocation if op.child is not None else None,
-                         ("no answer: the client stopped waiting",))
+            self._record(
+                actor,
+                kind,
+                request,
+                body,
+                sent,
+                None,
+                None,
+                mid,
+                op.child.invocation if op.child is not None else None,
+                ("no answer: the client stopped waiting",),
+            )
             raise
         except TaskCancelled:
             # The request was killed before it answered: by the step limit (a worker that
@@ -170,13 +179,24 @@ class World:
             overrun = op.child.error if isinstance(op.child.error, StepLimitExceeded) else None
             if overrun is None:
                 raise
-            self._record(actor, kind, request, body, sent, None, None, mid, op.child.invocation,
-                         (f"stopped by the step limit: {overrun}",))
+            self._record(
+                actor,
+                kind,
+                request,
+                body,
+                sent,
+                None,
+                None,
+                mid,
+                op.child.invocation,
+                (f"stopped by the step limit: {overrun}",),
+            )
             return 0, None
         assert op.child is not None
         answer = response.json_body()
-        self._record(actor, kind, request, body, sent, response.status, answer, mid,
-                     op.child.invocation, ())
+        self._record(
+            actor, kind, request, body, sent, response.status, answer, mid, op.child.invocation, ()
+        )
         return response.status, answer
 
     def _record(
@@ -326,7 +346,11 @@ class World:
         while platform.clock.now_ms < end:
             if answered_at is None and not self.spec.unfinished():
                 answered_at = platform.clock.now_ms
-            if answered_at is not None and platform.clock.now_ms >= answered_at + grace and not in_flight():
+            if (
+                answered_at is not None
+                and platform.clock.now_ms >= answered_at + grace
+                and not in_flight()
+            ):
                 break
             if sched.step() is None and not sched.advance_to_next_wakeup():
                 break
@@ -347,7 +371,9 @@ class World:
             listing=listing,
             pending=pending,
             seen=seen,
-            probe_seqs=(len(self.history) - 1, len(self.history)) if pending is not None else (len(self.history),),
+            probe_seqs=(len(self.history) - 1, len(self.history))
+            if pending is not None
+            else (len(self.history),),
         )
         return self.settled
 
@@ -358,12 +384,17 @@ class World:
         cursor, found = min(stamps) - 1, {}
         for page in range(20):
             who = _Other("probe", f"probe-all-{page + 1}", self)
-            status, answer = self._probe(who, "GET", "/api/comments", {"after": cursor, "limit": 1000})
+            status, answer = self._probe(
+                who, "GET", "/api/comments", {"after": cursor, "limit": 1000}
+            )
             items = _comments(answer) if status == 200 else []
             for m in items:
                 if isinstance(m.get("id"), str):
                     found[m["id"]] = m
-            newest = max((m.get("timestamp") for m in items if isinstance(m.get("timestamp"), int)), default=cursor)
+            newest = max(
+                (m.get("timestamp") for m in items if isinstance(m.get("timestamp"), int)),
+                default=cursor,
+            )
             if len(items) < 1000 or newest <= cursor:
                 break
             cursor = newest
@@ -372,7 +403,9 @@ class World:
     def _probe(self, who: _Other, method: str, path: str, query: dict[str, Any]) -> tuple[int, Any]:
         sched = self.platform.scheduler
         task = sched.spawn(
-            lambda: self._call(who, "probe", method, path, None, query, None), who.location, kind="actor"
+            lambda: self._call(who, "probe", method, path, None, query, None),
+            who.location,
+            kind="actor",
         )
         while not task.finished:
             if sched.step() is None and not sched.advance_to_next_wakeup():

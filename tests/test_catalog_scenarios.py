@@ -62,7 +62,11 @@ def ts_key_script(sc: Scenario) -> tuple[int, Any]:
     sc.advance(3_000)
     mid = f"{t}-hello"
     patch = sc.call(
-        "patch", "PATCH", f"/api/comments/{mid}", body={"botParams": {"processed": True}}, location="B"
+        "patch",
+        "PATCH",
+        f"/api/comments/{mid}",
+        body={"botParams": {"processed": True}},
+        location="B",
     )
     return patch.status, sc.call("get", "GET", "/api/comments", location="Z").json_body()
 
@@ -84,11 +88,24 @@ def test_ts_key_404() -> None:
 def first_page_script(sc: Scenario, older: int) -> int:
     # Older messages already stored: their keys sort before the new one's.
     for i in range(older):
-        sc.preload(f"comment:{sc.now - 10_000_000 + i}:{sc.now - 10_000_000 + i}-old", {"id": "old"})
+        sc.preload(
+            f"comment:{sc.now - 10_000_000 + i}:{sc.now - 10_000_000 + i}-old", {"id": "old"}
+        )
     t = sc.now
-    assert sc.call("post", "POST", "/api/comments", body=post_body(sc, "new", id_ms=t, ts=t + 2)).status == 200
+    assert (
+        sc.call(
+            "post", "POST", "/api/comments", body=post_body(sc, "new", id_ms=t, ts=t + 2)
+        ).status
+        == 200
+    )
     sc.advance(3_000)
-    r = sc.call("patch", "PATCH", f"/api/comments/{t}-new", body={"botParams": {"processed": True}}, location="B")
+    r = sc.call(
+        "patch",
+        "PATCH",
+        f"/api/comments/{t}-new",
+        body={"botParams": {"processed": True}},
+        location="B",
+    )
     return r.status
 
 
@@ -134,7 +151,9 @@ def test_cache_lost_update() -> None:
     # Within a second the second write is refused (429) and the worker swallows it.
     sc = design("CACHE_LOST_UPDATE")
     assert lost_update_script(sc, 0) == ["first"]
-    assert [str(e) for e in sc.invocation("p2").kv_errors] == ["KV PUT failed: 429 Too Many Requests"]
+    assert [str(e) for e in sc.invocation("p2").kv_errors] == [
+        "KV PUT failed: 429 Too Many Requests"
+    ]
     # Without eventual consistency or rate limits the interleaving alone loses the update.
     assert lost_update_script(design("CACHE_LOST_UPDATE", kv="local"), 0) == ["second"]
     assert lost_update_script(sound(), 1_500) == ["first", "second"]
@@ -147,7 +166,13 @@ def clobber_script(sc: Scenario) -> list[str]:
     m1 = post_body(sc, "m1")
     assert sc.call("p1", "POST", "/api/comments", body=m1).status == 200
     sc.advance(2_000)
-    sc.send("claim", "POST", "/api/queue/claim", body={"messageId": m1["id"], "workerId": "bot-1"}, location="B")
+    sc.send(
+        "claim",
+        "POST",
+        "/api/queue/claim",
+        body={"messageId": m1["id"], "workerId": "bot-1"},
+        location="B",
+    )
     # The claim has read the cache snapshot and is about to decide.
     sc.run_until("claim", "POST /claim")
     sc.advance(500)
@@ -158,7 +183,8 @@ def clobber_script(sc: Scenario) -> list[str]:
 
 
 def test_status_write_clobbers_cache() -> None:
-    """A claim rewrites the whole cache from its snapshot and erases the message posted meanwhile."""
+    """A claim rewrites the whole cache from its snapshot and erases the message posted
+    meanwhile."""
     assert clobber_script(design("STATUS_WRITE_CLOBBERS_CACHE")) == ["m1"]
     assert clobber_script(sound()) == ["m1", "m2"]
 
@@ -173,12 +199,30 @@ def ghost_script(sc: Scenario) -> dict[str, Any]:
     # The bot at B polls: B's KV cache node now holds recent:comments with m1 pending.
     first = sc.call("poll-1", "GET", "/api/queue/pending", query={"limit": 10}, location="B")
     assert [m["id"] for m in first.json_body()["pending"]] == [m1["id"]]
-    assert sc.call("claim", "POST", "/api/queue/claim", body={"messageId": m1["id"], "workerId": "bot-1"}, location="B").status == 200
+    assert (
+        sc.call(
+            "claim",
+            "POST",
+            "/api/queue/claim",
+            body={"messageId": m1["id"], "workerId": "bot-1"},
+            location="B",
+        ).status
+        == 200
+    )
     sc.advance(2_000)
     reply = {"text": "hi!", "message-type": "AI", "replyTo": m1["id"], "username": "bot"}
     assert sc.call("reply", "POST", "/api/comments", body=reply, location="B").status == 200
     sc.advance(2_000)
-    assert sc.call("complete", "POST", "/api/queue/complete", body={"messageId": m1["id"], "workerId": "bot-1"}, location="B").status == 200
+    assert (
+        sc.call(
+            "complete",
+            "POST",
+            "/api/queue/complete",
+            body={"messageId": m1["id"], "workerId": "bot-1"},
+            location="B",
+        ).status
+        == 200
+    )
     sc.advance(3_000)
     # Nothing is pending any more; the bot polls again, 10 s after its first poll.
     idle = sc.call("poll-2", "GET", "/api/queue/pending", query={"limit": 10}, location="B")
@@ -210,8 +254,20 @@ def claim_race_script(sc: Scenario, gap_ms: int) -> list[int]:
     m1 = post_body(sc, "m1")
     assert sc.call("p1", "POST", "/api/comments", body=m1).status == 200
     sc.advance(3_000)
-    sc.send("c1", "POST", "/api/queue/claim", body={"messageId": m1["id"], "workerId": "bot-1"}, location="B")
-    sc.send("c2", "POST", "/api/queue/claim", body={"messageId": m1["id"], "workerId": "bot-2"}, location="C")
+    sc.send(
+        "c1",
+        "POST",
+        "/api/queue/claim",
+        body={"messageId": m1["id"], "workerId": "bot-1"},
+        location="B",
+    )
+    sc.send(
+        "c2",
+        "POST",
+        "/api/queue/claim",
+        body={"messageId": m1["id"], "workerId": "bot-2"},
+        location="C",
+    )
     # Both bots read the message while it is pending, then both write 'processing'.
     sc.run_until("c1", "put comment:")
     sc.run_until("c2", "put comment:")
@@ -237,15 +293,32 @@ def crash_script(sc: Scenario) -> tuple[str, list[str], int]:
     m1 = post_body(sc, "m1")
     assert sc.call("p1", "POST", "/api/comments", body=m1).status == 200
     sc.advance(3_000)
-    assert sc.call("claim", "POST", "/api/queue/claim", body={"messageId": m1["id"], "workerId": "bot-1"}, location="B").status == 200
+    assert (
+        sc.call(
+            "claim",
+            "POST",
+            "/api/queue/claim",
+            body={"messageId": m1["id"], "workerId": "bot-1"},
+            location="B",
+        ).status
+        == 200
+    )
     sc.advance(5_000)
     reply = {"text": "hi!", "message-type": "AI", "replyTo": m1["id"], "username": "bot"}
     assert sc.call("reply", "POST", "/api/comments", body=reply, location="B").status == 200
     # The bot dies here: its complete request is cut off before it does anything.
-    sc.send("complete", "POST", "/api/queue/complete", body={"messageId": m1["id"], "workerId": "bot-1"}, location="B")
+    sc.send(
+        "complete",
+        "POST",
+        "/api/queue/complete",
+        body={"messageId": m1["id"], "workerId": "bot-1"},
+        location="B",
+    )
     sc.kill("complete")
     sc.advance(5 * 60_000)
-    status = sc.call("get", "GET", f"/api/comments/{m1['id']}", location="Z").json_body()["botParams"]["status"]
+    status = sc.call("get", "GET", f"/api/comments/{m1['id']}", location="Z").json_body()[
+        "botParams"
+    ]["status"]
     pending = sc.call("poll", "GET", "/api/queue/pending", query={"limit": 10}, location="C")
     # A restarted bot that still saw it pending would answer it again.
     again = {"text": "hello again", "message-type": "AI", "replyTo": m1["id"], "username": "bot"}
@@ -290,7 +363,10 @@ def test_cache_trim_drops_pending() -> None:
 
 def stale_rmw_script(sc: Scenario) -> list[str]:
     for i, text in enumerate(["m1", "m2", "m3"]):
-        assert sc.call(f"p{i}", "POST", "/api/comments", body=post_body(sc, text), location="A").status == 200
+        assert (
+            sc.call(f"p{i}", "POST", "/api/comments", body=post_body(sc, text), location="A").status
+            == 200
+        )
         sc.advance(2_000)
     sc.settle()
     return sorted(m.split("-", 1)[1] for m in cache_ids(sc, "get"))
@@ -314,18 +390,26 @@ def poll_script(sc: Scenario) -> tuple[bool, list[str]]:
     late = post_body(sc, "late", id_ms=t)  # frontend 2 stamps its message at t ...
     sc.send("slow-post", "POST", "/api/comments", body=late, location="B")  # ... and it is slow
     sc.advance(1_000)
-    assert sc.call("p1", "POST", "/api/comments", body=post_body(sc, "quick"), location="A").status == 200
-    seen = sc.call("poll-1", "GET", "/api/comments", query={"after": t - 5_000}, location="A").json_body()
+    assert (
+        sc.call("p1", "POST", "/api/comments", body=post_body(sc, "quick"), location="A").status
+        == 200
+    )
+    seen = sc.call(
+        "poll-1", "GET", "/api/comments", query={"after": t - 5_000}, location="A"
+    ).json_body()
     cursor = max(m["timestamp"] for m in seen)  # frontend 1 advances to the newest it saw
     assert sc.run("slow-post").status == 200
     sc.advance(3_000)
-    later = sc.call("poll-2", "GET", "/api/comments", query={"after": cursor}, location="A").json_body()
+    later = sc.call(
+        "poll-2", "GET", "/api/comments", query={"after": cursor}, location="A"
+    ).json_body()
     stored = sc.call("get", "GET", f"/api/comments/{late['id']}", location="Z").status == 200
     return stored, [m["text"] for m in seen + later]
 
 
 def test_poll_misses_message() -> None:
-    """A message stored late under an earlier client timestamp is behind every cursor: never polled."""
+    """A message stored late under an earlier client timestamp is behind every cursor: never
+    polled."""
     stored, polled = poll_script(design("POLL_MISSES_MESSAGE"))
     assert stored and "late" not in polled
     stored, polled = poll_script(sound())

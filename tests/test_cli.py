@@ -105,7 +105,16 @@ def test_json_violation_object(capsys: pytest.CaptureFixture[str]) -> None:
     lines = out.strip().splitlines()
     assert len(lines) == 1
     obj = json.loads(lines[0])
-    assert set(obj) == {"verdict", "invariant", "target", "seed", "examples", "steps", "seconds", "trace"}
+    assert set(obj) == {
+        "verdict",
+        "invariant",
+        "target",
+        "seed",
+        "examples",
+        "steps",
+        "seconds",
+        "trace",
+    }
     assert obj["verdict"] == "violation"
     assert obj["invariant"] in ("single-claim", "one-reply", "platform")
     assert obj["target"] == "catalog:CLAIM_NOT_ATOMIC" and obj["seed"] == 0
@@ -124,7 +133,13 @@ def test_json_ok_on_the_sound_design(capsys: pytest.CaptureFixture[str]) -> None
 def test_module_level_fetch_target(capsys: pytest.CaptureFixture[str]) -> None:
     """A file whose module defines fetch (and durable_objects) is a valid target."""
     code, out, _ = run(
-        capsys, "check", "--target", str(TARGETS / "module_worker.py"), "--max-examples", "3", "--json"
+        capsys,
+        "check",
+        "--target",
+        str(TARGETS / "module_worker.py"),
+        "--max-examples",
+        "3",
+        "--json",
     )
     assert code == 0 and json.loads(out)["verdict"] == "ok"
 

@@ -60,7 +60,9 @@ class Bot:
             "message-type": "AI",
             "replyTo": original,
         }
-        status, _ = await self.world.call(self, "post", "POST", "/api/comments", body=body, mid=None)
+        status, _ = await self.world.call(
+            self, "post", "POST", "/api/comments", body=body, mid=None
+        )
         return status == 200
 
     async def process_claimed(self, mid: str) -> None:
@@ -89,9 +91,7 @@ class Bot:
 
     async def queue_round(self) -> None:
         w = self.world
-        _, answer = await w.call(
-            self, "pending", "GET", "/api/queue/pending", query={"limit": 10}
-        )
+        _, answer = await w.call(self, "pending", "GET", "/api/queue/pending", query={"limit": 10})
         items = _pending(answer)
         if not items:
             return

@@ -102,7 +102,9 @@ class Frontend:
         """Refetch the listing if an own message older than 30 s has no reply yet."""
         now = date_now()
         self.last_heal_ms = now
-        stale = [m for m, at in self.own.items() if now - at >= SELF_HEAL_MS and m not in self.replied]
+        stale = [
+            m for m, at in self.own.items() if now - at >= SELF_HEAL_MS and m not in self.replied
+        ]
         if stale:
             _, answer = await self.world.call(
                 self, "list", "GET", "/api/comments", query={"limit": 200}

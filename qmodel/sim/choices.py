@@ -20,9 +20,8 @@ Backends decide; the source records:
 
 from __future__ import annotations
 
-import math
-
 import json
+import math
 import random
 from collections.abc import Sequence
 from typing import Any, NamedTuple, Protocol, TypeVar
@@ -142,9 +141,9 @@ class HypothesisBackend:
 
     With ``weights``, one integer below the weights' sum is drawn and mapped to its option, so
     shrinking lands on option 0. The weights are production's frequencies, and a search is not
-    production: an option weighing less than :data:`RARE_FLOOR` of the weights' sum is raised to that
-    (a read-your-own-write miss, 1 in 100 writes, comes up about 1 in 11), so a bug behind one rare
-    but legal behaviour is found in tens of examples rather than hundreds.
+    production: an option weighing less than :data:`RARE_FLOOR` of the weights' sum is raised
+    to that (a read-your-own-write miss, 1 in 100 writes, comes up about 1 in 11), so a bug
+    behind one rare but legal behaviour is found in tens of examples rather than hundreds.
     """
 
     data: Any

@@ -33,7 +33,14 @@ from sortedcontainers import SortedDict
 
 from qmodel.sim.scheduler import Call, Join, Task, suspend
 
-__all__ = ["DurableId", "DurableInstance", "DurableNamespace", "DurableState", "DurableStorage", "DurableStub"]
+__all__ = [
+    "DurableId",
+    "DurableInstance",
+    "DurableNamespace",
+    "DurableState",
+    "DurableStorage",
+    "DurableStub",
+]
 
 
 def _utf8(key: str) -> bytes:

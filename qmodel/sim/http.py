@@ -184,7 +184,9 @@ class Response:
             return None
 
 
-def json_response(data: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
+def json_response(
+    data: Any, status: int = 200, headers: Mapping[str, str] | None = None
+) -> Response:
     """``Response.json(data, {status})``: a JSON body with its content type."""
     h = Headers(headers)
     h.set("content-type", "application/json")

@@ -143,7 +143,9 @@ class KvConfig:
             return cls.strict()
         if name == "local":
             return cls.local()
-        raise ValueError(f"unknown KV profile {name!r}; use 'strict' (production) or 'local' (Miniflare)")
+        raise ValueError(
+            f"unknown KV profile {name!r}; use 'strict' (production) or 'local' (Miniflare)"
+        )
 
 
 # The two records below are named tuples rather than attrs classes: one is made per write and per
@@ -399,7 +401,9 @@ class KvStore:
         if expiration is not None:
             if isinstance(expiration, bool) or not isinstance(expiration, int | float):
                 raise KvError(
-                    f"KV PUT failed: 400 Invalid expiration of {expiration}.", status=400, method="PUT"
+                    f"KV PUT failed: 400 Invalid expiration of {expiration}.",
+                    status=400,
+                    method="PUT",
                 )
             if expiration <= now_s:
                 raise KvError(
@@ -462,7 +466,8 @@ class KvStore:
             size = len(value.encode("utf-8", errors="surrogateescape"))
         if size > cfg.max_value_bytes:
             raise KvError(
-                f"KV PUT failed: 413 Value length of {size} exceeds limit of {cfg.max_value_bytes}.",
+                f"KV PUT failed: 413 Value length of {size} exceeds limit of "
+                f"{cfg.max_value_bytes}.",
                 status=413,
                 method="PUT",
             )
@@ -521,7 +526,11 @@ class KvStore:
         TTL, independently of ``get`` (§1.8).
         """
         cfg = self.config
-        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= cfg.list_limit_max:
+        if (
+            isinstance(limit, bool)
+            or not isinstance(limit, int)
+            or not 1 <= limit <= cfg.list_limit_max
+        ):
             raise KvError(
                 f"KV LIST failed: 400 Invalid limit of {limit}; it must be an integer from 1 to "
                 f"{cfg.list_limit_max}.",
@@ -578,9 +587,7 @@ class KvStore:
         else:
             next_cursor = cursor if cursor is not None else _from(start)
         result = ListResult(
-            tuple(
-                KeyInfo(raw.decode("utf-8"), e.expiration, e.metadata) for raw, e in page
-            ),
+            tuple(KeyInfo(raw.decode("utf-8"), e.expiration, e.metadata) for raw, e in page),
             complete,
             next_cursor,
         )

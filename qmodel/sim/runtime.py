@@ -372,7 +372,8 @@ def check_target(
         )
     if not inspect.iscoroutinefunction(fetch):
         raise InvalidTarget(
-            f"target {label}: fetch is not async; declare it as async def fetch({', '.join(params)})"
+            f"target {label}: fetch is not async; declare it as "
+            f"async def fetch({', '.join(params)})"
             " so every platform call can be awaited (and interleaved) as on Workers",
             target=label,
         )
@@ -397,7 +398,9 @@ def check_target(
     return fetch
 
 
-async def _serve(fetch: FetchFn, request: Request, env: Env, ctx: Context, inv: Invocation) -> Response:
+async def _serve(
+    fetch: FetchFn, request: Request, env: Env, ctx: Context, inv: Invocation
+) -> Response:
     try:
         response = await fetch(request, env, ctx)
     except Exception as exc:
@@ -520,7 +523,9 @@ class Platform:
 
         return done
 
-    def send(self, target: Any, request: Request, *, location: str, name: str | None = None) -> Task:
+    def send(
+        self, target: Any, request: Request, *, location: str, name: str | None = None
+    ) -> Task:
         """Deliver ``request`` to ``target`` at ``location``; return the task serving it.
 
         The task's result is the :class:`Response`; ``task.invocation`` is the record of its
@@ -547,7 +552,9 @@ class Platform:
             task.on_finish.append(responded)
         return task
 
-    def fetch(self, target: Any, request: Request, *, location: str, name: str | None = None) -> Any:
+    def fetch(
+        self, target: Any, request: Request, *, location: str, name: str | None = None
+    ) -> Any:
         """``await platform.fetch(...)`` from an actor task: send the request, wait for the
         response. A request killed before answering raises ``TaskCancelled`` in the waiter."""
         return suspend(
@@ -600,7 +607,12 @@ class Platform:
 
     def kv_stats(self) -> KvStats:
         stats = [s.stats() for s in self.kv.values()]
-        return KvStats(*(sum(getattr(s, f) for s in stats) for f in ("reads", "writes", "deletes", "lists", "rejected_429")))
+        return KvStats(
+            *(
+                sum(getattr(s, f) for s in stats)
+                for f in ("reads", "writes", "deletes", "lists", "rejected_429")
+            )
+        )
 
     def check(self) -> None:
         """Assert every component's structural invariants."""

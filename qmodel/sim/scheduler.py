@@ -476,7 +476,9 @@ class Scheduler:
         elif owner.gate_holder is task:
             owner.gate_holder = None
 
-    def _finish(self, task: Task, *, result: Any = None, error: BaseException | None = None) -> None:
+    def _finish(
+        self, task: Task, *, result: Any = None, error: BaseException | None = None
+    ) -> None:
         task.finished = True
         task.result = result
         task.error = error
@@ -501,9 +503,15 @@ class Scheduler:
         """
         if task.finished:
             return
-        if apply_pending and task.started and task.pending is not None and task.pending.kind in (
-            "kv",
-            "storage",
+        if (
+            apply_pending
+            and task.started
+            and task.pending is not None
+            and task.pending.kind
+            in (
+                "kv",
+                "storage",
+            )
         ):
             try:
                 task.pending.perform(self, task)

@@ -120,7 +120,8 @@ class Fixes:
         )
 
     def describe(self) -> str:
-        """The switches that differ from every-fix-on, e.g. ``id_keys=False patch_lookup=construct``."""
+        """The switches that differ from every-fix-on, e.g. ``id_keys=False
+        patch_lookup=construct``."""
         best = Fixes.all()
         diff = [
             f"{a.name}={getattr(self, a.name)}"
@@ -542,7 +543,9 @@ class CommentsWorker:
         return json_response(answer({"success": True, "message": msg}), 200, CORS)
 
     async def claim(self, request: Request, env: Any) -> Response:
-        def step(bp: dict[str, Any], now: int, body: dict[str, Any]) -> tuple[int, str] | dict[str, Any]:
+        def step(
+            bp: dict[str, Any], now: int, body: dict[str, Any]
+        ) -> tuple[int, str] | dict[str, Any]:
             if not _open(bp, now, self.fixes.crash_safe):
                 return 409, f"Message is {bp.get('status')}, not pending"
             bp.update(status="processing", claimedBy=body.get("workerId"), claimedAt=now)
@@ -566,7 +569,9 @@ class CommentsWorker:
         return await self._transition(request, env, "/complete", step, lambda r: {"success": True})
 
     async def fail(self, request: Request, env: Any) -> Response:
-        def step(bp: dict[str, Any], now: int, body: dict[str, Any]) -> tuple[int, str] | dict[str, Any]:
+        def step(
+            bp: dict[str, Any], now: int, body: dict[str, Any]
+        ) -> tuple[int, str] | dict[str, Any]:
             if bp.get("status") in ("complete", "failed"):
                 return 409, f"Message is already {bp.get('status')}"
             attempts = int(bp.get("attempts") or 0) + 1

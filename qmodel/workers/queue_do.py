@@ -23,10 +23,9 @@ Routes take and answer JSON over ``stub.fetch``; a worker calls them with :func:
 
 from __future__ import annotations
 
-from typing import Any
-
 import bisect
 import json
+from typing import Any
 
 from qmodel.sim.http import URL, Request, Response, json_response
 from qmodel.sim.kv import KvError
@@ -247,7 +246,12 @@ class MessageQueue:
         if fields.get("status") == "fail":
             attempts = int(bp.get("attempts") or 0) + 1
             status = "failed" if attempts >= MAX_ATTEMPTS else "pending"
-            fields = {"status": status, "attempts": attempts, "claimedBy": None, "lastError": body.get("error")}
+            fields = {
+                "status": status,
+                "attempts": attempts,
+                "claimedBy": None,
+                "lastError": body.get("error"),
+            }
         bp.update(fields)
         writes: dict[str, Any] = {f"msg:{body['id']}": {**rec, "botParams": bp}}
         if bp["status"] in ("complete", "failed"):
