@@ -155,7 +155,9 @@ def _catalog(args: argparse.Namespace) -> int:
     for r in rows:
         print(f"{r['id']}  ({r['source']})")
         print(f"    {r['summary']}")
-        print(f"    target: --target {r['target']} --protocol {r['protocol']}   design: {r['design']}")
+        print(
+            f"    target: --target {r['target']} --protocol {r['protocol']}   design: {r['design']}"
+        )
         if r["invariants"]:
             print(f"    caught by: {', '.join(r['invariants'])}")
     return EXIT_OK
@@ -215,7 +217,16 @@ def _check(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(out))
     else:
-        _human(out, result["violation"], args, registry)
+        _human(
+            {
+                **out,
+                "verbs_run": result["verbs_run"],
+                "scheduler_steps_run": result["scheduler_steps_run"],
+            },
+            result["violation"],
+            args,
+            registry,
+        )
     if args.report and result["violation"] is not None:
         _write_report(args, result)
     return EXIT_VIOLATION if out["verdict"] == "violation" else EXIT_OK
@@ -260,8 +271,9 @@ def run_check(args: argparse.Namespace, progress: Any = None) -> dict[str, Any]:
     """Run ``qmodel check`` and return its result: the JSON fields plus ``violation`` (the
     record or ``None``), ``first_violation_at`` (examples run when the first violation
     was found, before shrinking), ``world`` (the world it broke in, or ``None``) and
-    ``checked`` (the invariants checked). ``progress``, if given, is told of every example
-    (see :class:`qmodel.progress.NoProgress`)."""
+    ``checked`` (the invariants checked), ``verbs_run`` and ``scheduler_steps_run`` (what the
+    search ran over all its examples). ``progress``, if given, is told of every example (see
+    :class:`qmodel.progress.NoProgress`)."""
     from hypothesis import seed as hypothesis_seed
     from hypothesis import settings
     from hypothesis.stateful import get_state_machine_test
@@ -292,10 +304,18 @@ def run_check(args: argparse.Namespace, progress: Any = None) -> dict[str, Any]:
         kv=args.kv,
         max_task_steps=args.step_limit,
     )
-    state: dict[str, Any] = {"examples": 0, "failure": None, "first_at": None}
+    state: dict[str, Any] = {
+        "examples": 0,
+        "failure": None,
+        "first_at": None,
+        "verbs": 0,
+        "scheduler_steps": 0,
+    }
 
     def on_world(world: Any, violation: Any) -> None:
         state["examples"] += 1
+        state["verbs"] += len(world.verbs)
+        state["scheduler_steps"] += world.platform.scheduler.steps
         if progress is not None:
             progress.example(len(world.verbs), len(world.log) if violation is not None else None)
         if violation is not None:
@@ -348,6 +368,9 @@ def run_check(args: argparse.Namespace, progress: Any = None) -> dict[str, Any]:
         "trace": trace,
         "violation": violation,
         "first_violation_at": state["first_at"],
+        # What the search ran in all, over every example (shrinking included).
+        "verbs_run": state["verbs"],
+        "scheduler_steps_run": state["scheduler_steps"],
         "world": failure[0] if failure else None,
         "checked": checked,
     }
@@ -357,7 +380,8 @@ def _human(out: dict[str, Any], violation: Any, args: argparse.Namespace, regist
     if violation is None:
         print(
             f"ok: no invariant broke in {out['examples']} examples against {out['target']} "
-            f"({out['seconds']:.1f} s, profile {args.profile}, seed {out['seed']})"
+            f"({out['seconds']:.1f} s, profile {args.profile}, seed {out['seed']}; "
+            f"{out['verbs_run']} verbs, {out['scheduler_steps_run']} scheduler steps)"
         )
         return
     inv = registry.get(violation.invariant)
@@ -368,7 +392,10 @@ def _human(out: dict[str, Any], violation: Any, args: argparse.Namespace, regist
     for k, v in violation.values.items():
         print(f"    {k}: {v}")
     print()
-    print(f"Shrunk run ({out['steps']} steps), found after {out['examples']} examples in {out['seconds']:.1f} s:")
+    print(
+        f"Shrunk run ({out['steps']} steps), found after {out['examples']} examples "
+        f"in {out['seconds']:.1f} s:"
+    )
     for i, line in enumerate(out["trace"], 1):
         print(f"  {i:3}. {line}")
     print()
