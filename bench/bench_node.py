@@ -35,6 +35,9 @@ from qmodel.node.host import host_for  # noqa: E402
 from qmodel.sim import Platform, Request  # noqa: E402
 from qmodel.workers import CommentsWorker, Fixes  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_platform import round_requests  # noqa: E402  (the same workload as the Python bench)
+
 LOCATIONS = ("fra", "iad", "sin", "gru")
 #: The node binary the Node lane runs (set by main once the design is checked).
 js_worker_node = ""
@@ -49,24 +52,7 @@ def world(target: Any, seed: int, rounds: int) -> tuple[int, int, int]:
     known: list[str] = []
     requests = 0
     for r in range(rounds):
-        batch = []
-        for i in range(workload.randint(1, 4)):
-            now = platform.clock.now_ms
-            body = {
-                "id": f"{now}-r{r}i{i}",
-                "timestamp": now + workload.randint(0, 2),
-                "text": f"message {r}.{i}",
-                "message-type": "human",
-            }
-            known.append(body["id"])
-            batch.append(Request.make("POST", "/api/comments", json_body=body))
-        batch.append(Request.make("GET", "/api/queue/pending", query={"limit": 10}))
-        after = platform.clock.now_ms - 5_000
-        batch.append(Request.make("GET", "/api/comments", query={"after": after}))
-        for _ in range(2):
-            bot = {"messageId": workload.choice(known), "workerId": "b1"}
-            batch.append(Request.make("POST", "/api/queue/claim", json_body=bot))
-            batch.append(Request.make("POST", "/api/queue/complete", json_body=bot))
+        batch = round_requests(workload, platform.clock.now_ms, r, known)
         # Sent from a task, as the actors send them (a JavaScript worker starts inside a step).
         sched.spawn(lambda b=batch: _send_all(platform, target, b, workload), "client")
         requests += len(batch)

@@ -30,6 +30,28 @@ from qmodel.workers import CommentsWorker, Fixes  # noqa: E402
 LOCATIONS = ("fra", "iad", "sin", "gru")
 
 
+def round_requests(workload: random.Random, now: int, r: int, known: list[str]) -> list[Request]:
+    """Round ``r`` of the workload: 1-4 posts (their ids added to ``known``), a pending poll, a
+    frontend poll, and two claim/complete pairs on messages posted so far."""
+    batch = []
+    for i in range(workload.randint(1, 4)):
+        body = {
+            "id": f"{now}-r{r}i{i}",
+            "timestamp": now + workload.randint(0, 2),
+            "text": f"message {r}.{i}",
+            "message-type": "human",
+        }
+        known.append(body["id"])
+        batch.append(Request.make("POST", "/api/comments", json_body=body))
+    batch.append(Request.make("GET", "/api/queue/pending", query={"limit": 10}))
+    batch.append(Request.make("GET", "/api/comments", query={"after": now - 5_000}))
+    for _ in range(2):
+        bot = {"messageId": workload.choice(known), "workerId": "b1"}
+        batch.append(Request.make("POST", "/api/queue/claim", json_body=bot))
+        batch.append(Request.make("POST", "/api/queue/complete", json_body=bot))
+    return batch
+
+
 def world(seed: int, rounds: int, record: bool) -> tuple[int, int, int, int, int, float]:
     """One simulated world, as one example of a machine run: ``rounds`` rounds of traffic."""
     target = CommentsWorker(Fixes.seed_000())
@@ -39,24 +61,7 @@ def world(seed: int, rounds: int, record: bool) -> tuple[int, int, int, int, int
     known: list[str] = []
     requests = 0
     for r in range(rounds):
-        tasks = []
-        for i in range(workload.randint(1, 4)):
-            now = platform.clock.now_ms
-            body = {
-                "id": f"{now}-r{r}i{i}",
-                "timestamp": now + workload.randint(0, 2),
-                "text": f"message {r}.{i}",
-                "message-type": "human",
-            }
-            known.append(body["id"])
-            tasks.append(Request.make("POST", "/api/comments", json_body=body))
-        tasks.append(Request.make("GET", "/api/queue/pending", query={"limit": 10}))
-        after = platform.clock.now_ms - 5_000
-        tasks.append(Request.make("GET", "/api/comments", query={"after": after}))
-        for _ in range(2):
-            bot = {"messageId": workload.choice(known), "workerId": "b1"}
-            tasks.append(Request.make("POST", "/api/queue/claim", json_body=bot))
-            tasks.append(Request.make("POST", "/api/queue/complete", json_body=bot))
+        tasks = round_requests(workload, platform.clock.now_ms, r, known)
         for req in tasks:
             platform.send(target, req, location=workload.choice(LOCATIONS))
         requests += len(tasks)

@@ -155,22 +155,16 @@ class World:
             f"{actor.name} {request.describe()}",
             lambda: self.platform.send(self.target, request, location=actor.location, name=name),
         )
+
+        def unanswered(why: str) -> None:
+            inv = op.child.invocation if op.child is not None else None
+            self._record(actor, kind, request, body, sent, None, None, mid, inv, (why,))
+
         try:
             response = await suspend(op)
         except GeneratorExit:
             # The actor died waiting (a crash): the request was sent and its answer is lost.
-            self._record(
-                actor,
-                kind,
-                request,
-                body,
-                sent,
-                None,
-                None,
-                mid,
-                op.child.invocation if op.child is not None else None,
-                ("no answer: the client stopped waiting",),
-            )
+            unanswered("no answer: the client stopped waiting")
             raise
         except TaskCancelled:
             # The request was killed before it answered: by the step limit (a worker that
@@ -179,18 +173,7 @@ class World:
             overrun = op.child.error if isinstance(op.child.error, StepLimitExceeded) else None
             if overrun is None:
                 raise
-            self._record(
-                actor,
-                kind,
-                request,
-                body,
-                sent,
-                None,
-                None,
-                mid,
-                op.child.invocation,
-                (f"stopped by the step limit: {overrun}",),
-            )
+            unanswered(f"stopped by the step limit: {overrun}")
             return 0, None
         assert op.child is not None
         answer = response.json_body()
