@@ -32,11 +32,14 @@ __all__ = ["World", "WorldConfig"]
 
 FRONTEND_LOCATIONS = ("fra", "iad", "nrt", "syd")
 BOT_LOCATIONS = ("sin", "gru", "jnb", "bom")
-#: The longest the settled world runs on a fair schedule (virtual ms); it stops earlier once
+#: How long the settled world runs on a fair schedule without progress (virtual ms); it stops once
 #: every acknowledged message is answered and the frontends have polled.
 SETTLE_MS = 2 * 60_000
 #: The PATCH era retries a message only after 5 minutes (seed 004), so it settles longer.
 SETTLE_PATCH_MS = 6 * 60_000
+#: The fair run ends ``settle_ms`` after the last status change, and at the latest this many
+#: times ``settle_ms`` after it began.
+SETTLE_CAP = 10
 #: Past every staleness window (KV cache TTL 60 s, list views) and the 60 s claim lease.
 QUIET_MS = 61_000
 
@@ -299,8 +302,9 @@ class World:
         a fair schedule (always the first runnable task; every read fresh, every generation
         quick and successful), every actor polling every :attr:`WorldConfig.settle_poll_ms`,
         until every acknowledged human message is answered and each frontend has polled twice
-        since, or ``settle_ms`` of virtual time has passed. Finally
-        the world is observed through the HTTP contract from locations that never read.
+        since, or ``settle_ms`` of virtual time has passed without a message changing status
+        (at most :data:`SETTLE_CAP` times ``settle_ms`` in all). Finally the world is observed
+        through the HTTP contract from locations that never read.
         """
         platform = self.platform
         platform.choices.backend = FirstOptionBackend()
@@ -320,13 +324,22 @@ class World:
         self.log.append(f"t={platform.clock.now_ms} settle: {QUIET_MS // 1000} s later, fair run")
         if settle_ms is None:
             settle_ms = SETTLE_PATCH_MS if self.config.protocol == "patch" else SETTLE_MS
-        end = platform.clock.now_ms + settle_ms
+        begin = platform.clock.now_ms
+        end = begin + settle_ms
         answered_at: int | None = None
         poll_ms = max(self.config.settle_poll_ms, self.config.frontend_poll_ms)
         for actor in (*self.frontends, *self.bots):
             actor.poll_ms = max(actor.poll_ms, poll_ms)
         grace = 2 * poll_ms + 1
+        progress = len(self.spec.transitions)
         while platform.clock.now_ms < end:
+            if len(self.spec.transitions) != progress:
+                # Still working through a backlog: the deadline counts from the last progress,
+                # so a slow but steady design is not taken for a stuck one.
+                progress = len(self.spec.transitions)
+                end = min(
+                    max(end, platform.clock.now_ms + settle_ms), begin + SETTLE_CAP * settle_ms
+                )
             if answered_at is None and not self.spec.unfinished():
                 answered_at = platform.clock.now_ms
             if (

@@ -14,10 +14,13 @@ import pytest
 from hypothesis import Phase, seed, settings
 from hypothesis.stateful import get_state_machine_test
 
+import invariants
 from qmodel.catalog import CATALOG, entry
 from qmodel.cli import check_args, run_check
 from qmodel.machine import InvariantViolation, machine_for
+from qmodel.sim.choices import SeededBackend
 from qmodel.workers import CommentsWorker, Fixes, SoundWorker
+from qmodel.world import World, WorldConfig
 
 BUGS = [i for i in CATALOG if i != "sound"]
 PRODUCTION_ONLY = [i for i in BUGS if CATALOG[i].needs_production_kv]
@@ -61,6 +64,18 @@ def test_local_kv_hides_what_production_kv_shows(catalog_id: str) -> None:
 def test_sound_designs_pass(target: Any) -> None:
     """The sound design and the seeds' worker with every fix on break no invariant."""
     assert search(target, examples=25) is None
+
+
+def test_settle_waits_while_a_backlog_is_being_worked_through() -> None:
+    """A settle ends two minutes after the last status change, not two minutes after it began:
+    30 messages at one per bot and poll take four minutes, and the sound design answers all."""
+    world = World.create(SoundWorker(), WorldConfig(), SeededBackend(3))
+    for i in range(30):
+        world.post(i % 2)
+    world.settle()
+    assert world.spec.unfinished() == []
+    assert [i.id for i in invariants.ALL if i.check(world.context())] == []
+    assert world.platform.clock.now_ms - world.history.exchanges[0].sent_ms > 4 * 60_000
 
 
 def test_machine_for_gives_a_test_case() -> None:
