@@ -92,7 +92,8 @@ def resolve(
             f"Durable Object bindings name); give the path alone, --target {path_part}",
             target=spec,
         )
-    if path_part.endswith(".py") or "/" in path_part or "\\" in path_part or Path(path_part).is_file():
+    looks_like_path = "/" in path_part or "\\" in path_part or Path(path_part).is_file()
+    if path_part.endswith(".py") or looks_like_path:
         return _from_file(spec, Path(path_part), attr or None)
     return _from_module(spec, path_part, attr or None)
 
