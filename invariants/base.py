@@ -77,6 +77,9 @@ class CheckContext:
     idle_poll_reads: int = 3
     #: The era the actors speak (``patch``, ``queue`` or ``do``).
     protocol: str = "queue"
+    #: Requests sent and not yet answered, as ``(kind, message id)``: what they change may
+    #: already have happened though the history does not show it yet.
+    in_flight: frozenset[tuple[str, str | None]] = frozenset()
 
 
 @attrs.frozen

@@ -6,8 +6,9 @@ A pending period starts when the message is posted and again when its claimer gi
 (a ``fail`` answered ``pending``) or its claim's lease runs out (the claim is older than
 :attr:`qmodel.spec.SpecState.lease_ms`); :attr:`qmodel.spec.MessageSpec.claims` holds the
 claims of the current period, so two entries there are two bots that both believe they own the
-message. A claim of a finished message counts too: it lands in the same period as the claim
-that finished it.
+message. While a ``fail`` of the message is sent and not yet answered, the period may already
+have ended, so the check waits for its answer. A claim of a finished message counts too: it
+lands in the same period as the claim that finished it.
 
 Two winners come from a claim that reads, checks ``pending`` and writes without atomicity
 (``CLAIM_NOT_ATOMIC``); two winners mean two replies.
@@ -24,9 +25,11 @@ ID = "single-claim"
 
 
 def check(ctx: CheckContext) -> Violation | None:
-    """The first message (acknowledgement order) with more than one claim in its period."""
+    """The first message (acknowledgement order) with more than one claim in its period, unless
+    a ``fail`` of it is still in flight (it may already have given the message back)."""
+    giving_back = {mid for kind, mid in ctx.in_flight if kind == "fail"}
     for m in ctx.spec.humans():
-        if len(m.claims) > 1:
+        if len(m.claims) > 1 and m.id not in giving_back:
             by = ", ".join(f"{c.worker} at seq {c.seq}" for c in m.claims)
             return Violation(
                 invariant=ID,

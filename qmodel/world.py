@@ -81,6 +81,8 @@ class World:
     tasks: dict[str, Task] = attrs.field(factory=dict)
     crashes: int = 0
     bursts: int = 0
+    #: Requests sent and not answered yet, as ``(kind, message id)`` with their count.
+    in_flight: dict[tuple[str, str | None], int] = attrs.field(factory=dict)
     #: Human-readable log of what the machine did, for traces and reports.
     log: list[str] = attrs.field(factory=list)
     #: The verbs applied, in order, as ``(verb, argument)``: with the platform's recorded
@@ -163,27 +165,39 @@ class World:
             inv = op.child.invocation if op.child is not None else None
             self._record(actor, kind, request, body, sent, None, None, mid, inv, (why,))
 
+        flight = (kind, mid)
+        self.in_flight[flight] = self.in_flight.get(flight, 0) + 1
         try:
             response = await suspend(op)
         except GeneratorExit:
             # The actor died waiting (a crash): the request was sent and its answer is lost.
+            self._landed(flight)
             unanswered("no answer: the client stopped waiting")
             raise
         except TaskCancelled:
             # The request was killed before it answered: by the step limit (a worker that
             # never answers), or with its client.
+            self._landed(flight)
             assert op.child is not None
             overrun = op.child.error if isinstance(op.child.error, StepLimitExceeded) else None
             if overrun is None:
                 raise
             unanswered(f"stopped by the step limit: {overrun}")
             return 0, None
+        self._landed(flight)
         assert op.child is not None
         answer = response.json_body()
         self._record(
             actor, kind, request, body, sent, response.status, answer, mid, op.child.invocation, ()
         )
         return response.status, answer
+
+    def _landed(self, flight: tuple[str, str | None]) -> None:
+        left = self.in_flight[flight] - 1
+        if left:
+            self.in_flight[flight] = left
+        else:
+            del self.in_flight[flight]
 
     def _record(
         self,
@@ -418,6 +432,7 @@ class World:
             cache_size=cache_size,
             idle_poll_reads=idle_poll_reads,
             protocol=self.config.protocol,
+            in_flight=frozenset(self.in_flight),
         )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import attrs
 import pytest
 
 import invariants
@@ -326,6 +327,18 @@ def test_single_claim_reports_a_slow_answer_within_the_lease() -> None:
             sent_ms=sent, answered_ms=run.now)
     found = single_claim.check(run.context())
     assert found is not None and found.values["workers"] == ("bot-2", "bot-1")
+
+
+def test_single_claim_waits_for_a_fail_in_flight() -> None:
+    """single-claim: a second claim while the first claimer's fail is sent and unanswered may
+    follow that fail; it is reported only if the fail does not give the message back."""
+    run = Run()
+    run.post(H1)
+    run.claim(H1, "bot-1")
+    run.claim(H1, "bot-2")
+    waiting = run.context()
+    assert single_claim.check(attrs.evolve(waiting, in_flight=frozenset({("fail", H1)}))) is None
+    assert single_claim.check(waiting) is not None
 
 
 def test_single_claim_reports_two_winning_claims() -> None:
