@@ -38,7 +38,7 @@ def register() -> None:
     """Register the three profiles with Hypothesis (idempotent)."""
     settings.register_profile("dev", max_examples=30, **_COMMON)
     settings.register_profile(
-        "ci", max_examples=100, derandomize=True, database=None, print_blob=False, **_COMMON
+        "ci", max_examples=150, derandomize=True, database=None, print_blob=False, **_COMMON
     )
     db = os.environ.get("QMODEL_EXAMPLE_DB", ".hypothesis/qmodel-examples")
     settings.register_profile(
