@@ -12,8 +12,9 @@ the figures are wall-clock rates of this machine.
 
 Prints the figures; it asserts nothing (speed is measured here, not in tests). ``--profile``
 prints where the Node lane's Python time goes. Beside the wall-clock rates it prints the CPU
-time spent (for the Node lane, this process's and Node's together): on a busy machine the two
-processes also wait for a core, and the CPU figure is the steadier one.
+time spent (for the Node lane, this process's and Node's together). On a quiet machine the two
+processes spin while they wait for each other (``qmodel.node.host.Pacer``), so there the Node
+lane's CPU time counts the spinning too; the wall-clock rate is the figure to compare.
 """
 
 from __future__ import annotations

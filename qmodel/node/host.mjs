@@ -780,7 +780,24 @@ realProcess.on('uncaughtException', (err) => {
 const readBuffer = Buffer.alloc(1 << 20);
 let inbox = Buffer.alloc(0);
 
+// While the machine is quiet, Python makes the command pipe non-blocking (see Pacer in
+// host.py): a read that finds nothing then spins for a while, since the next command usually
+// comes within microseconds and a sleeping reader would add the kernel's wake-up latency to
+// every round trip. A longer wait backs off to short sleeps of growing length, so an idle host
+// costs next to no CPU. Timing here only paces the wait; it never reaches the worker or the
+// run's results. On a busy machine the pipe is blocking and a read sleeps until a command.
+const SPIN_NS = 1_000_000n;
+const MAX_SLEEP_MS = 5;
+const sleeper = new Int32Array(new SharedArrayBuffer(4));
+
+function waitForInput(since) {
+  const waited = realProcess.hrtime.bigint() - since;
+  if (waited < SPIN_NS) return;
+  Atomics.wait(sleeper, 0, 0, Math.min(MAX_SLEEP_MS, Number(waited / 10_000_000n) + 0.05));
+}
+
 function readLine() {
+  let since = 0n;
   for (;;) {
     const i = inbox.indexOf(10);
     if (i >= 0) {
@@ -792,7 +809,11 @@ function readLine() {
     try {
       n = fs.readSync(IN, readBuffer, 0, readBuffer.length, null);
     } catch (err) {
-      if (err.code === 'EAGAIN') continue;
+      if (err.code === 'EAGAIN') {
+        if (since === 0n) since = realProcess.hrtime.bigint();
+        waitForInput(since);
+        continue;
+      }
       if (err.code === 'EOF') n = 0;
       else throw err;
     }
