@@ -22,7 +22,7 @@ Only the verbs and the choices come from the trace.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -210,10 +210,17 @@ def _checked(trace: Trace) -> tuple[Invariant, ...]:
         ) from None
 
 
-def _resolve(spec: str) -> Any:
+def _resolve(spec: str, bindings: Mapping[str, Any] | None = None) -> Any:
+    """The target ``spec``; a JavaScript target with the recorded ``bindings``."""
     from qmodel.targets import resolve
 
-    return resolve(spec)
+    if bindings is None or not spec.endswith((".mjs", ".js")):
+        return resolve(spec)
+    return resolve(
+        spec,
+        kv_bindings=list(bindings["kv"]),
+        do_bindings=[f"{name}={cls}" for name, cls in bindings["do"].items()],
+    )
 
 
 def check_identity(trace: Trace, target: str | None = None) -> Any:
@@ -228,7 +235,7 @@ def check_identity(trace: Trace, target: str | None = None) -> Any:
             field="target",
         )
     try:
-        resolved = _resolve(trace.target)
+        resolved = _resolve(trace.target, trace.bindings)
     except InvalidTarget as err:
         raise ReplayMismatch(
             f"field 'target': the trace's target {trace.target} cannot be loaded here: {err}",
@@ -395,7 +402,18 @@ def _record(
         expected=expected_of(world, violation, at),
         search=search or Search(),
         qmodel=__version__,
+        bindings=_js_bindings(world.target),
     )
+
+
+def _js_bindings(instance: Any) -> dict[str, Any] | None:
+    """The bindings of a JavaScript worker instance (see :attr:`Trace.bindings`)."""
+    from qmodel.node.worker import NodeWorker
+
+    if not isinstance(instance, NodeWorker):
+        return None
+    b = instance.module.bindings
+    return {"kv": tuple(b.kv), "do": dict(b.durable)}
 
 
 def retrace(trace: Trace, outcome: Outcome) -> Trace:
@@ -413,7 +431,7 @@ def replay_faithful(trace: Trace, target: str | None = None) -> tuple[Outcome, F
     choices while they still apply (see :class:`FaithfulBackend`); check the recorded
     invariants as the machine does."""
     spec = target or trace.target
-    resolved = _resolve(spec)
+    resolved = _resolve(spec, trace.bindings if spec == trace.target else None)
     backend = FaithfulBackend(trace.choices)
     outcome = drive(
         resolved.factory(), world_config(dict(trace.config)), backend, trace.verbs, _checked(trace)

@@ -138,13 +138,21 @@ class Trace:
     search: Search = attrs.field(factory=Search)
     qmodel: str = ""
     version: int = VERSION
+    #: A JavaScript target's bindings (``{"kv": [names], "do": {binding: class}}``), so a
+    #: replay gives the worker the same ``env`` whether they came from flags or a Wrangler
+    #: file; ``None`` for other targets.
+    bindings: Mapping[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "format": FORMAT,
             "version": self.version,
             "qmodel": self.qmodel,
             "target": self.target,
+        }
+        if self.bindings is not None:
+            out["bindings"] = {"kv": list(self.bindings["kv"]), "do": dict(self.bindings["do"])}
+        return out | {
             "design": self.design,
             "config": dict(self.config),
             "invariants": list(self.invariants),
@@ -163,7 +171,7 @@ class Trace:
         core = {
             k: v
             for k, v in self.to_json().items()
-            if k in ("target", "design", "config", "invariants", "verbs", "choices")
+            if k in ("target", "bindings", "design", "config", "invariants", "verbs", "choices")
         }
         text = json.dumps(core, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode("utf-8")).hexdigest()[:8]
@@ -320,7 +328,29 @@ def loads(text: str, *, source: str = "<trace>") -> Trace:
         ),
         qmodel=str(raw.get("qmodel") or ""),
         version=VERSION,
+        bindings=_bindings(raw, source),
     )
+
+
+def _bindings(raw: dict[str, Any], source: str) -> dict[str, Any] | None:
+    value = raw.get("bindings")
+    if value is None:
+        return None
+    kv = value.get("kv") if isinstance(value, dict) else None
+    do = value.get("do") if isinstance(value, dict) else None
+    if (
+        not isinstance(kv, list)
+        or not kv
+        or not all(isinstance(k, str) for k in kv)
+        or not isinstance(do, dict)
+        or not all(isinstance(k, str) and isinstance(v, str) for k, v in do.items())
+    ):
+        raise TraceFileError(
+            f"{source}: field 'bindings' should be {{\"kv\": [binding names], \"do\": "
+            f"{{binding: class}}}}, not {value!r:.80}; {_RERECORD}",
+            field="bindings",
+        )
+    return {"kv": tuple(kv), "do": dict(do)}
 
 
 class _Reader:
@@ -375,15 +405,35 @@ def fingerprint(spec: str, instance: Any) -> str:
 
     A design shipped with qmodel (``catalog:ID``, ``sound``, ``seed-000``) is its repr, which
     names its switches (``CommentsWorker(atomic_claim=False)``); a file or module target is
-    the SHA-256 of its source file (``sha256:...  worker.py``); anything else its type's name.
+    the SHA-256 of its source file (``sha256:...  worker.py``); a JavaScript worker the SHA-256
+    of its module, the local modules it imports and its bindings (``sha256:... worker.mjs``);
+    anything else its type's name.
     """
     if spec.startswith(_BUILTIN_PREFIXES) or spec in _BUILTIN_NAMES:
         return repr(instance)
+    module = getattr(instance, "module", None)
+    if spec.endswith((".mjs", ".js")) and module is not None:
+        return _js_fingerprint(module)
     path = _source_file(spec)
     if path is not None:
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
         return f"sha256:{digest} {path.name}"
     return f"{type(instance).__module__}.{type(instance).__qualname__}"
+
+
+def _js_fingerprint(module: Any) -> str:
+    from qmodel.node.target import local_imports
+
+    h = hashlib.sha256()
+    entry = module.path.resolve()
+    for f in local_imports(entry):
+        name = f.relative_to(entry.parent) if f.is_relative_to(entry.parent) else f.name
+        h.update(f"{Path(name).as_posix()}\0".encode())
+        h.update(hashlib.sha256(f.read_bytes()).digest())
+    b = module.bindings
+    env = {"kv": list(b.kv), "do": dict(b.durable), "vars": jsonable(dict(b.vars))}
+    h.update(json.dumps(env, sort_keys=True).encode())
+    return f"sha256:{h.hexdigest()} {module.path.name}"
 
 
 def _source_file(spec: str) -> Path | None:

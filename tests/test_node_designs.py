@@ -232,3 +232,110 @@ def test_ci_profile_sound_is_clean() -> None:
     """qmodel check --profile ci finds nothing in the sound JavaScript design."""
     result = cli.run_check(cli.check_args(["--target", str(SOUND), "--protocol", "queue"]))
     assert result["verdict"] == "ok" and result["examples"] >= 60
+
+
+# -- reports, replay and regression tests on a JavaScript trace ----------------------------------
+
+
+def _short_dev_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    short = tuple(min(v, 5) for v in profiles.SHRINK_BUDGETS["dev"])
+    monkeypatch.setitem(profiles.SHRINK_BUDGETS, "dev", short)
+
+
+def _check_with_report(
+    capsys: pytest.CaptureFixture[str], target: Path, out: Path, *flags: str
+) -> dict[str, Any]:
+    code = cli.main(
+        ["check", "--target", str(target), "--protocol", "queue", "--max-examples", "15",
+         "--profile", "dev", "--seed", "1", "--json", "--report", str(out), *flags]
+    )
+    result = json.loads(capsys.readouterr().out)
+    assert code == 1 and result["verdict"] == "violation", result
+    return result
+
+
+def test_report_replay_and_regression_test_of_a_javascript_trace(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """check --report on the seed-000 JavaScript design writes the report, the trace and the
+    regression test; qmodel replay reproduces the violation byte for byte; the regression test
+    fails on the design and passes against the sound JavaScript design."""
+    _short_dev_budget(monkeypatch)
+    found = _check_with_report(capsys, SEED_000, tmp_path)
+    (trace_path,) = tmp_path.glob("*.json")
+    report = trace_path.with_suffix(".md").read_text()
+    assert f"`{found['invariant']}`" in report and "```mermaid" in report
+    assert "qmodel replay" in report
+    trace = json.loads(trace_path.read_text())
+    assert trace["bindings"] == {"kv": ["COMMENTS_KV"], "do": {}}
+    assert trace["design"].startswith("sha256:") and trace["design"].endswith("seed-000-queue.mjs")
+
+    code = cli.main(["replay", str(trace_path), "--json", "--report", str(tmp_path / "again")])
+    replayed = json.loads(capsys.readouterr().out)
+    assert code == 1 and replayed["invariant"] == found["invariant"]
+    assert (tmp_path / "again" / trace_path.name).read_text() == trace_path.read_text()
+
+    from qmodel.replay import RegressionFailure, regression_check
+
+    with pytest.raises(RegressionFailure):
+        regression_check(trace_path)
+    outcome = regression_check(trace_path, target=str(SOUND))
+    assert outcome.violation is None
+    (test_file,) = tmp_path.glob("test_regression_*.py")
+    assert str(SEED_000) in test_file.read_text()
+
+
+def test_a_replay_keeps_the_bindings_given_by_flags(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker whose KV binding is named only by --kv-binding (no Wrangler file) records it
+    in its trace, and qmodel replay gives the worker the same env without the flag."""
+    _short_dev_budget(monkeypatch)
+    work = tmp_path / "app"
+    work.mkdir()
+    worker = work / "worker.mjs"
+    worker.write_text(SEED_000.read_text().replace("env.COMMENTS_KV", "env.MESSAGES"))
+    found = _check_with_report(capsys, worker, tmp_path / "out", "--kv-binding", "MESSAGES")
+    (trace_path,) = (tmp_path / "out").glob("*.json")
+    assert json.loads(trace_path.read_text())["bindings"] == {"kv": ["MESSAGES"], "do": {}}
+    code = cli.main(["replay", str(trace_path), "--json"])
+    assert code == 1 and json.loads(capsys.readouterr().out)["invariant"] == found["invariant"]
+
+    # Without the flag the worker's env has COMMENTS_KV only: a different design.
+    text = json.loads(trace_path.read_text())
+    del text["bindings"]
+    trace_path.write_text(json.dumps(text))
+    code = cli.main(["replay", str(trace_path), "--json"])
+    assert code == 2 and "field 'design'" in capsys.readouterr().err
+
+
+def test_the_fingerprint_covers_imported_modules(tmp_path: Path) -> None:
+    """A JavaScript design's fingerprint changes with a module it imports, not only with its
+    entry file, and with its bindings."""
+    from qmodel.trace import fingerprint
+
+    (tmp_path / "helper.mjs").write_text("export const LIMIT = 200;\n")
+    entry = tmp_path / "worker.mjs"
+    entry.write_text(
+        "import { LIMIT } from './helper.mjs';\n"
+        "export default { async fetch() { return new Response(String(LIMIT)); } };\n"
+    )
+    before = fingerprint(str(entry), js_worker(entry)())
+    (tmp_path / "helper.mjs").write_text("export const LIMIT = 100;\n")
+    after = fingerprint(str(entry), js_worker(entry)())
+    other = fingerprint(str(entry), js_worker(entry, kv_bindings=["OTHER"])())
+    assert len({before, after, other}) == 3
+    assert all(f.startswith("sha256:") and f.endswith(" worker.mjs") for f in (before, after))
+
+
+def test_a_malformed_bindings_field_is_refused() -> None:
+    """A trace whose bindings field is not {kv: [...], do: {...}} is refused naming it."""
+    from qmodel.trace import TraceFileError, load, loads
+
+    good = next((Path(__file__).resolve().parent.parent / "docs" / "examples").glob("*.json"))
+    raw = json.loads(good.read_text())
+    raw["bindings"] = {"kv": "COMMENTS_KV"}
+    with pytest.raises(TraceFileError) as err:
+        loads(json.dumps(raw))
+    assert err.value.field == "bindings" and "binding names" in str(err.value)
+    assert load(good).bindings is None
