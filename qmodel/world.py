@@ -95,6 +95,9 @@ class World:
         platform = Platform.create(
             backend=backend,
             kv=config.kv_config(),
+            # The target's KV bindings (a JavaScript worker names its own); the first is the
+            # namespace the invariants read.
+            kv_bindings=getattr(target, "kv_bindings", None) or ("COMMENTS_KV",),
             durable=getattr(target, "durable_objects", None),
             max_task_steps=config.max_task_steps,
         )

@@ -43,6 +43,7 @@ def module(tmp_path: Path, source: str, name: str = "worker.mjs", **files: str) 
 
 def platform_for(target: Any, *, backend: Any = None, **kw: Any) -> Platform:
     durable = getattr(target, "durable_objects", None)
+    kw.setdefault("kv_bindings", target.kv_bindings)
     return Platform.create(backend=backend or FirstOptionBackend(), durable=durable, **kw)
 
 
@@ -574,3 +575,26 @@ def test_node_is_killed_with_this_process(tmp_path: Path) -> None:
     status = Path(f"/proc/{int(out.stdout.strip())}/status")
     # Gone (reaped as the script exited), or at worst a zombie waiting for init: not running.
     assert not status.exists() or "State:\tZ" in status.read_text()
+
+
+def test_a_platform_without_the_workers_kv_binding_says_so(tmp_path: Path) -> None:
+    """A world made without the worker's KV binding rejects its KV call with a TypeError that
+    names the binding and the fix (the worker throws: a 500)."""
+    source = """
+        export default {
+          async fetch(request, env) {
+            try {
+              await env.MAIN.get('k');
+              return new Response('read');
+            } catch (err) {
+              return new Response(`${err.name}: ${err.message}`, { status: 500 });
+            }
+          },
+        };
+    """
+    target = js_worker(module(tmp_path, source), kv_bindings=["MAIN"])()
+    p = platform_for(target, kv_bindings=("COMMENTS_KV",))
+    response = get(p, target, "/")
+    assert response.status == 500
+    assert response.body.startswith("TypeError: env.MAIN is not a KV namespace in this world")
+    assert "kv_bindings=worker.kv_bindings" in response.body

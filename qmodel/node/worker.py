@@ -41,12 +41,11 @@ from typing import Any
 
 from qmodel.node.errors import JavaScriptError, NodeLaneAborted
 from qmodel.node.host import LOAD_TIMEOUT_S, NodeHost, host_for
-from qmodel.sim import scheduler as _scheduler
 from qmodel.sim.durable import DurableId, DurableNamespace
 from qmodel.sim.http import Headers, Request, Response
-from qmodel.sim.kv import KvError, KvStore
+from qmodel.sim.kv import KvError
 from qmodel.sim.runtime import KvBinding
-from qmodel.sim.scheduler import Sleep, Task, date_now
+from qmodel.sim.scheduler import Sleep, Task, current_choices, date_now
 
 __all__ = ["HANG_POLL_MS", "NodeWorker", "SEED_OPTIONS"]
 
@@ -58,15 +57,6 @@ SEED_OPTIONS = 1 << 16
 HANG_POLL_MS = 1_000
 #: Console lines kept per test case (the most recent).
 MAX_LOGS = 2_000
-
-
-def _choices() -> Any:
-    # The choice source of the world whose task is running (the scheduler keeps it private; the
-    # lane needs it once per test case, for the seed).
-    sched = _scheduler._CURRENT[0]
-    if sched is None:
-        raise RuntimeError("a JavaScript worker runs only inside a task of a simulated world")
-    return sched.choices
 
 
 def _request_json(request: Request) -> dict[str, Any]:
@@ -205,7 +195,6 @@ class NodeWorker:
         self._channels: dict[int, _Channel] = {}
         self._next_rid = 0
         self._next_object = 0
-        self._extra_kv: dict[str, KvStore] = {}
 
     def __repr__(self) -> str:
         return f"NodeWorker({self.module.path})"
@@ -215,7 +204,7 @@ class NodeWorker:
     def _load(self) -> None:
         module = self.module
         host = host_for(module.node)
-        seed = _choices().choose("node.seed", SEED_OPTIONS)
+        seed = current_choices().choose("node.seed", SEED_OPTIONS)
         instance = host.new_instance()
         events = host.command(
             {
@@ -380,7 +369,7 @@ class NodeWorker:
                 await _Wait(ch)
                 return
             n = len(items)
-            kind, item = items[_choices().choose("node.call", n)] if n > 1 else items[0]
+            kind, item = items[current_choices().choose("node.call", n)] if n > 1 else items[0]
         if kind == "call":
             ch.calls.remove(item)
             try:
@@ -411,21 +400,13 @@ class NodeWorker:
 
     def _kv_binding(self, env: Any, name: str) -> KvBinding:
         found = getattr(env, name, None)
-        if isinstance(found, KvBinding):
-            return found
-        bindings = [b for b in vars(env).values() if isinstance(b, KvBinding)]
-        if not bindings:
-            raise TypeError(f"env has no KV namespace for the binding {name}")
-        main = bindings[0]
-        if name == self.kv_bindings[0]:
-            return main  # the world's KV namespace, whatever the worker calls it
-        # A further namespace the world did not create: one of its own for this test case,
-        # on the same clock, choices and rules (KvBinding keeps these private).
-        store = self._extra_kv.get(name)
-        if store is None:
-            base = main._store
-            store = self._extra_kv[name] = KvStore(base.clock, base.choices, base.config)
-        return KvBinding(store, main._inv, name)
+        if not isinstance(found, KvBinding):
+            raise TypeError(
+                f"env.{name} is not a KV namespace in this world (its KV bindings: "
+                f"{', '.join(self.kv_bindings)}); create the platform with "
+                "kv_bindings=worker.kv_bindings"
+            )
+        return found
 
     def _kv(self, ch: _Channel, ev: dict[str, Any]) -> Awaitable[Any]:
         """The binding's pending operation for KV call ``ev`` (awaiting it is the scheduling

@@ -39,6 +39,7 @@ __all__ = [
     "Step",
     "Task",
     "TaskCancelled",
+    "current_choices",
     "date_now",
     "sleep",
     "suspend",
@@ -91,6 +92,12 @@ def _current(what: str) -> Scheduler:
     if sched is None:
         raise RuntimeError(f"{what} is only available inside a task of a simulated world")
     return sched
+
+
+def current_choices() -> ChoiceSource:
+    """The choice source of the world whose task is running (for a target that draws its own
+    choices, such as the Node lane's seed for a module instance)."""
+    return _current("current_choices()").choices
 
 
 def date_now() -> int:
