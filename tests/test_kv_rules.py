@@ -1053,3 +1053,29 @@ def test_local_profile_passes_what_strict_fails() -> None:
     assert strict.request(DoubleWrite(), Request.make("POST", "/"), location="A").status == 500
     assert local.kv_store.snapshot().get("k") == "v2"
     assert strict.kv_store.snapshot().get("k") == "v1"
+
+
+def test_bulk_get_reads_each_key_through_the_same_caches() -> None:
+    """§1.5 [KV-CL-BULK]: get([keys]) reads every key as get() does at that location, so a cached miss and a cached old value show in a bulk read too; 1 to 100 keys, type text or json (§2.3)."""
+    kv = make_store()
+    kv.put(A0, "old", "1")
+    kv.put(A0, "words", "not json")
+    kv.clock.advance(61_000)
+    assert kv.get_many(B0, ["old", "new"]) == {"old": "1", "new": None}  # both now cached at B
+    kv.clock.advance(1_000)
+    kv.put(A0, "old", "2")
+    kv.put(A0, "new", '{"n": 2}')
+    assert kv.get_many(B0, ["new", "old"]) == {"new": None, "old": "1"}
+    assert kv.get_many(A0, ["new"], type="json", with_metadata=True) == {
+        "new": {"value": {"n": 2}, "metadata": None}
+    }
+    kv.clock.advance(59_000)
+    assert kv.get_many(B0, ["old", "new"]) == {"old": "2", "new": '{"n": 2}'}
+    for keys, kind, message in [
+        ([], "text", "400 You must request a minimum of 1 key"),
+        ([f"k{i}" for i in range(101)], "text", "400 You can request a maximum of 100 keys"),
+        (["old"], "stream", '400 "stream" is not a valid type. Use "json" or "text"'),
+        (["new", "words"], "json", "400 At least one of the requested keys corresponds to a non-json value"),
+    ]:
+        with pytest.raises(KvError, match=re.escape(f"KV GET_BULK failed: {message}")):
+            kv.get_many(A0, keys, type=kind)

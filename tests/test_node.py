@@ -166,6 +166,53 @@ def test_kv_put_options_list_and_metadata(tmp_path: Path) -> None:
     assert body["gone"] is None and body["json"] == "SyntaxError"
 
 
+def test_kv_bulk_get_is_one_operation_giving_a_map(tmp_path: Path) -> None:
+    """get([keys]) and getWithMetadata([keys]) read several keys in one call (one scheduling
+    point, one operation counted), give a Map in the order asked, and reject what Miniflare
+    rejects with KV GET_BULK errors."""
+    source = """
+        export default {
+          async fetch(request, env) {
+            const kv = env.COMMENTS_KV;
+            await kv.put('a', '{"n":1}', { metadata: { m: 'a' } });
+            await kv.put('b', 'plain');
+            const text = await kv.get(['b', 'a', 'missing']);
+            const json = await kv.get(['a', 'missing'], { type: 'json' });
+            const meta = await kv.getWithMetadata(['a']);
+            const errors = [];
+            const many = Array.from({ length: 101 }, (_, i) => `k${i}`);
+            const bad = [[[], 'text'], [many, 'text'], [['b'], 'json'], [['a'], 'arrayBuffer']];
+            for (const [keys, type] of bad) {
+              const settled = kv.get(keys, type).then(() => 'none', (e) => e.message);
+              errors.push(await settled);
+            }
+            return Response.json({
+              text: [...text.entries()], isMap: text instanceof Map, json: [...json.entries()],
+              meta: [...meta.entries()], errors,
+            });
+          },
+        };
+    """
+    target = js_worker(module(tmp_path, source))()
+    p = platform_for(target, kv=KvConfig.local())
+    body = get(p, target, "/").json_body()
+    assert body["isMap"] is True
+    assert body["text"] == [["b", "plain"], ["a", '{"n":1}'], ["missing", None]]
+    assert body["json"] == [["a", {"n": 1}], ["missing", None]]
+    assert body["meta"] == [["a", {"value": '{"n":1}', "metadata": {"m": "a"}}]]
+    assert body["errors"] == [
+        "KV GET_BULK failed: 400 You must request a minimum of 1 key",
+        "KV GET_BULK failed: 400 You can request a maximum of 100 keys",
+        "KV GET_BULK failed: 400 At least one of the requested keys corresponds to a non-json "
+        "value",
+        'KV GET_BULK failed: 400 "arrayBuffer" is not a valid type. Use "json" or "text"',
+    ]
+    (inv,) = p.invocations
+    assert inv.kv_reads == 7 and inv.kv_writes == 2
+    labels = [s.op for s in p.scheduler.trace]
+    assert "COMMENTS_KV.get[] b, a, missing" in labels
+
+
 def test_a_worker_that_throws_answers_500_and_is_logged(tmp_path: Path) -> None:
     """An uncaught exception is a 500 (error 1101) with the error and its line in the
     invocation's errors."""

@@ -269,9 +269,18 @@ function kvType(options) {
 
 function kvKey(key, method) {
   if (Array.isArray(key)) {
-    throw new TypeError(`KV ${method} of several keys at once is not simulated by qmodel; read them one by one`);
+    throw new TypeError(`KV ${method}() takes one key; only get() and getWithMetadata() read several at once`);
   }
   return String(key);
+}
+
+/** A bulk read: get([keys]) and getWithMetadata([keys]) give a Map of key to value. */
+function bulkGet(name, method, keys, options) {
+  const type = typeof options === 'string' ? options : (options?.type ?? 'text');
+  const cacheTtl = typeof options === 'object' && options !== null ? options.cacheTtl : undefined;
+  return bridge({
+    k: 'kv', b: name, m: method, keys: keys.map(String), type: String(type), cacheTtl: cacheTtl ?? null,
+  }, `${name}.${method === 'getBulk' ? 'get' : 'getWithMetadata'}`).then((entries) => new Map(entries));
 }
 
 function plainJson(value, what) {
@@ -291,6 +300,7 @@ class KVNamespace {
 
   get(key, options) {
     try {
+      if (Array.isArray(key)) return bulkGet(this.#name, 'getBulk', key, options);
       const type = kvType(options);
       const cacheTtl = typeof options === 'object' && options !== null ? options.cacheTtl : undefined;
       return bridge({ k: 'kv', b: this.#name, m: 'get', key: kvKey(key, 'get'), cacheTtl: cacheTtl ?? null }, `${this.#name}.get`)
@@ -302,6 +312,7 @@ class KVNamespace {
 
   getWithMetadata(key, options) {
     try {
+      if (Array.isArray(key)) return bulkGet(this.#name, 'getWithMetadataBulk', key, options);
       const type = kvType(options);
       const cacheTtl = typeof options === 'object' && options !== null ? options.cacheTtl : undefined;
       return bridge({ k: 'kv', b: this.#name, m: 'getWithMetadata', key: kvKey(key, 'get'), cacheTtl: cacheTtl ?? null }, `${this.#name}.getWithMetadata`)

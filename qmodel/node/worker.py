@@ -427,7 +427,16 @@ class NodeWorker:
             return b.delete(ev["key"])
         if m == "getWithMetadata":
             return b.get_with_metadata(ev["key"], cache_ttl=ev["cacheTtl"])
+        if m == "getBulk" or m == "getWithMetadataBulk":
+            return _entries(self._bulk(b, ev, m == "getWithMetadataBulk"))
         return b.list(prefix=ev["prefix"], limit=ev["limit"], cursor=ev["cursor"])
+
+    @staticmethod
+    async def _bulk(b: KvBinding, ev: dict[str, Any], with_metadata: bool) -> dict[str, Any]:
+        keys = list(ev["keys"])
+        if with_metadata:
+            return await b.get_with_metadata(keys, ev["type"], cache_ttl=ev["cacheTtl"])
+        return await b.get(keys, ev["type"], cache_ttl=ev["cacheTtl"])
 
     # -- Durable Objects -----------------------------------------------------------------------
 
@@ -468,6 +477,11 @@ class NodeWorker:
         ch.children += 1
         ch.spawned.append(task)
         task.on_finish.append(partial(_durable_answered, ch, cid))
+
+
+async def _entries(read: Awaitable[dict[str, Any]]) -> list[list[Any]]:
+    """A bulk read's dict as ``[key, value]`` pairs, in the order asked (a ``Map`` in JS)."""
+    return [[k, v] for k, v in (await read).items()]
 
 
 def _page(page: Any) -> dict[str, Any]:

@@ -223,6 +223,14 @@ class KvTap:
             value = result.value if verb == "getWithMetadata" and result is not None else result
             text = summarize(value)
             notes += _read_notes(store, where, op.key, now)
+        elif verb in ("get[]", "getWithMetadata[]") and isinstance(result, dict):
+            values = (v["value"] if verb == "getWithMetadata[]" else v for v in result.values())
+            text = "; ".join(
+                f"{k}: {summarize(v if v is None or isinstance(v, str) else json.dumps(v))}"
+                for k, v in zip(result, values, strict=True)
+            )
+            for key in op.keys:
+                notes += _read_notes(store, where, key, now)
         elif verb in ("put", "delete"):
             notes += _ryw_notes(store, where, op.key)
         elif verb == "list" and isinstance(result, ListResult):
@@ -235,7 +243,7 @@ class KvTap:
             node=inv.node or 0,
             at_ms=now,
             verb=verb,
-            key=op.key,
+            key=", ".join(op.keys) if verb.endswith("[]") else op.key,
             written=written,
             result=text,
             status=status,

@@ -35,7 +35,7 @@ from __future__ import annotations
 import base64
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import attrs
@@ -113,6 +113,8 @@ class KvConfig:
     min_expiration_ttl_s: int = 60
     #: §2.4: "The default is 1,000, which is the maximum."
     list_limit_max: int = 1000
+    #: §2.3 / [KV-CL-BULK]: keys per bulk ``get`` ("up to 100 keys").
+    max_bulk_keys: int = 100
     #: §2.1: operations to external services per Worker invocation; ``None`` = no cap.
     ops_per_invocation: int | None = 1000
 
@@ -358,6 +360,58 @@ class KvStore:
         """The value of ``key`` as text, or ``None`` (see :meth:`get_entry`)."""
         entry = self.get_entry(where, key, cache_ttl=cache_ttl)
         return None if entry is None else entry.value
+
+    def get_many(
+        self,
+        where: Where,
+        keys: Sequence[str],
+        *,
+        cache_ttl: int | None = None,
+        type: str = "text",
+        with_metadata: bool = False,
+    ) -> dict[str, Any]:
+        """A bulk read (``get([keys])``, §1.5, [KV-CL-BULK]): each key read as :meth:`get_entry`
+        reads it, through the same cache node, in one operation. Maps every key to its value
+        (``None`` when missing), or with ``with_metadata`` to ``{"value", "metadata"}``.
+
+        The validation is Miniflare's (§2.3): 1 to 100 keys, type ``"text"`` or ``"json"``,
+        and with ``"json"`` every value JSON, each a ``KV GET_BULK failed: 400`` error.
+        """
+        method = "GET_BULK"
+
+        def bad(text: str) -> KvError:
+            return KvError(f"KV {method} failed: 400 {text}", status=400, method=method)
+
+        if type not in ("text", "json"):
+            raise bad(f'"{type}" is not a valid type. Use "json" or "text"')
+        if not keys:
+            raise bad("You must request a minimum of 1 key")
+        if len(keys) > self.config.max_bulk_keys:
+            raise bad(f"You can request a maximum of {self.config.max_bulk_keys} keys")
+        for key in keys:
+            self._key(key, method)
+        if cache_ttl is not None and (
+            not isinstance(cache_ttl, int) or cache_ttl < self.config.min_cache_ttl_s
+        ):
+            raise bad(
+                f"Invalid cache_ttl of {cache_ttl}. Cache TTL must be at least "
+                f"{self.config.min_cache_ttl_s}."
+            )
+        out: dict[str, Any] = {}
+        for key in keys:
+            entry = self.get_entry(where, key, cache_ttl=cache_ttl)
+            value: Any = None if entry is None else entry.value
+            if type == "json" and value is not None:
+                try:
+                    value = json.loads(value)
+                except ValueError:
+                    raise bad(
+                        "At least one of the requested keys corresponds to a non-json value"
+                    ) from None
+            if with_metadata:
+                value = {"value": value, "metadata": None if entry is None else entry.metadata}
+            out[key] = value
+        return out
 
     # -- put / delete --------------------------------------------------------------------------
 

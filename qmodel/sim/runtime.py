@@ -14,7 +14,15 @@ from __future__ import annotations
 import inspect
 import json
 import weakref
-from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable, Mapping
+from collections.abc import (
+    Awaitable,
+    Callable,
+    Coroutine,
+    Generator,
+    Iterable,
+    Mapping,
+    Sequence,
+)
 from typing import Any
 
 import attrs
@@ -178,6 +186,48 @@ class _KvGetWithMetadata(_KvGet):
         return store.get_entry(where, self.key, cache_ttl=self.cache_ttl)
 
 
+class _KvGetBulk(_KvCall):
+    """``get([keys])`` / ``getWithMetadata([keys])``: one operation, one read counted (§2.1: "A
+    bulk request to Workers KV counts for 1 request to an external service")."""
+
+    __slots__ = ("keys", "cache_ttl", "type", "with_metadata")
+    verb = "get[]"
+    method = "GET_BULK"
+
+    def __init__(
+        self,
+        binding: KvBinding,
+        keys: Sequence[str],
+        cache_ttl: int | None,
+        type: str,
+        with_metadata: bool,
+    ) -> None:
+        self.binding = binding
+        self.keys = list(keys)
+        self.key = self.keys[0] if self.keys else ""
+        self.cache_ttl = cache_ttl
+        self.type = type
+        self.with_metadata = with_metadata
+        self.awaited = False
+
+    def call(self, store: KvStore, where: tuple[str, int]) -> Any:
+        return store.get_many(
+            where,
+            self.keys,
+            cache_ttl=self.cache_ttl,
+            type=self.type,
+            with_metadata=self.with_metadata,
+        )
+
+    def describe(self) -> str:
+        return f"{self.binding._binding}.{self.verb} {', '.join(self.keys)}"
+
+
+class _KvGetBulkWithMetadata(_KvGetBulk):
+    __slots__ = ()
+    verb = "getWithMetadata[]"
+
+
 class _KvPut(_KvCall):
     __slots__ = ("value", "expiration", "expiration_ttl", "metadata")
     verb = "put"
@@ -269,15 +319,23 @@ class KvBinding:
         self._limit = store.config.ops_per_invocation
         self._binding = binding
 
-    def get(self, key: str, type: str = "text", *, cache_ttl: int | None = None) -> Awaitable[Any]:
-        """The value of ``key`` (``None`` when missing); ``type="json"`` parses it."""
+    def get(
+        self, key: str | list[str], type: str = "text", *, cache_ttl: int | None = None
+    ) -> Awaitable[Any]:
+        """The value of ``key`` (``None`` when missing); ``type="json"`` parses it. A list of
+        keys is one bulk read, giving a dict of key to value (see ``KvStore.get_many``)."""
+        if isinstance(key, list | tuple):
+            return _KvGetBulk(self, key, cache_ttl, type, False)
         op = _KvGet(self, key, cache_ttl)
         return _parse_json(op) if type == "json" else op
 
     async def get_with_metadata(
-        self, key: str, type: str = "text", *, cache_ttl: int | None = None
+        self, key: str | list[str], type: str = "text", *, cache_ttl: int | None = None
     ) -> dict[str, Any]:
-        """``{"value": ..., "metadata": ...}`` for ``key``."""
+        """``{"value": ..., "metadata": ...}`` for ``key``; for a list of keys, a dict of key
+        to that (one bulk read)."""
+        if isinstance(key, list | tuple):
+            return await _KvGetBulkWithMetadata(self, key, cache_ttl, type, True)
         entry = await _KvGetWithMetadata(self, key, cache_ttl)
         if entry is None:
             return {"value": None, "metadata": None}
