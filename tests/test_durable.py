@@ -319,3 +319,64 @@ def test_each_durable_request_counts_its_own_kv_operations() -> None:
         platform.request(Front(), Request.make("POST", "/inc-kv"), location="A")
     do_invs = [inv for inv in platform.invocations if inv.location == "do-home"]
     assert [inv.counters() for inv in do_invs] == ["[KVr:1 KVw:0]"] * 3
+
+
+class Lister:
+    """A Durable Object that stores a fixed set of keys and answers ``list()`` with the options
+    in its query string (``/deleteAll`` empties its storage)."""
+
+    KEYS = ("a", "b", "b1", "b2", "c", "d")
+
+    def __init__(self, state: Any, env: Any) -> None:
+        self.storage = state.storage
+
+    async def fetch(self, request: Request) -> Response:
+        url = URL(request.url)
+        if url.pathname == "/deleteAll":
+            await self.storage.delete_all()
+            return json_response(list(await self.storage.list()))
+        await self.storage.put({k: k.upper() for k in self.KEYS})
+        q = url.search_params
+        opts: dict[str, Any] = {k: q.get(k) for k in ("prefix", "start", "start_after", "end")}
+        opts = {k: v for k, v in opts.items() if v is not None}
+        if q.get("limit"):
+            opts["limit"] = int(q.get("limit"))
+        found = await self.storage.list(reverse=q.get("reverse") == "1", **opts)
+        return json_response(list(found))
+
+
+class ListFront:
+    async def fetch(self, request: Request, env: Any, ctx: Any) -> Response:
+        ns = env.LISTER
+        return await ns.get(ns.id_from_name("l")).fetch(request)
+
+
+@pytest.mark.parametrize(
+    ("query", "keys"),
+    [
+        ("", ["a", "b", "b1", "b2", "c", "d"]),
+        ("prefix=b", ["b", "b1", "b2"]),
+        ("start=b1", ["b1", "b2", "c", "d"]),
+        ("start_after=b1", ["b2", "c", "d"]),
+        ("end=c", ["a", "b", "b1", "b2"]),
+        ("start=b&end=c&reverse=1&limit=2", ["b2", "b1"]),
+        ("prefix=b&start=a&end=b2", ["b", "b1"]),
+        ("prefix=b&start_after=b", ["b1", "b2"]),
+        ("start=c&end=b", []),
+    ],
+)
+def test_storage_list_ranges(query: str, keys: list[str]) -> None:
+    """[DOC DO-STOR] list(): keys in order, from start (or after startAfter) up to end (excluded), within prefix; reverse gives the last first, before limit."""
+    platform = Platform.create(durable={"LISTER": Lister}, backend=FirstOptionBackend())
+    res = platform.request(ListFront(), Request.make("GET", f"/list?{query}"), location="A")
+    assert res.json_body() == keys
+
+
+def test_storage_delete_all_empties_the_object() -> None:
+    """§5.4: deleteAll() removes every key in one operation."""
+    platform = Platform.create(durable={"LISTER": Lister}, backend=FirstOptionBackend())
+    platform.request(ListFront(), Request.make("GET", "/list"), location="A")
+    res = platform.request(ListFront(), Request.make("POST", "/deleteAll"), location="A")
+    assert res.json_body() == []
+    ns = platform.namespaces["LISTER"]
+    assert dict(ns.instance(ns.id_from_name("l")).storage.data) == {}

@@ -434,6 +434,43 @@ def test_durable_object_storage_with_its_input_gate(tmp_path: Path) -> None:
         assert get(p, target, path).body == expected, (path, schedule)
 
 
+def test_durable_object_storage_list_options_and_delete_all(tmp_path: Path) -> None:
+    """storage.list's start, startAfter, end, prefix, reverse and limit, and deleteAll(), reach
+    the simulated storage; start with startAfter is refused."""
+    source = """
+        export class Store {
+          constructor(state) { this.storage = state.storage; }
+          async fetch() {
+            await this.storage.put({ a: 1, b: 2, b1: 3, b2: 4, c: 5 });
+            const keys = async (o) => [...(await this.storage.list(o)).keys()];
+            const out = {
+              range: await keys({ start: 'b', end: 'c' }),
+              after: await keys({ startAfter: 'b1' }),
+              last: await keys({ prefix: 'b', reverse: true, limit: 2 }),
+              both: await this.storage.list({ start: 'a', startAfter: 'a' }).catch((e) => e.name),
+            };
+            await this.storage.deleteAll();
+            out.left = (await this.storage.list()).size;
+            return Response.json(out);
+          }
+        }
+        export default {
+          async fetch(request, env) {
+            return env.STORE.get(env.STORE.idFromName('s')).fetch(request.url);
+          },
+        };
+    """
+    target = js_worker(module(tmp_path, source), do_bindings=["STORE=Store"])()
+    p = platform_for(target)
+    assert get(p, target, "/").json_body() == {
+        "range": ["b", "b1", "b2"],
+        "after": ["b2", "c"],
+        "last": ["b2", "b1"],
+        "both": "TypeError",
+        "left": 0,
+    }
+
+
 def test_durable_ids_match_the_python_namespace(tmp_path: Path) -> None:
     """idFromName gives the id Python's namespace gives, so both name the same object."""
     source = """

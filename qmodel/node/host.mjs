@@ -500,17 +500,19 @@ class DurableObjectStorage {
 
   list(options = {}) {
     const opts = options ?? {};
-    for (const unsupported of ['start', 'startAfter', 'end']) {
-      if (opts[unsupported] !== undefined) {
-        return Promise.reject(new Error(`storage.list({${unsupported}}) is not simulated by qmodel; use prefix, limit and reverse`));
-      }
+    if (opts.start !== undefined && opts.startAfter !== undefined) {
+      return Promise.reject(new TypeError('storage.list: give start or startAfter, not both'));
     }
+    const key = (v) => (v === undefined || v === null ? null : String(v));
     return bridge({
       k: 'st',
       m: 'list',
       prefix: opts.prefix == null ? '' : String(opts.prefix),
       limit: opts.limit ?? null,
       reverse: Boolean(opts.reverse),
+      start: key(opts.start),
+      startAfter: key(opts.startAfter),
+      end: key(opts.end),
     }, 'storage.list').then((pairs) => new Map(pairs.map(([k, v]) => [k, decodeStored(v)])));
   }
 
@@ -527,7 +529,7 @@ class DurableObjectStorage {
   async sync() {}
 
   deleteAll() {
-    return Promise.reject(new Error('storage.deleteAll() is not simulated by qmodel'));
+    return bridge({ k: 'st', m: 'deleteAll' }, 'storage.deleteAll').then(() => undefined);
   }
 
   getAlarm() {

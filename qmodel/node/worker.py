@@ -458,7 +458,17 @@ class NodeWorker:
             return None
         if m == "delete":
             return await st.delete(list(ev["keys"]) if "keys" in ev else ev["key"])
-        found = await st.list(prefix=ev["prefix"], limit=ev["limit"], reverse=ev["reverse"])
+        if m == "deleteAll":
+            await st.delete_all()
+            return None
+        found = await st.list(
+            prefix=ev["prefix"],
+            limit=ev["limit"],
+            reverse=ev["reverse"],
+            start=ev["start"],
+            start_after=ev["startAfter"],
+            end=ev["end"],
+        )
         return [[k, v] for k, v in found.items()]
 
     def _start_durable_request(self, ch: _Channel, ev: dict[str, Any]) -> None:

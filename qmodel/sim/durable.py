@@ -137,18 +137,37 @@ class DurableStorage:
         blobs.pop(key, None)
         return self.data.pop(key, None) is not None
 
-    def _list(self, prefix: str, limit: int | None, reverse: bool) -> dict[str, Any]:
+    def _list(
+        self,
+        prefix: str,
+        limit: int | None,
+        reverse: bool,
+        start: str | None = None,
+        start_after: str | None = None,
+        end: str | None = None,
+    ) -> dict[str, Any]:
         self.reads += 1
+        lo = start if start is not None else start_after
+        if prefix and (lo is None or lo < prefix):
+            lo = prefix
+        include_lo = start_after is None or lo != start_after
         keys = []
-        for k in self.data.irange(minimum=prefix) if prefix else self.data.keys():
+        for k in self.data.irange(minimum=lo, maximum=end, inclusive=(include_lo, False)):
             if not k.startswith(prefix):
-                break
+                if k > prefix:
+                    break
+                continue
             keys.append(k)
         if reverse:
             keys.reverse()
         if limit is not None:
             keys = keys[:limit]
         return {k: self._read(k) for k in keys}
+
+    def _delete_all(self) -> None:
+        self.writes += 1
+        self.data.clear()
+        self._blobs.clear()
 
     def get(self, key: str | list[str]) -> Any:
         """The value of ``key`` (``None`` if absent), or a dict for a list of keys."""
@@ -163,9 +182,30 @@ class DurableStorage:
         """Delete ``key`` (returns whether it existed) or a list of keys (returns how many)."""
         return self._op(f"delete {key}", lambda: self._delete(key))
 
-    def list(self, *, prefix: str = "", limit: int | None = None, reverse: bool = False) -> Any:
-        """The entries whose key starts with ``prefix``, in key order, as a dict."""
-        return self._op(f"list {prefix!r}", lambda: self._list(prefix, limit, reverse))
+    def list(
+        self,
+        *,
+        prefix: str = "",
+        limit: int | None = None,
+        reverse: bool = False,
+        start: str | None = None,
+        start_after: str | None = None,
+        end: str | None = None,
+    ) -> Any:
+        """The entries whose key starts with ``prefix``, in key order, as a dict: from
+        ``start`` (or after ``start_after``) up to ``end`` (excluded), ``limit`` of them, the
+        last ones first with ``reverse`` (the ``list()`` options of [DOC DO-STOR])."""
+        if start is not None and start_after is not None:
+            raise TypeError("storage.list: give start or startAfter, not both")
+        return self._op(
+            f"list {prefix!r}",
+            lambda: self._list(prefix, limit, reverse, start, start_after, end),
+        )
+
+    def delete_all(self) -> Any:
+        """Delete every key of the object's storage (``deleteAll()``; alarms, which are not
+        simulated, would stay: §5.4). Atomic, as on the SQLite backend."""
+        return self._op("deleteAll", self._delete_all)
 
 
 @attrs.define(eq=False)
