@@ -266,6 +266,10 @@ def test_report_replay_and_regression_test_of_a_javascript_trace(
     report = trace_path.with_suffix(".md").read_text()
     assert f"`{found['invariant']}`" in report and "```mermaid" in report
     assert "qmodel replay" in report
+    lines = report.splitlines()
+    for i, line in enumerate(lines):  # no table without rows
+        if line.startswith("|---"):
+            assert lines[i + 1].startswith("| "), lines[i - 1]
     trace = json.loads(trace_path.read_text())
     assert trace["bindings"] == {"kv": ["COMMENTS_KV"], "do": {}}
     assert trace["design"].startswith("sha256:") and trace["design"].endswith("seed-000-queue.mjs")

@@ -112,3 +112,21 @@ def test_check_shows_no_progress_when_not_a_terminal(
     out, err = capsys.readouterr()
     assert out.startswith("ok: no invariant broke in")
     assert "searching" not in err and "examples," not in err
+
+
+def test_default_check_report_has_no_empty_table(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The README's first command (the default target at ci) finds seed 000's swallowed 429 in
+    a world where only another app's messages exist: the report's state section says so instead
+    of printing a table without rows, and no table of the report is empty."""
+    code = cli.main(["check", "--json", "--report", str(tmp_path)])
+    capsys.readouterr()
+    assert code == 1
+    (md,) = tmp_path.glob("*.md")
+    lines = md.read_text().splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith("|---"):
+            assert lines[i + 1].startswith("| "), f"empty table under {lines[i - 1]!r}"
+    assert any(line.startswith("When the violation was caught") for line in lines)
+    assert "no message of the actors was in play" in md.read_text()

@@ -168,6 +168,7 @@ def _state(detail: Detail, alias: Callable[[str], str], names: list[tuple[str, s
     head += " spec expects |"
     out.append(head)
     out.append("|---|---|" + "---|" * len(cache_names) + "---|")
+    header = len(out)
     for mid, short in names:
         if (
             mid not in stored
@@ -190,6 +191,11 @@ def _state(detail: Detail, alias: Callable[[str], str], names: list[tuple[str, s
                 cells.append(_cell(text) + (f" (**×{len(found)}**)" if len(found) > 1 else ""))
         cells.append(_cell(alias(_expects(spec, mid))))
         out.append("| " + " | ".join(cells) + " |")
+    if len(out) == header:  # nothing but another app's messages, which the violation cites not
+        out[header - 4 :] = [
+            f"When the violation was caught ({when}), no message of the actors was in play, "
+            "and the violation cites none of another app's."
+        ]
     others = [k for k in snap.kv if not any(k == s[0] for s in stored.values()) and k not in caches]
     out.append("")
     out.append(
