@@ -19,10 +19,12 @@ from qmodel.sim import (
     Platform,
     Request,
     Response,
+    ScriptedBackend,
     Task,
     json_response,
     sleep,
 )
+from qmodel.sim.scheduler import date_now
 
 
 class Counter:
@@ -380,3 +382,145 @@ def test_storage_delete_all_empties_the_object() -> None:
     assert res.json_body() == []
     ns = platform.namespaces["LISTER"]
     assert dict(ns.instance(ns.id_from_name("l")).storage.data) == {}
+
+
+# -- alarms (§5.6) ---------------------------------------------------------------------------
+
+
+class Alarmed:
+    """A Durable Object that counts its alarm runs in storage. ``/set?in=MS`` sets the alarm
+    MS from now, ``/get`` answers getAlarm(), ``/delete`` deletes it; ``fail`` in storage makes
+    the handler throw that many times."""
+
+    def __init__(self, state: Any, env: Any) -> None:
+        self.storage = state.storage
+        self.infos: list[tuple[int, bool]] = []
+
+    async def fetch(self, request: Request) -> Response:
+        url = URL(request.url)
+        if url.pathname == "/set":
+            await self.storage.set_alarm(date_now() + int(url.search_params.get("in", "0")))
+            if url.search_params.get("fail"):
+                await self.storage.put("fail", int(url.search_params.get("fail")))
+        elif url.pathname == "/delete":
+            await self.storage.delete_alarm()
+        return json_response(
+            {"alarm": await self.storage.get_alarm(), "runs": await self.storage.get("runs") or 0}
+        )
+
+    async def alarm(self, info: Any) -> None:
+        self.infos.append((info.retry_count, info.is_retry))
+        runs = await self.storage.get("runs") or 0
+        await self.storage.put("runs", runs + 1)
+        left = await self.storage.get("fail") or 0
+        if left:
+            await self.storage.put("fail", left - 1)
+            raise RuntimeError("the alarm handler failed")
+
+
+class NoAlarm:
+    def __init__(self, state: Any, env: Any) -> None:
+        self.storage = state.storage
+
+    async def fetch(self, request: Request) -> Response:
+        await self.storage.set_alarm(0)
+        return Response("set")
+
+
+class AlarmFront:
+    async def fetch(self, request: Request, env: Any, ctx: Any) -> Response:
+        ns = env.ALARMED
+        return await ns.get(ns.id_from_name("a")).fetch(request)
+
+
+def alarm_platform(cls: type = Alarmed, **kw: Any) -> Platform:
+    kw.setdefault("backend", FirstOptionBackend())
+    return Platform.create(durable={"ALARMED": cls}, **kw)
+
+
+def send(platform: Platform, path: str) -> Any:
+    return platform.request(AlarmFront(), Request.make("POST", path), location="A").json_body()
+
+
+def runs_after(platform: Platform, ms: int) -> int:
+    """Let ``ms`` of virtual time pass, running everything due; the stored run count."""
+    sched = platform.scheduler
+    end = platform.clock.now_ms + ms
+    while True:
+        sched.run()
+        t = sched.next_wakeup()
+        if t is None or t > end:
+            break
+        sched.advance_to(t)
+    sched.advance_to(end)
+    sched.run()
+    ns = platform.namespaces["ALARMED"]
+    return ns.instance(ns.id_from_name("a")).storage.data.get("runs", 0)
+
+
+def test_alarm_fires_when_due_and_is_used_up() -> None:
+    """§5.6: setAlarm(t) runs alarm() once t is reached, and not before; getAlarm() gives t until then, null after."""
+    platform = alarm_platform()
+    start = platform.clock.now_ms
+    assert send(platform, "/set?in=5000") == {"alarm": start + 5000, "runs": 0}
+    assert runs_after(platform, 4_999) == 0
+    assert runs_after(platform, 1) == 1
+    assert send(platform, "/get") == {"alarm": None, "runs": 1}
+    assert runs_after(platform, 60_000) == 1
+
+
+def test_set_alarm_replaces_the_alarm_and_delete_cancels_it() -> None:
+    """§5.6: one alarm per object: a second setAlarm replaces the first (earlier or later); deleteAlarm() cancels it."""
+    platform = alarm_platform()
+    send(platform, "/set?in=10000")
+    send(platform, "/set?in=2000")  # earlier: the waiting task is woken for the new time
+    assert runs_after(platform, 2_000) == 1
+    assert runs_after(platform, 20_000) == 1
+    send(platform, "/set?in=1000")
+    send(platform, "/set?in=9000")  # later: nothing at 1 s
+    assert runs_after(platform, 8_000) == 1 and runs_after(platform, 1_000) == 2
+    send(platform, "/set?in=1000")
+    assert send(platform, "/delete")["alarm"] is None
+    assert runs_after(platform, 5_000) == 2
+
+
+def test_a_throwing_alarm_is_retried_with_backoff() -> None:
+    """§5.6: a handler that throws is retried after 2 s, 4 s, 8 s ... with retryCount and isRetry, up to 6 retries."""
+    platform = alarm_platform()
+    send(platform, "/set?in=0&fail=2")
+    assert runs_after(platform, 0) == 1
+    assert runs_after(platform, 1_999) == 1 and runs_after(platform, 1) == 2
+    assert runs_after(platform, 3_999) == 2 and runs_after(platform, 1) == 3
+    ns = platform.namespaces["ALARMED"]
+    assert ns.instance(ns.id_from_name("a")).obj.infos == [(0, False), (1, True), (2, True)]
+    assert runs_after(platform, 120_000) == 3
+    # Always failing: the first run and 6 retries, then it stops.
+    platform = alarm_platform()
+    send(platform, "/set?in=0&fail=100")
+    assert runs_after(platform, 600_000) == 7
+
+
+def test_an_alarm_may_fire_twice() -> None:
+    """§5.6: "In rare cases, alarms may fire more than once": choice do.alarm.again runs a successful handler again."""
+    platform = alarm_platform(backend=ScriptedBackend({"do.alarm.again": [1, 0]}))
+    send(platform, "/set?in=1000")
+    assert runs_after(platform, 1_000) == 2
+
+
+def test_an_evicted_object_keeps_its_alarm() -> None:
+    """§5.6-5.7: the alarm lives with the storage: after an eviction a fresh instance runs it."""
+    platform = alarm_platform()
+    send(platform, "/set?in=1000")
+    ns = platform.namespaces["ALARMED"]
+    ns.evict(ns.id_from_name("a"))
+    assert runs_after(platform, 1_000) == 1
+    assert ns.instance(ns.id_from_name("a")).obj.infos == [(0, False)]
+
+
+def test_set_alarm_needs_an_alarm_handler() -> None:
+    """§5.6: setAlarm on a class without alarm() throws into the request (a 500)."""
+    platform = alarm_platform(NoAlarm)
+    res = platform.request(AlarmFront(), Request.make("POST", "/"), location="A")
+    assert res.status == 500
+    errors = " ".join(e for inv in platform.invocations for e in inv.errors)
+    assert "must have an alarm() handler" in errors

@@ -18,6 +18,11 @@ The rules, from ``reference/workers-kv-semantics.md`` §5:
   write in place (§6, "A DO's storage writes are torn only at await boundaries").
 * Values are stored as copies (structured clone), so later mutation of a stored object does not
   change storage.
+* Alarms (§5.6): one per object, kept with its storage (an evicted object's alarm still fires,
+  in a fresh instance). ``set_alarm`` replaces it; when it is due the platform runs the object's
+  ``alarm(info)`` as an event of the object (behind its input gate), retries a handler that
+  throws with exponential backoff from 2 s, up to 6 retries, and, rarely, runs a handler that
+  succeeded once more ("In rare cases, alarms may fire more than once", [DO-RULES]).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import copy
 import hashlib
 import pickle
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import attrs
@@ -34,6 +40,7 @@ from sortedcontainers import SortedDict
 from qmodel.sim.scheduler import Call, Join, Task, suspend
 
 __all__ = [
+    "AlarmInfo",
     "DurableId",
     "DurableInstance",
     "DurableNamespace",
@@ -74,6 +81,14 @@ class DurableId:
         return self.hex
 
 
+@attrs.frozen
+class AlarmInfo:
+    """What ``alarm(info)`` receives (JavaScript's ``{retryCount, isRetry}``, §5.6)."""
+
+    retry_count: int = 0
+    is_retry: bool = False
+
+
 @attrs.define(eq=False)
 class DurableStorage:
     """``state.storage``: the object's transactional key-value storage (§5.4).
@@ -86,6 +101,10 @@ class DurableStorage:
     data: SortedDict = attrs.field(factory=lambda: SortedDict(_utf8))
     reads: int = 0
     writes: int = 0
+    #: The object's alarm: when it is due (virtual ms since the epoch), or ``None`` (§5.6).
+    alarm_ms: int | None = None
+    #: Called when an alarm is set (the platform checks for a handler and arms it).
+    alarm_hook: Callable[[int], None] | None = attrs.field(default=None, repr=False)
     #: The pickled form of each stored value that is not an atom, made as it is stored, so a
     #: read copies it out with one ``pickle.loads``.
     _blobs: dict[str, bytes] = attrs.field(factory=dict, init=False, repr=False)
@@ -202,6 +221,32 @@ class DurableStorage:
             lambda: self._list(prefix, limit, reverse, start, start_after, end),
         )
 
+    def get_alarm(self) -> Any:
+        """When the alarm is due (ms since the epoch), or ``None`` when none is set. While the
+        alarm's own handler runs it reads ``None`` unless the handler set a new one."""
+        return self._op("getAlarm", lambda: self.alarm_ms)
+
+    def set_alarm(self, when_ms: int) -> Any:
+        """Set the object's one alarm for ``when_ms`` (ms since the epoch), replacing any other;
+        a time in the past fires at once (§5.6)."""
+        if not isinstance(when_ms, int) or isinstance(when_ms, bool):
+            raise TypeError(f"set_alarm takes a time in ms since the epoch, not {when_ms!r}")
+        return self._op(f"setAlarm {when_ms}", lambda: self._set_alarm(when_ms))
+
+    def _set_alarm(self, when_ms: int) -> None:
+        self.writes += 1
+        if self.alarm_hook is not None:
+            self.alarm_hook(when_ms)
+        self.alarm_ms = when_ms
+
+    def delete_alarm(self) -> Any:
+        """Cancel the alarm, if one is set."""
+        return self._op("deleteAlarm", self._delete_alarm)
+
+    def _delete_alarm(self) -> None:
+        self.writes += 1
+        self.alarm_ms = None
+
     def delete_all(self) -> Any:
         """Delete every key of the object's storage (``deleteAll()``; alarms, which are not
         simulated, would stay: §5.4). Atomic, as on the SQLite backend."""
@@ -232,6 +277,8 @@ class DurableInstance:
     gate_holder: Task | None = None
     generation: int = 0
     requests: int = 0
+    #: The platform's task that waits for the alarm and runs it (``None`` if none was set).
+    alarm_task: Task | None = None
 
 
 @attrs.define(eq=False)
@@ -260,6 +307,8 @@ class DurableNamespace:
     cls: type
     spawn_request: Callable[[DurableInstance, Any], Task]
     instances: dict[str, DurableInstance] = attrs.field(factory=dict)
+    #: Supplied by the platform: called when an instance's alarm is set.
+    on_alarm: Callable[[DurableInstance, int], None] | None = None
 
     def id_from_name(self, name: str) -> DurableId:
         """The id for ``name``: the same name always gives the same id."""
@@ -277,6 +326,8 @@ class DurableNamespace:
         if inst is None:
             label = f"{self.binding}[{id.name or id.hex[:8]}]"
             inst = self.instances[id.hex] = DurableInstance(id, DurableStorage(label))
+            if self.on_alarm is not None:
+                inst.storage.alarm_hook = partial(self.on_alarm, inst)
         return inst
 
     def start_request(self, id: DurableId, request: Any) -> Task:
