@@ -471,6 +471,61 @@ def test_durable_object_storage_list_options_and_delete_all(tmp_path: Path) -> N
     }
 
 
+def test_durable_object_alarms(tmp_path: Path) -> None:
+    """setAlarm/getAlarm/deleteAlarm reach the simulated storage, and the platform runs the
+    JavaScript alarm() handler when the virtual clock reaches it, with retryCount and isRetry
+    on a retry; setAlarm without an alarm() handler is refused."""
+    source = """
+        export class Timer {
+          constructor(state) { this.storage = state.storage; }
+          async fetch(request) {
+            const path = new URL(request.url).pathname;
+            if (path === '/set') await this.storage.setAlarm(new Date(Date.now() + 5000));
+            if (path === '/fail') await this.storage.put('fail', 1);
+            return Response.json({
+              alarm: await this.storage.getAlarm(), log: (await this.storage.get('log')) ?? [],
+            });
+          }
+          async alarm(info) {
+            const log = (await this.storage.get('log')) ?? [];
+            log.push([Date.now(), info.retryCount, info.isRetry]);
+            await this.storage.put('log', log);
+            if (await this.storage.get('fail')) {
+              await this.storage.delete('fail');
+              throw new Error('alarm handler failed once');
+            }
+          }
+        }
+        export class Plain {
+          constructor(state) { this.storage = state.storage; }
+          async fetch() {
+            return this.storage.setAlarm(Date.now()).then(() => new Response('set'),
+              (e) => new Response(e.message, { status: 500 }));
+          }
+        }
+        export default {
+          async fetch(request, env) {
+            const ns = new URL(request.url).pathname === '/plain' ? env.PLAIN : env.TIMER;
+            return ns.get(ns.idFromName('t')).fetch(request.url);
+          },
+        };
+    """
+    target = js_worker(
+        module(tmp_path, source), do_bindings=["TIMER=Timer", "PLAIN=Plain"]
+    )()
+    p = platform_for(target)
+    t0 = p.clock.now_ms
+    assert get(p, target, "/fail").json_body() == {"alarm": None, "log": []}
+    assert get(p, target, "/set").json_body() == {"alarm": t0 + 5000, "log": []}
+    sched = p.scheduler
+    while sched.run() or sched.advance_to_next_wakeup():
+        pass
+    log = get(p, target, "/").json_body()["log"]
+    assert log == [[t0 + 5000, 0, False], [t0 + 7000, 1, True]]
+    refused = get(p, target, "/plain")
+    assert refused.status == 500 and "must have an alarm() handler" in refused.body
+
+
 def test_durable_ids_match_the_python_namespace(tmp_path: Path) -> None:
     """idFromName gives the id Python's namespace gives, so both name the same object."""
     source = """

@@ -470,6 +470,12 @@ function storageKeys(keys, method) {
 }
 
 class DurableObjectStorage {
+  #object;
+
+  constructor(object) {
+    this.#object = object;
+  }
+
   get(key) {
     if (Array.isArray(key)) {
       return bridge({ k: 'st', m: 'get', keys: storageKeys(key, 'get') }, 'storage.get')
@@ -533,22 +539,29 @@ class DurableObjectStorage {
   }
 
   getAlarm() {
-    return Promise.reject(new Error('Durable Object alarms are not simulated by qmodel'));
+    return bridge({ k: 'st', m: 'getAlarm' }, 'storage.getAlarm');
   }
 
-  setAlarm() {
-    return this.getAlarm();
+  setAlarm(scheduledTime) {
+    if (typeof this.#object.instance?.alarm !== 'function') {
+      return Promise.reject(new TypeError('Your Durable Object class must have an alarm() handler in order to call setAlarm()'));
+    }
+    const ms = scheduledTime instanceof RealDate ? scheduledTime.getTime() : Number(scheduledTime);
+    if (!Number.isFinite(ms)) {
+      return Promise.reject(new TypeError('storage.setAlarm() takes a Date or a time in milliseconds since the epoch'));
+    }
+    return bridge({ k: 'st', m: 'setAlarm', ms: Math.trunc(ms) }, 'storage.setAlarm').then(() => undefined);
   }
 
   deleteAlarm() {
-    return this.getAlarm();
+    return bridge({ k: 'st', m: 'deleteAlarm' }, 'storage.deleteAlarm').then(() => undefined);
   }
 }
 
 function makeState(object, hex, name) {
   return {
     id: new DurableObjectId(hex, name ?? undefined),
-    storage: new DurableObjectStorage(),
+    storage: new DurableObjectStorage(object),
     waitUntil(promise) {
       waitUntil(promise);
     },
@@ -659,12 +672,13 @@ function workerFetch(cmd) {
   serve({ inst: inst.id, rid: cmd.rid }, () => inst.handler.fetch(request, inst.env, ctx));
 }
 
-function durableFetch(cmd) {
+/** Deliver an event to the Durable Object `cmd.obj` (constructed first if new): `deliver`
+ * gets the object's instance and gives the event's Response. */
+function durableEvent(cmd, deliver) {
   const inst = instances.get(cmd.inst);
   if (inst === undefined) throw new Error(`no worker instance ${cmd.inst}`);
   current = inst;
   const store = { inst: inst.id, rid: cmd.rid };
-  const request = makeRequest(cmd.req);
   serve(store, async () => {
     let object = inst.objects.get(cmd.obj);
     if (object === undefined) {
@@ -673,9 +687,24 @@ function durableFetch(cmd) {
       object.instance = new Class(makeState(object, cmd.hex, cmd.name), inst.env);
       inst.objects.set(cmd.obj, object);
     }
-    // blockConcurrencyWhile: no request reaches the object until its callback settles.
+    // blockConcurrencyWhile: no event reaches the object until its callback settles.
     while (object.blockers.size > 0) await Promise.all([...object.blockers]);
-    return object.instance.fetch(request);
+    return deliver(object.instance);
+  });
+}
+
+function durableFetch(cmd) {
+  const request = makeRequest(cmd.req);
+  durableEvent(cmd, (object) => object.fetch(request));
+}
+
+function durableAlarm(cmd) {
+  durableEvent(cmd, async (object) => {
+    if (typeof object.alarm !== 'function') {
+      throw new TypeError(`Durable Object class ${cmd.cls} has no alarm() handler`);
+    }
+    await object.alarm({ retryCount: cmd.retryCount, isRetry: cmd.isRetry });
+    return new WorkerResponse(null, { status: 204 });
   });
 }
 
@@ -853,6 +882,9 @@ function handle(cmd) {
       return null;
     case 'dofetch':
       durableFetch(cmd);
+      return null;
+    case 'doalarm':
+      durableAlarm(cmd);
       return null;
     case 'load':
       return load(cmd);

@@ -12,6 +12,7 @@ Commands (``t``), each with ``now``, the virtual clock in ms, and ``drop``, inst
                ``kv`` (names), ``do`` (binding -> class), ``vars``; ``check`` drops it at once
 ``fetch``      deliver request ``req`` to the worker of ``inst`` as request ``rid``
 ``dofetch``    deliver ``req`` to the Durable Object ``obj`` (class ``cls``, id ``hex``/``name``)
+``doalarm``    run the ``alarm({retryCount, isRetry})`` handler of the Durable Object ``obj``
 ``res``        settle call ``cid``: ``ok`` with value ``v``, or the error ``err`` (name, message)
 ``ping``       answer ``pong`` with Node's version
 =============  =================================================================================

@@ -41,7 +41,7 @@ from typing import Any
 
 from qmodel.node.errors import JavaScriptError, NodeLaneAborted
 from qmodel.node.host import LOAD_TIMEOUT_S, NodeHost, host_for
-from qmodel.sim.durable import DurableId, DurableNamespace
+from qmodel.sim.durable import AlarmInfo, DurableId, DurableNamespace
 from qmodel.sim.http import Headers, Request, Response
 from qmodel.sim.kv import KvError
 from qmodel.sim.runtime import KvBinding
@@ -165,6 +165,12 @@ class _JsDurableObject:
         if worker is None:
             raise RuntimeError("the JavaScript worker of this Durable Object no longer exists")
         return await worker._durable_fetch(self, request)
+
+    async def alarm(self, info: AlarmInfo) -> None:
+        worker = type(self)._worker()
+        if worker is None:
+            raise RuntimeError("the JavaScript worker of this Durable Object no longer exists")
+        await worker._durable_alarm(self, info)
 
 
 class NodeWorker:
@@ -302,20 +308,27 @@ class NodeWorker:
         return await self._serve(ch)
 
     async def _durable_fetch(self, obj: _JsDurableObject, request: Request) -> Response:
+        return await self._durable_event(obj, {"t": "dofetch", "req": _request_json(request)})
+
+    async def _durable_alarm(self, obj: _JsDurableObject, info: AlarmInfo) -> None:
+        event = {"t": "doalarm", "retryCount": info.retry_count, "isRetry": info.is_retry}
+        await self._durable_event(obj, event)
+
+    async def _durable_event(self, obj: _JsDurableObject, event: dict[str, Any]) -> Response:
+        """Deliver a request or an alarm to the JavaScript object behind ``obj``."""
         if self._host is None:
             self._load()
         ch = self._open(obj.env, obj.state, obj.state.storage)
         did = obj.state.id
         self._command(
-            {
-                "t": "dofetch",
+            event
+            | {
                 "inst": self._instance,
                 "rid": ch.rid,
                 "obj": obj.key,
                 "cls": obj.class_name,
                 "hex": did.hex,
                 "name": did.name,
-                "req": _request_json(request),
             }
         )
         return await self._serve(ch)
@@ -460,6 +473,14 @@ class NodeWorker:
             return await st.delete(list(ev["keys"]) if "keys" in ev else ev["key"])
         if m == "deleteAll":
             await st.delete_all()
+            return None
+        if m == "getAlarm":
+            return await st.get_alarm()
+        if m == "setAlarm":
+            await st.set_alarm(ev["ms"])
+            return None
+        if m == "deleteAlarm":
+            await st.delete_alarm()
             return None
         found = await st.list(
             prefix=ev["prefix"],
