@@ -373,3 +373,37 @@ def test_examples_are_what_the_tool_writes(path: Path) -> None:
         trace, path.stem
     )
     assert mermaid_parse([diagram_of(md)]) == [{"ok": True, "type": "sequence"}]
+
+
+def test_repeated_settle_polls_fold_into_one_row() -> None:
+    """Once the settle began, three or more polls in a row that each repeat their actor's last
+    request and answer (nothing written, nothing noted) are one row; every other step keeps its
+    own row, so the folded rows account for the rest of the log."""
+    trace = load(EXAMPLES / "STALE_CACHE_RMW.json")
+    detail = collect(trace)
+    md = render(detail, Paths("t.json", "test_t.py"))
+    folded = [line for line in md.splitlines() if "(folded)" in line]
+    assert folded, "the example's settle repeats polls"
+    settle = next(i for i, line in enumerate(detail.world.log) if "settle: traffic stops" in line)
+    last: dict[tuple[str, str], Any] = {}
+    answers = {}
+    for i in range(len(detail.world.log)):
+        seq = detail.log_exchange.get(i)
+        if seq is None:
+            continue
+        ex = detail.exchange(seq)
+        key = (ex.actor, f"{ex.method} {ex.path}")
+        answers[i + 1] = (ex, last.get(key))
+        last[key] = (ex.status, ex.answer)
+    covered = 0
+    for line in folded:
+        first, end = (int(n) for n in line.split("|")[1].strip().split("–"))
+        assert end - first + 1 >= 3 and first > settle
+        for step in range(first, end + 1):
+            ex, before = answers[step]
+            assert ex.method == "GET" and ex.ok and not ex.kv_writes and ex.actor != "probe"
+            assert before == (ex.status, ex.answer)
+        covered += end - first + 1
+    table = md[md.index("## Steps") : md.index("## State")]
+    rows = [line for line in table.splitlines() if re.match(r"\| \d", line)]
+    assert len(rows) - len(folded) + covered == len(detail.world.log)

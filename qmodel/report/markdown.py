@@ -81,17 +81,28 @@ def _step_notes(detail: Detail, ex: Exchange) -> list[str]:
     return notes
 
 
+#: Fewer repeated polls than this in a row stay rows of their own.
+MIN_FOLD = 3
+
+
 def _steps_table(detail: Detail, alias: Callable[[str], str]) -> list[str]:
+    """The steps, a row per log line, except for two kinds of runs of rows folded into one: an
+    app's burst of posts, and, once the settle began, polls that repeat what their actor was
+    already told (same request, same answer, nothing written, nothing to note)."""
     world = detail.world
     out = [
         "| step | time | actor | location | request | answer | KV operations | counters | notes |",
         "|---:|---|---|---|---|---|---|---|---|",
     ]
+    #: (step, time, cells, group): rows of one group in a row are folded.
     rows: list[tuple[int, int, list[str], str | None]] = []
+    settling = False
+    told: dict[tuple[str, str], Any] = {}
     for i, line in enumerate(world.log):
         seq = detail.log_exchange.get(i)
         t = int(line.split(" ", 1)[0][2:]) if line.startswith("t=") else detail.start_ms
         if seq is None:
+            settling = settling or " settle: traffic stops" in line
             text = line.split(" ", 1)[1] if " " in line else line
             rows.append((i + 1, t, ["", "", f"*{_cell(alias(text))}*", "", "", "", ""], None))
             continue
@@ -102,42 +113,56 @@ def _steps_table(detail: Detail, alias: Callable[[str], str]) -> list[str]:
             request += f" {ex.message_id}"
         answer = "no answer" if ex.status is None else str(ex.status)
         kv = "<br>".join(f"`{_cell(alias(op.describe()))}`" for op in ops)
-        notes = "<br>".join(_cell(alias(n)) for n in _step_notes(detail, ex))
-        rows.append(
-            (
-                i + 1,
-                t,
-                [
-                    ex.actor,
-                    ex.location,
-                    f"`{_cell(alias(request))}`",
-                    answer,
-                    kv,
-                    f"`{ex.counters()}`",
-                    notes,
-                ],
-                ex.actor if ex.actor.startswith("other-app") else None,
-            )
-        )
-    # Another app's burst: one row for its consecutive requests.
+        step_notes = _step_notes(detail, ex)
+        notes = "<br>".join(_cell(alias(n)) for n in step_notes)
+        group = "burst" if ex.actor.startswith("other-app") else None
+        heard = (ex.actor, request)
+        if (
+            group is None
+            and settling
+            and ex.method == "GET"
+            and ex.ok
+            and not (ex.kv_writes or ex.kv_deletes or step_notes)
+            and heard in told
+            and told[heard] == (ex.status, ex.answer)
+        ):
+            group = "repeat"
+        told[heard] = (ex.status, ex.answer)
+        cells = [
+            ex.actor,
+            ex.location,
+            f"`{_cell(alias(request))}`",
+            answer,
+            kv,
+            f"`{ex.counters()}`",
+            notes,
+        ]
+        rows.append((i + 1, t, cells, group))
     k = 0
     while k < len(rows):
         step, t, cells, group = rows[k]
-        if group is None:
-            out.append(f"| {step} | {_ms(t - detail.start_ms)} | " + " | ".join(cells) + " |")
-            k += 1
-            continue
         j = k
-        while j + 1 < len(rows) and rows[j + 1][3] == group:
+        while group is not None and j + 1 < len(rows) and rows[j + 1][3] == group:
             j += 1
+        if group == "repeat" and j - k + 1 < MIN_FOLD:
+            j = k
         if j == k:
             out.append(f"| {step} | {_ms(t - detail.start_ms)} | " + " | ".join(cells) + " |")
-        else:
+        elif group == "burst":
             statuses = sorted({r[2][3] for r in rows[k : j + 1]})
             out.append(
-                f"| {step}–{rows[j][0]} | {_ms(t - detail.start_ms)} | {group} | {cells[1]} | "
+                f"| {step}–{rows[j][0]} | {_ms(t - detail.start_ms)} | {cells[0]} | {cells[1]} | "
                 f"`POST /api/comments` ×{j - k + 1} | {', '.join(statuses)} | | | another app's "
                 "messages (one row for the burst) |"
+            )
+        else:
+            actors = ", ".join(dict.fromkeys(r[2][0] for r in rows[k : j + 1]))
+            statuses = sorted({r[2][3] for r in rows[k : j + 1]})
+            out.append(
+                f"| {step}–{rows[j][0]} | {_ms(t - detail.start_ms)} … "
+                f"{_ms(rows[j][1] - detail.start_ms)} | {actors} | | {j - k + 1} polls | "
+                f"{', '.join(statuses)} | | | each the same request and answer as that actor's "
+                "last: nothing new, nothing written (folded) |"
             )
         k = j + 1
     return out
