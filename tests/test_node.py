@@ -737,3 +737,31 @@ def test_a_platform_without_the_workers_kv_binding_says_so(tmp_path: Path) -> No
     assert response.status == 500
     assert response.body.startswith("TypeError: env.MAIN is not a KV namespace in this world")
     assert "kv_bindings=worker.kv_bindings" in response.body
+
+
+def test_pacer_lets_node_spin_only_while_the_machine_is_quiet(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The pacer turns Node's spinning on after a quiet epoch, off after a busy one, and waits
+    twice as many epochs before each new try while spinning keeps meeting a busy machine."""
+    from qmodel.node import host
+
+    switches = [0]
+    monkeypatch.setattr(host, "_involuntary_switches", lambda: switches[0])
+    pacer = host.Pacer()
+
+    def epoch(new_switches: int) -> list[bool]:
+        switches[0] += new_switches
+        return [c for c in (pacer.answered() for _ in range(pacer.EPOCH)) if c is not None]
+
+    assert epoch(0) == [True] and pacer.node_spins
+    assert epoch(pacer.BUSY) == [] and pacer.node_spins  # at the threshold: still quiet
+    assert epoch(pacer.BUSY + 1) == [False] and not pacer.node_spins
+    assert epoch(0) == [True]  # waited 1 epoch
+    assert epoch(500) == [False]
+    assert epoch(0) == [] and epoch(0) == [True]  # waited 2 epochs
+    assert epoch(500) == [False]
+    assert [epoch(0) for _ in range(4)] == [[], [], [], [True]]  # waited 4
+    assert epoch(500) == [False] and epoch(500) == [] and epoch(500) == []  # busy: no try
+    monkeypatch.setattr(host, "_involuntary_switches", lambda: -1)
+    assert [epoch(0) for _ in range(20)] == [[]] * 20  # unmeasurable: Node never spins
