@@ -196,7 +196,7 @@ class Passthrough:
 def tapped(script: dict[str, list[int]] | None = None) -> tuple[Platform, list[KvOp], Any]:
     platform = Platform.create(backend=ScriptedBackend(dict(script or {})))
     ops: list[KvOp] = []
-    platform.kv_store.tap = KvTap(ops, [])
+    platform.kv_store.tap = KvTap(platform.kv_store, ops, [])
     worker = Passthrough()
 
     def send(path: str, location: str, **query: Any) -> Response:

@@ -153,7 +153,7 @@ def collect(trace: Trace) -> Detail:
     def on_world(world: World) -> None:
         world.log = _EventLog(events)
         for store in world.platform.kv.values():
-            store.tap = KvTap(ops, events)
+            store.tap = KvTap(store, ops, events)
 
     def on_violation(world: World, violation: Violation, at: str) -> None:
         kv = world.platform.kv_store.snapshot().values
@@ -189,12 +189,13 @@ class KvTap:
     """The KV stores' tap during a report's replay: one :class:`KvOp` per call, with notes on
     what made it surprising (§1.3-§1.8, §2.2 of ``reference/workers-kv-semantics.md``)."""
 
-    def __init__(self, ops: list[KvOp], events: list[tuple[str, Any]]) -> None:
+    def __init__(self, store: Any, ops: list[KvOp], events: list[tuple[str, Any]]) -> None:
+        self.store = store
         self.ops = ops
         self.events = events
 
     def __call__(self, op: Any, inv: Any, result: Any, error: BaseException | None) -> None:
-        store = op.binding._store
+        store = self.store
         where = (inv.location, inv.node)
         now = store.clock.now_ms
         verb = op.verb
@@ -208,7 +209,7 @@ class KvTap:
             status = error.status
             text = str(error)
             if status == 429:
-                last = store._last_write_ms.get(op.key)
+                last = store.last_write_ms(op.key)
                 ago = (
                     f" {now - last} ms earlier"
                     if last is not None
@@ -253,17 +254,13 @@ class KvTap:
         self.events.append(("kv", kv_op))
 
 
-def _cache_entry(store: Any, where: tuple[str, int], key: str) -> Any:
-    return store._caches.get(where, {}).get(key)
-
-
 def _read_notes(store: Any, where: tuple[str, int], key: str, now: int) -> list[str]:
     if not store.config.edge_caches:
         return []
-    cached = _cache_entry(store, where, key)
+    cached = store.cache_entry(where, key)
     if cached is None:
         return []
-    central = store._central(key.encode("utf-8"))
+    central = store.central_entry(key)
     served = cached.entry
     same = (served is None and central is None) or (
         served is not None and central is not None and served.version == central.version
@@ -288,8 +285,8 @@ def _read_notes(store: Any, where: tuple[str, int], key: str, now: int) -> list[
 def _ryw_notes(store: Any, where: tuple[str, int], key: str) -> list[str]:
     if not store.config.edge_caches:
         return []
-    cached = _cache_entry(store, where, key)
-    central = store._central(key.encode("utf-8"))
+    cached = store.cache_entry(where, key)
+    central = store.central_entry(key)
     if cached is None:
         return []
     mine = central.version if central is not None else None
@@ -319,17 +316,12 @@ def _list_notes(
         )
     cfg = store.config
     if cfg.edge_caches and cfg.list_cache:
-        hit = store._list_caches.get(where, {}).get((op.key, op.cursor, op.limit))
+        hit = store.list_cache_entry(where, op.key, op.cursor, op.limit)
         if hit is not None and hit[0] is result:
             cached_ms = hit[1] - cfg.default_cache_ttl_s * 1000
             if cached_ms < now:
                 listed = {k.name for k in result.keys}
-                stored = {
-                    raw.decode("utf-8")
-                    for raw in store._data
-                    if raw.startswith(op.key.encode("utf-8"))
-                    and not store._expired(store._data[raw])
-                }
+                stored = store.live_keys(op.key)
                 missing = len(stored - listed) if result.list_complete else 0
                 gone = len(listed - stored)
                 detail = []

@@ -687,6 +687,35 @@ class KvStore:
             return None
         return (None if c.entry is None else c.entry.value, c.cached_ms)
 
+    # Read-only views for reports that explain a read (none changes the store or draws a choice).
+
+    def central_entry(self, key: str) -> _Entry | None:
+        """The live central entry of ``key`` (``None`` when missing or expired)."""
+        return self._central(key.encode("utf-8"))
+
+    def cache_entry(self, where: Where, key: str) -> _Cached | None:
+        """What the cache node ``where`` holds for ``key``, fresh or not."""
+        return self._caches.get(where, {}).get(key)
+
+    def last_write_ms(self, key: str) -> int | None:
+        """When ``key`` was last written or deleted successfully (the 1 write/s window)."""
+        return self._last_write_ms.get(key)
+
+    def list_cache_entry(
+        self, where: Where, prefix: str, cursor: str | None, limit: int
+    ) -> tuple[ListResult, int] | None:
+        """The page ``where`` keeps for ``list(prefix, cursor, limit)``, with its expiry."""
+        return self._list_caches.get(where, {}).get((prefix, cursor, limit))
+
+    def live_keys(self, prefix: str = "") -> set[str]:
+        """The keys with ``prefix`` the central store holds now (not expired)."""
+        start = prefix.encode("utf-8")
+        return {
+            raw.decode("utf-8")
+            for raw, entry in self._data.items()
+            if raw.startswith(start) and not self._expired(entry)
+        }
+
     def version_of(self, key: str) -> int | None:
         entry = self._central(key.encode("utf-8"))
         return None if entry is None else entry.version
