@@ -42,12 +42,16 @@ MAX_BURSTS = 1
 
 
 class InvariantViolation(QmodelError, AssertionError):
-    """An invariant broke. ``violation`` is the record; ``world`` the world it broke in."""
+    """An invariant broke. ``violation`` is the record; ``world`` the world it broke in;
+    ``checked`` the invariants the machine checked (a report's trace records them)."""
 
-    def __init__(self, violation: Violation, world: World) -> None:
+    def __init__(
+        self, violation: Violation, world: World, checked: tuple[Invariant, ...] = ()
+    ) -> None:
         super().__init__(violation.render())
         self.violation = violation
         self.world = world
+        self.checked = checked
 
 
 class QueueMachine(RuleBasedStateMachine):
@@ -110,7 +114,7 @@ class QueueMachine(RuleBasedStateMachine):
                 self.failed = True
                 if type(self).on_world is not None:
                     type(self).on_world(self.world, found)
-                raise InvariantViolation(found, self.world)
+                raise InvariantViolation(found, self.world, self.checked)
 
     @invariant()
     def safety_holds(self) -> None:

@@ -100,8 +100,7 @@ def _write(item: pytest.Item, found: Any, directory: str) -> Any:
     from qmodel.report import write_report
     from qmodel.trace import Search
 
-    machine = getattr(getattr(item, "obj", None), "_hypothesis_state_machine_class", None)
-    checked = getattr(machine, "checked", None) or registry.ALL
+    checked = getattr(found, "checked", None) or registry.ALL
     trace = trace_of(
         found.world,
         found.violation,

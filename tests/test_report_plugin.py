@@ -27,7 +27,9 @@ register()
 QUICK = settings(settings.get_profile("ci"), max_examples=300, phases=[Phase.generate])
 
 claims = entry("CLAIM_NOT_ATOMIC")
-TestClaims = machine_for(claims.target, protocol=claims.protocol).TestCase
+TestClaims = machine_for(
+    claims.target, protocol=claims.protocol, invariants=["single-claim", "platform"]
+).TestCase
 TestClaims.settings = QUICK
 
 TestSound = machine_for(entry("sound").target).TestCase
@@ -62,6 +64,7 @@ def test_failing_machine_gets_a_report(pytester: pytest.Pytester, tmp_path: Path
     )
     trace = load(out / "CLAIM_NOT_ATOMIC.json")
     assert trace.target == "catalog:CLAIM_NOT_ATOMIC"
+    assert set(trace.invariants) == {"single-claim", "platform"}  # what the machine checked
     assert "test_machines.py::TestClaims" in str(trace.search.command)
 
 
