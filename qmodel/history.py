@@ -70,6 +70,8 @@ class Exchange:
     writes: tuple[KvWrite, ...] = ()
     #: Uncaught exceptions and broken platform rules recorded for the invocation.
     errors: tuple[str, ...] = ()
+    #: The worker's console output while it served the request, up to its answer.
+    logs: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:

@@ -237,6 +237,7 @@ class World:
             kv_errors=tuple(str(e) for e in inv.kv_errors),
             writes=tuple(KvWrite(k, s) for k, s in inv.writes),
             errors=tuple(inv.errors) + extra_errors,
+            logs=tuple(inv.logs),
         )
         self.history.add(ex)
         self.spec = spec_step(self.spec, ex)

@@ -25,6 +25,7 @@ from qmodel.node.host import host_for
 from qmodel.sim import Platform, Request
 from qmodel.sim.choices import FirstOptionBackend, ScriptedBackend
 from qmodel.sim.kv import KvConfig
+from qmodel.sim.runtime import MAX_LOGS
 
 if shutil.which(os.environ.get("QMODEL_NODE") or "node") is None:
     if os.environ.get("QMODEL_REQUIRE_NODE") == "1":
@@ -232,6 +233,33 @@ def test_a_worker_that_throws_answers_500_and_is_logged(tmp_path: Path) -> None:
         "uncaught JavaScriptError: TypeError: Cannot read properties of null (reading 'mode') "
         "(worker.mjs:5:29)"
     ]
+
+
+def test_console_output_goes_with_the_request_that_wrote_it(tmp_path: Path) -> None:
+    """console.log/warn/error lines are kept on the invocation of the request whose code wrote
+    them (two concurrent requests do not mix), in order, at most MAX_LOGS each."""
+    source = """
+        export default {
+          async fetch(request, env) {
+            const name = new URL(request.url).pathname.slice(1);
+            console.log('start', name, { n: 1 });
+            await env.COMMENTS_KV.get(name);
+            console.warn(`after read ${name}`);
+            if (name === 'many') for (let i = 0; i < 60; i++) console.error(i);
+            return new Response(name);
+          },
+        };
+    """
+    target = js_worker(module(tmp_path, source))()
+    p = platform_for(target)
+    tasks = [p.send(target, Request.make("GET", f"/{n}"), location="fra") for n in ("a", "b")]
+    p.scheduler.run(until=lambda: all(t.finished for t in tasks))
+    by_label = {inv.label: inv.logs for inv in p.invocations}
+    assert by_label["GET /a@fra"] == ["console.log: start a { n: 1 }", "console.warn: after read a"]
+    assert by_label["GET /b@fra"] == ["console.log: start b { n: 1 }", "console.warn: after read b"]
+    get(p, target, "/many")
+    assert len(p.invocations[-1].logs) == MAX_LOGS
+    assert p.invocations[-1].logs[2:4] == ["console.error: 0", "console.error: 1"]
 
 
 def test_each_test_case_gets_a_fresh_module_instance(tmp_path: Path) -> None:

@@ -293,14 +293,20 @@ def test_a_replay_keeps_the_bindings_given_by_flags(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A worker whose KV binding is named only by --kv-binding (no Wrangler file) records it
-    in its trace, and qmodel replay gives the worker the same env without the flag."""
+    in its trace, and qmodel replay gives the worker the same env without the flag. Its
+    console output shows in the report."""
     _short_dev_budget(monkeypatch)
     work = tmp_path / "app"
     work.mkdir()
     worker = work / "worker.mjs"
-    worker.write_text(SEED_000.read_text().replace("env.COMMENTS_KV", "env.MESSAGES"))
+    source = SEED_000.read_text().replace("env.COMMENTS_KV", "env.MESSAGES")
+    log = "  const msg = newMessage(body, Date.now());\n"
+    assert log in source
+    worker.write_text(source.replace(log, log + "  console.log('posted', msg.id);\n"))
     found = _check_with_report(capsys, worker, tmp_path / "out", "--kv-binding", "MESSAGES")
     (trace_path,) = (tmp_path / "out").glob("*.json")
+    # The worker's console lines are notes of the steps that wrote them.
+    assert "`console.log: posted " in trace_path.with_suffix(".md").read_text()
     assert json.loads(trace_path.read_text())["bindings"] == {"kv": ["MESSAGES"], "do": {}}
     code = cli.main(["replay", str(trace_path), "--json"])
     assert code == 1 and json.loads(capsys.readouterr().out)["invariant"] == found["invariant"]

@@ -44,8 +44,9 @@ from qmodel.node.host import LOAD_TIMEOUT_S, NodeHost, host_for
 from qmodel.sim.durable import AlarmInfo, DurableId, DurableNamespace
 from qmodel.sim.http import Headers, Request, Response
 from qmodel.sim.kv import KvError
+from qmodel.sim.runtime import MAX_LOGS as MAX_INVOCATION_LOGS
 from qmodel.sim.runtime import KvBinding
-from qmodel.sim.scheduler import Sleep, Task, current_choices, date_now
+from qmodel.sim.scheduler import Sleep, Task, current_choices, current_task, date_now
 
 __all__ = ["HANG_POLL_MS", "NodeWorker", "SEED_OPTIONS"]
 
@@ -74,7 +75,7 @@ class _Channel:
 
     __slots__ = (
         "rid", "env", "ctx", "storage", "calls", "done", "timers", "children", "response",
-        "waits", "waited", "blocking", "errors", "closed", "spawned", "news",
+        "waits", "waited", "blocking", "errors", "closed", "spawned", "news", "invocation",
     )
 
     def __init__(self, rid: int, env: Any, ctx: Any, storage: Any) -> None:
@@ -98,6 +99,9 @@ class _Channel:
         self.blocking = 0
         self.errors: list[str] = []
         self.closed = False
+        #: The platform's record of the invocation this request is (its console lines go there).
+        task = current_task()
+        self.invocation: Any = task.invocation if task is not None else None
         #: Durable Object request tasks sent, whose parent (the task serving this request) is
         #: set when it next waits: the platform's tools follow a request into what it awaits.
         self.spawned: list[Task] = []
@@ -284,6 +288,10 @@ class NodeWorker:
                     c.timers.pop(ev["cid"], None)
             elif e == "log":
                 self.logs.append((ev.get("rid"), ev["level"], ev["text"]))
+                ch = channels.get(ev["rid"]) if ev.get("rid") is not None else None
+                inv = ch.invocation if ch is not None else None
+                if inv is not None and len(inv.logs) < MAX_INVOCATION_LOGS:
+                    inv.logs.append(f"console.{ev['level']}: {ev['text']}")
 
     # -- requests ------------------------------------------------------------------------------
 

@@ -56,7 +56,7 @@ def _aliaser(detail: Detail) -> tuple[Callable[[str], str], list[tuple[str, str]
     return alias, names
 
 
-def _step_notes(detail: Detail, ex: Exchange) -> list[str]:
+def _step_notes(detail: Detail, ex: Exchange, *, logs: bool = True) -> list[str]:
     notes: list[str] = []
     if ex.status is None:
         notes.append("killed before it answered: " + ("; ".join(ex.errors) or "no answer"))
@@ -76,11 +76,18 @@ def _step_notes(detail: Detail, ex: Exchange) -> list[str]:
             )
     for op in detail.ops_of(ex.seq):
         notes += list(op.notes)
+    if logs:
+        shown = ex.logs[:MAX_LOG_NOTES]
+        notes += [f"`{line}`" for line in shown]
+        if len(ex.logs) > len(shown):
+            notes.append(f"… {len(ex.logs) - len(shown)} more console lines")
     if ex.seq in detail.violation.exchanges:
         notes.append("**cited by the violation**")
     return notes
 
 
+#: Console lines of the worker shown per step.
+MAX_LOG_NOTES = 5
 #: Fewer repeated polls than this in a row stay rows of their own.
 MIN_FOLD = 3
 
@@ -122,12 +129,12 @@ def _steps_table(detail: Detail, alias: Callable[[str], str]) -> list[str]:
             and settling
             and ex.method == "GET"
             and ex.ok
-            and not (ex.kv_writes or ex.kv_deletes or step_notes)
+            and not (ex.kv_writes or ex.kv_deletes or _step_notes(detail, ex, logs=False))
             and heard in told
-            and told[heard] == (ex.status, ex.answer)
+            and told[heard] == (ex.status, ex.answer, ex.logs)
         ):
             group = "repeat"
-        told[heard] = (ex.status, ex.answer)
+        told[heard] = (ex.status, ex.answer, ex.logs)
         cells = [
             ex.actor,
             ex.location,

@@ -48,6 +48,8 @@ __all__ = [
 
 #: [W-LIM] "Use event.waitUntil() to delay cancellation for another 30 seconds" (reference §6).
 WAIT_UNTIL_GRACE_MS = 30_000
+#: Console lines kept per invocation.
+MAX_LOGS = 50
 #: §5.6: a throwing alarm handler is retried "with exponential backoff starting at a 2 second
 #: delay ... with up to 6 retries".
 ALARM_BACKOFF_MS = 2_000
@@ -81,6 +83,9 @@ class Invocation:
     kv_errors: list[KvError] = attrs.field(factory=list)
     #: KV writes (puts and deletes) in order: ``(key, status)``, 200 or the error's status.
     writes: list[tuple[str, int]] = attrs.field(factory=list)
+    #: The target's console output while serving it (``console.log: text``), the first
+    #: :data:`MAX_LOGS` lines (a JavaScript worker's; Python targets have no console).
+    logs: list[str] = attrs.field(factory=list)
     responded_ms: int | None = None
     background: list[Task] = attrs.field(factory=list)
 
@@ -614,9 +619,8 @@ class Platform:
         # The request starts running as it arrives, up to its first platform call; which
         # platform call happens when is still the scheduler's choice.
         task = self.scheduler.spawn(
-            _serve(fetch, request, env, ctx, inv), label, kind="request", eager=True
+            _serve(fetch, request, env, ctx, inv), label, kind="request", eager=True, invocation=inv
         )
-        task.invocation = inv
         responded = self._responded(inv)
         if task.finished:  # answered during its eager start, before a callback could be added
             responded(task)

@@ -40,6 +40,7 @@ __all__ = [
     "Task",
     "TaskCancelled",
     "current_choices",
+    "current_task",
     "date_now",
     "sleep",
     "suspend",
@@ -50,6 +51,10 @@ __all__ = [
 #: The scheduler whose task is running right now (one thread runs a world at a time; steps of
 #: different worlds never nest except through a world's own eager starts, which restore it).
 _CURRENT: list[Scheduler | None] = [None]
+
+
+#: The task whose code is running right now (see :func:`current_task`).
+_TASK: list[Task | None] = [None]
 
 
 #: Steps completed by every scheduler in this process, and whether one is running now: a
@@ -92,6 +97,12 @@ def _current(what: str) -> Scheduler:
     if sched is None:
         raise RuntimeError(f"{what} is only available inside a task of a simulated world")
     return sched
+
+
+def current_task() -> Task | None:
+    """The task whose code is running now (``None`` outside any step). A request's task
+    carries its invocation record (``task.invocation``)."""
+    return _TASK[0]
 
 
 def current_choices() -> ChoiceSource:
@@ -330,11 +341,12 @@ class Scheduler:
         owner: Any = None,
         deadline_ms: int | None = None,
         eager: bool = False,
+        invocation: Any = None,
     ) -> Task:
         """Add a task running ``start`` (a coroutine, or a function making one at the first
         step). It runs nothing until a step chooses it, unless ``eager``: then its code runs
         now up to its first suspension, as a JavaScript async function starts synchronously
-        when called."""
+        when called. ``invocation`` is the record of the request the task serves."""
         self.spawned += 1
         if isinstance(start, CoroutineType):
             task = Task(self.spawned, name, start, kind=kind, owner=owner, deadline_ms=deadline_ms)
@@ -342,6 +354,7 @@ class Scheduler:
             task = Task(
                 self.spawned, name, None, start, kind=kind, owner=owner, deadline_ms=deadline_ms
             )
+        task.invocation = invocation
         self.tasks.append(task)
         if eager:
             self._resume(task)
@@ -424,7 +437,9 @@ class Scheduler:
             assert task.factory is not None
             coro = task.coro = task.factory()
         outer = _CURRENT[0]
+        outer_task = _TASK[0]
         _CURRENT[0] = self
+        _TASK[0] = task
         _PROGRESS[1] = True
         try:
             nxt = coro.send(value) if error is None else coro.throw(error)
@@ -436,6 +451,7 @@ class Scheduler:
             return
         finally:
             _CURRENT[0] = outer
+            _TASK[0] = outer_task
             _PROGRESS[0] += 1
             _PROGRESS[1] = outer is not None
             # The error's traceback holds this frame: drop the frame's reference to the error so
