@@ -26,7 +26,7 @@ import shlex
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from qmodel.errors import QmodelError
@@ -276,6 +276,7 @@ def run_check(args: argparse.Namespace, progress: Any = None) -> dict[str, Any]:
     :class:`qmodel.progress.NoProgress`)."""
     from hypothesis import seed as hypothesis_seed
     from hypothesis import settings
+    from hypothesis.reporting import with_reporter
     from hypothesis.stateful import get_state_machine_test
 
     import invariants as registry
@@ -340,7 +341,12 @@ def run_check(args: argparse.Namespace, progress: Any = None) -> dict[str, Any]:
     try:
         # Hypothesis reports (the falsifying example, shrink warnings) go to stderr: stdout is
         # ours, and with --json holds exactly one object.
-        with watchdog, shrink_budget(args.profile), contextlib.redirect_stdout(sys.stderr):
+        with (
+            watchdog,
+            shrink_budget(args.profile),
+            contextlib.redirect_stdout(sys.stderr),
+            with_reporter(_hypothesis_report(args.profile)),
+        ):
             test()
     except machine_mod.InvariantViolation as exc:
         error = exc
@@ -374,6 +380,24 @@ def run_check(args: argparse.Namespace, progress: Any = None) -> dict[str, Any]:
         "world": failure[0] if failure else None,
         "checked": checked,
     }
+
+
+def _hypothesis_report(profile: str) -> Callable[[str], None]:
+    """Hypothesis's reports go to stderr as they are, except its warning that shrinking ran
+    out of time, which names five minutes whatever the limit: that is said plainly instead."""
+    from qmodel.profiles import SHRINK_BUDGETS
+
+    def report(text: str) -> None:
+        if "spent more than five minutes working to shrink" in text:
+            limit = SHRINK_BUDGETS[profile][2]
+            text = (
+                f"qmodel: shrinking stopped at the {profile} profile's time limit ({limit} s) "
+                "before its budget of test runs was spent; the counterexample below is partly "
+                "shrunk, and on a quieter machine the same seed may shrink further"
+            )
+        print(text, file=sys.stderr)
+
+    return report
 
 
 def _human(out: dict[str, Any], violation: Any, args: argparse.Namespace, registry: Any) -> None:

@@ -194,3 +194,20 @@ def test_console_script_is_installed() -> None:
     )
     assert proc.returncode == 0
     assert "CLAIM_NOT_ATOMIC" in proc.stdout
+
+
+def test_shrinking_out_of_time_is_said_plainly(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When shrinking meets the profile's time limit, stderr says which limit, instead of
+    Hypothesis's warning about five minutes; the violation is still reported."""
+    from qmodel import profiles
+
+    monkeypatch.setitem(profiles.SHRINK_BUDGETS, "dev", (40, 150, 0))
+    code = cli.main(
+        ["check", "--target", "catalog:CLAIM_NOT_ATOMIC", "--profile", "dev", "--json"]
+    )
+    out, err = capsys.readouterr()
+    assert code == 1 and json.loads(out)["verdict"] == "violation"
+    assert "five minutes" not in err
+    assert "qmodel: shrinking stopped at the dev profile's time limit (0 s)" in err

@@ -406,6 +406,35 @@ def test_a_worker_that_never_answers_meets_the_step_limit(tmp_path: Path, body: 
     assert p.scheduler.overruns[0].steps == 30
 
 
+def test_a_request_awaiting_nothing_is_stopped_after_two_minutes(tmp_path: Path) -> None:
+    """A request with nothing of its own outstanding (no call, timer or Durable Object request)
+    is stopped after HANG_POLLS polls, long before the step limit, with a reason that says so;
+    one that keeps a timer going is not."""
+    from qmodel.node.worker import HANG_POLL_MS, HANG_POLLS, HUNG
+
+    source = """
+        export default {
+          async fetch(request) {
+            if (new URL(request.url).pathname === '/timer') {
+              await new Promise((resolve) => setTimeout(resolve, 200_000));
+              return new Response('late');
+            }
+            return new Promise(() => {});
+          },
+        };
+    """
+    target = js_worker(module(tmp_path, source))()
+    p = platform_for(target)
+    start = p.clock.now_ms
+    task = p.send(target, Request.make("GET", "/"), location="fra")
+    p.scheduler.run(max_steps=1_000, until=lambda: task.finished)
+    assert task.killed and isinstance(task.error, StepLimitExceeded)
+    assert str(task.error) == HUNG and task.steps < 200
+    assert p.clock.now_ms - start == HANG_POLLS * HANG_POLL_MS
+    timer = p.send(target, Request.make("GET", "/timer"), location="fra")
+    assert p.run_until_done(timer).body == "late"
+
+
 def test_timers_follow_the_virtual_clock(tmp_path: Path) -> None:
     """setTimeout fires when virtual time reaches it; clearTimeout cancels."""
     source = """

@@ -46,16 +46,32 @@ from qmodel.sim.http import Headers, Request, Response
 from qmodel.sim.kv import KvError
 from qmodel.sim.runtime import MAX_LOGS as MAX_INVOCATION_LOGS
 from qmodel.sim.runtime import KvBinding
-from qmodel.sim.scheduler import Sleep, Task, current_choices, current_task, date_now
+from qmodel.sim.scheduler import (
+    Sleep,
+    Task,
+    current_choices,
+    current_task,
+    date_now,
+    give_up,
+)
 
 __all__ = ["HANG_POLL_MS", "NodeWorker", "SEED_OPTIONS"]
 
 #: The JavaScript PRNG of a module instance is seeded with one of this many values, drawn from
 #: the world's choice source (choice ``node.seed``; option 0 is the unsurprising seed 0).
 SEED_OPTIONS = 1 << 16
-#: A request with nothing outstanding wakes this often (virtual ms) so that one that can never
-#: answer takes steps and meets the step limit.
+#: A request with nothing outstanding wakes this often (virtual ms) to look again.
 HANG_POLL_MS = 1_000
+#: A request that has awaited this many polls in a row with nothing of its own outstanding (no
+#: KV or storage call, timer or Durable Object request) is stopped as one that can never answer:
+#: 2 minutes of virtual time. (Wall-clock time is unlimited on Workers while the client waits,
+#: reference §6, so this bound is qmodel's: it ends a run that would otherwise go on until the
+#: step limit. Only a promise settled by another request could still wake such a request.)
+HANG_POLLS = 120
+HUNG = (
+    f"the JavaScript request awaited for {HANG_POLLS * HANG_POLL_MS // 1000} s with nothing of its "
+    "own outstanding (no KV or storage call, timer or Durable Object request): it can never answer"
+)
 #: Console lines kept per test case (the most recent).
 MAX_LOGS = 2_000
 
@@ -76,6 +92,7 @@ class _Channel:
     __slots__ = (
         "rid", "env", "ctx", "storage", "calls", "done", "timers", "children", "response",
         "waits", "waited", "blocking", "errors", "closed", "spawned", "news", "invocation",
+        "idle",
     )
 
     def __init__(self, rid: int, env: Any, ctx: Any, storage: Any) -> None:
@@ -102,6 +119,8 @@ class _Channel:
         #: The platform's record of the invocation this request is (its console lines go there).
         task = current_task()
         self.invocation: Any = task.invocation if task is not None else None
+        #: Polls in a row with nothing outstanding (see :data:`HANG_POLLS`).
+        self.idle = 0
         #: Durable Object request tasks sent, whose parent (the task serving this request) is
         #: set when it next waits: the platform's tools follow a request into what it awaits.
         self.spawned: list[Task] = []
@@ -387,10 +406,17 @@ class NodeWorker:
                 due = sorted((t, cid) for cid, t in ch.timers.items() if t <= now)
                 items += [("timer", cid) for _, cid in due]
             if not items:
+                if ch.timers or ch.children or ch.response is not None:
+                    ch.idle = 0
+                else:
+                    ch.idle += 1
+                    if ch.idle > HANG_POLLS:
+                        give_up(HUNG)
                 await _Wait(ch)
                 return
             n = len(items)
             kind, item = items[current_choices().choose("node.call", n)] if n > 1 else items[0]
+        ch.idle = 0
         if kind == "call":
             ch.calls.remove(item)
             try:

@@ -42,6 +42,7 @@ __all__ = [
     "current_choices",
     "current_task",
     "date_now",
+    "give_up",
     "sleep",
     "suspend",
     "unique_suffix",
@@ -103,6 +104,16 @@ def current_task() -> Task | None:
     """The task whose code is running now (``None`` outside any step). A request's task
     carries its invocation record (``task.invocation``)."""
     return _TASK[0]
+
+
+def give_up(reason: str) -> None:
+    """Stop the running task as the step limit would, as soon as it suspends: its target found
+    it can never finish (``reason`` says why; the task's error is a
+    :class:`~qmodel.errors.StepLimitExceeded` with it)."""
+    task = _TASK[0]
+    if task is None:
+        raise RuntimeError("give_up() is only available inside a task of a simulated world")
+    task.stuck = reason
 
 
 def current_choices() -> ChoiceSource:
@@ -265,6 +276,8 @@ class Task:
     on_finish: list[Callable[[Task], None]] = attrs.field(factory=list)
     #: The invocation record of a request task (counters, errors), if it serves one.
     invocation: Any = None
+    #: Why the task is to be stopped at its next suspension (see :func:`give_up`).
+    stuck: str | None = None
 
     def __repr__(self) -> str:
         state = "killed" if self.killed else "done" if self.finished else "live"
@@ -477,9 +490,12 @@ class Scheduler:
                     task.children.append(child)
         if task.owner is not None:
             self._update_gate(task, op, nxt)
-        if self.max_task_steps is not None and task.steps >= self.max_task_steps:
+        if task.stuck is not None or (
+            self.max_task_steps is not None and task.steps >= self.max_task_steps
+        ):
             exc = StepLimitExceeded(
-                f"{task.name} took {task.steps} steps without finishing (limit "
+                task.stuck
+                or f"{task.name} took {task.steps} steps without finishing (limit "
                 f"{self.max_task_steps}); a worker that never answers is stopped here",
                 task=task.name,
                 steps=task.steps,
