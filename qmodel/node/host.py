@@ -136,13 +136,13 @@ class Pacer:
     Every command is a round trip, and a process that sleeps until the other answers pays the
     kernel's wake-up latency. On the 2-core machine this was built on, a bare round trip took
     60 µs with both sides sleeping and 10 µs with both spinning; ``bench/bench_node.py`` ran
-    1.8 times as fast with both spinning as with only this process spinning.
+    about 1.7 times as fast with both spinning as with only this process spinning.
 
     This process always spins a little before it sleeps in ``poll``, and gives its core away
     at every try (``sched_yield``), which costs a busy machine little: with one or two other
-    busy processes beside the benchmark, it ran faster so than sleeping at once. Node cannot
-    yield its core while it spins, and there a spinner takes the core the other process needs:
-    the same benchmark ran five times slower with Node spinning.
+    busy processes beside the benchmark, it ran faster that way than sleeping at once. Node
+    cannot yield its core while it spins, and there a spinner takes the core the other process
+    needs: the same benchmark ran five to six times slower with Node spinning.
 
     So Node spins only while this process finds the machine quiet: over :data:`EPOCH`
     commands, it was switched off its core against its will (its involuntary context switches,
