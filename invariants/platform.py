@@ -93,7 +93,7 @@ def _check_one(ex: Exchange) -> Violation | None:
         return _violation(
             ex,
             "no-answer",
-            f"{req} was never answered: the worker ran past the step limit",
+            f"{req} was never answered (liveness): the worker ran past the step limit",
             errors=ex.errors,
         )
     if ex.status is not None and 500 <= ex.status < 600:
