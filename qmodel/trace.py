@@ -346,7 +346,7 @@ def _bindings(raw: dict[str, Any], source: str) -> dict[str, Any] | None:
         or not all(isinstance(k, str) and isinstance(v, str) for k, v in do.items())
     ):
         raise TraceFileError(
-            f"{source}: field 'bindings' should be {{\"kv\": [binding names], \"do\": "
+            f'{source}: field \'bindings\' should be {{"kv": [binding names], "do": '
             f"{{binding: class}}}}, not {value!r:.80}; {_RERECORD}",
             field="bindings",
         )

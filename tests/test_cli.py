@@ -204,9 +204,7 @@ def test_shrinking_out_of_time_is_said_plainly(
     from qmodel import profiles
 
     monkeypatch.setitem(profiles.SHRINK_BUDGETS, "dev", (40, 150, 0))
-    code = cli.main(
-        ["check", "--target", "catalog:CLAIM_NOT_ATOMIC", "--profile", "dev", "--json"]
-    )
+    code = cli.main(["check", "--target", "catalog:CLAIM_NOT_ATOMIC", "--profile", "dev", "--json"])
     out, err = capsys.readouterr()
     assert code == 1 and json.loads(out)["verdict"] == "violation"
     assert "five minutes" not in err

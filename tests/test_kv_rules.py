@@ -1075,7 +1075,11 @@ def test_bulk_get_reads_each_key_through_the_same_caches() -> None:
         ([], "text", "400 You must request a minimum of 1 key"),
         ([f"k{i}" for i in range(101)], "text", "400 You can request a maximum of 100 keys"),
         (["old"], "stream", '400 "stream" is not a valid type. Use "json" or "text"'),
-        (["new", "words"], "json", "400 At least one of the requested keys corresponds to a non-json value"),
+        (
+            ["new", "words"],
+            "json",
+            "400 At least one of the requested keys corresponds to a non-json value",
+        ),
     ]:
         with pytest.raises(KvError, match=re.escape(f"KV GET_BULK failed: {message}")):
             kv.get_many(A0, keys, type=kind)
