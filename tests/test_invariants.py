@@ -704,6 +704,23 @@ def test_platform_reports_the_operation_limit() -> None:
     )
 
 
+def test_platform_reports_a_request_that_never_answered() -> None:
+    """platform rule no-answer: a request stopped by the step limit (or as hung) is a liveness
+    failure, named as such; a request unanswered for another reason (a crash) is not."""
+    run = Run()
+    stopped = "stopped by the step limit: POST /api/comments took 10000 steps without finishing"
+    run.add("post", status=None, answer=None, message_id=H1, errors=(stopped,))
+    found = platform.check(run.context())
+    assert found is not None and found.values["rule"] == "no-answer"
+    assert found.summary == (
+        f"POST /api/comments for message {H1} was never answered (liveness): the worker ran "
+        "past the step limit"
+    )
+    crashed = Run()
+    crashed.add("post", status=None, answer=None, message_id=H1, errors=("the client crashed",))
+    assert platform.check(crashed.context()) is None
+
+
 def test_platform_reports_a_swallowed_429() -> None:
     """platform rule swallowed-429: a 2xx whose refused write was never rewritten."""
     run = Run()
