@@ -262,6 +262,41 @@ def test_console_output_goes_with_the_request_that_wrote_it(tmp_path: Path) -> N
     assert p.invocations[-1].logs[2:4] == ["console.error: 0", "console.error: 1"]
 
 
+def test_a_durable_objects_console_lines_go_to_the_request_that_called_it(
+    tmp_path: Path,
+) -> None:
+    """What a Durable Object logs while serving a request shows with that request's lines,
+    marked with the object, in the order written."""
+    source = """
+        export class Queue {
+          constructor(state) { this.storage = state.storage; }
+          async fetch(request) {
+            const n = ((await this.storage.get('n')) ?? 0) + 1;
+            await this.storage.put('n', n);
+            console.log('queued', n);
+            return new Response(String(n));
+          }
+        }
+        export default {
+          async fetch(request, env) {
+            console.log('worker before');
+            const r = await env.QUEUE.get(env.QUEUE.idFromName('main')).fetch(request.url);
+            console.log('worker after', await r.text());
+            return new Response('ok');
+          },
+        };
+    """
+    target = js_worker(module(tmp_path, source), do_bindings=["QUEUE=Queue"])()
+    p = platform_for(target)
+    get(p, target, "/")
+    (worker_inv,) = [inv for inv in p.invocations if inv.label == "GET /@fra"]
+    assert worker_inv.logs == [
+        "console.log: worker before",
+        "QUEUE[main] console.log: queued 1",
+        "console.log: worker after 1",
+    ]
+
+
 def test_each_test_case_gets_a_fresh_module_instance(tmp_path: Path) -> None:
     """Module-level state (of the worker and of the modules it imports) is shared by the
     requests of one test case and never carried into the next."""

@@ -92,7 +92,7 @@ class _Channel:
     __slots__ = (
         "rid", "env", "ctx", "storage", "calls", "done", "timers", "children", "response",
         "waits", "waited", "blocking", "errors", "closed", "spawned", "news", "invocation",
-        "idle",
+        "idle", "log_to", "log_prefix",
     )
 
     def __init__(self, rid: int, env: Any, ctx: Any, storage: Any) -> None:
@@ -119,6 +119,14 @@ class _Channel:
         #: The platform's record of the invocation this request is (its console lines go there).
         task = current_task()
         self.invocation: Any = task.invocation if task is not None else None
+        # Console lines go to the request an actor sent: a Durable Object's lines to the
+        # request that called the object (the first caller that is a request), marked with it.
+        root = task
+        while root is not None and root.kind != "request" and root.parent is not None:
+            root = root.parent
+        self.log_to: Any = root.invocation if root is not None else None
+        own = self.invocation
+        self.log_prefix = "" if root is task or own is None else f"{own.label.split(' ')[0]} "
         #: Polls in a row with nothing outstanding (see :data:`HANG_POLLS`).
         self.idle = 0
         #: Durable Object request tasks sent, whose parent (the task serving this request) is
@@ -308,9 +316,9 @@ class NodeWorker:
             elif e == "log":
                 self.logs.append((ev.get("rid"), ev["level"], ev["text"]))
                 ch = channels.get(ev["rid"]) if ev.get("rid") is not None else None
-                inv = ch.invocation if ch is not None else None
+                inv = ch.log_to if ch is not None else None
                 if inv is not None and len(inv.logs) < MAX_INVOCATION_LOGS:
-                    inv.logs.append(f"console.{ev['level']}: {ev['text']}")
+                    inv.logs.append(f"{ch.log_prefix}console.{ev['level']}: {ev['text']}")
 
     # -- requests ------------------------------------------------------------------------------
 

@@ -84,7 +84,8 @@ class Invocation:
     #: KV writes (puts and deletes) in order: ``(key, status)``, 200 or the error's status.
     writes: list[tuple[str, int]] = attrs.field(factory=list)
     #: The target's console output while serving it (``console.log: text``), the first
-    #: :data:`MAX_LOGS` lines (a JavaScript worker's; Python targets have no console).
+    #: :data:`MAX_LOGS` lines (a JavaScript worker's; Python targets have no console), with
+    #: those of the Durable Object requests it made (``QUEUE[main] console.log: text``).
     logs: list[str] = attrs.field(factory=list)
     responded_ms: int | None = None
     background: list[Task] = attrs.field(factory=list)
