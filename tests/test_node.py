@@ -572,7 +572,9 @@ def test_durable_object_alarms(tmp_path: Path) -> None:
           constructor(state) { this.storage = state.storage; }
           async fetch(request) {
             const path = new URL(request.url).pathname;
-            if (path === '/set') await this.storage.setAlarm(new Date(Date.now() + 5000));
+            if (path === '/set') {
+              await this.storage.transaction((txn) => txn.setAlarm(new Date(Date.now() + 5000)));
+            }
             if (path === '/fail') await this.storage.put('fail', 1);
             return Response.json({
               alarm: await this.storage.getAlarm(), log: (await this.storage.get('log')) ?? [],

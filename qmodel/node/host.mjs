@@ -525,10 +525,14 @@ class DurableObjectStorage {
   async transaction(closure) {
     // Storage calls are atomic one by one and, with only storage awaits between them, the
     // input gate keeps the whole closure atomic; an explicit rollback is not simulated.
-    const txn = Object.create(this);
-    txn.rollback = () => {
-      throw new Error('transaction rollback is not simulated by qmodel');
+    const txn = {
+      rollback() {
+        throw new Error('transaction rollback is not simulated by qmodel');
+      },
     };
+    for (const name of ['get', 'put', 'delete', 'list', 'getAlarm', 'setAlarm', 'deleteAlarm']) {
+      txn[name] = (...args) => this[name](...args);
+    }
     return closure(txn);
   }
 
