@@ -620,6 +620,62 @@ def test_durable_object_alarms(tmp_path: Path) -> None:
     assert refused.status == 500 and "must have an alarm() handler" in refused.body
 
 
+def test_durable_object_transactions_commit_once_or_roll_back(tmp_path: Path) -> None:
+    """storage.transaction(): the closure's reads see its own writes, which reach storage in
+    one storage operation when it returns; txn.rollback() or a throw discards them."""
+    source = """
+        export class Store {
+          constructor(state) { this.storage = state.storage; }
+          async fetch() {
+            const s = this.storage;
+            await s.put({ a: 1, b: 2, c: 3 });
+            const seen = await s.transaction(async (txn) => {
+              await txn.put('b', 20);
+              await txn.delete('c');
+              await txn.put('d', 4);
+              return {
+                b: await txn.get('b'), c: await txn.get('c') ?? null,
+                many: [...(await txn.get(['d', 'a', 'c'])).entries()],
+                list: [...(await txn.list({ reverse: true, limit: 3 })).keys()],
+                gone: await txn.delete('c'),
+              };
+            });
+            const rolled = await s.transaction(async (txn) => {
+              await txn.put('a', 100);
+              txn.rollback();
+              return txn.get('a').then(() => 'read', (e) => e.message);
+            });
+            const thrown = await s.transaction(async (txn) => {
+              await txn.put('a', 200);
+              throw new Error('abandoned');
+            }).catch((e) => e.message);
+            return Response.json({ seen, rolled, thrown, now: [...(await s.list()).entries()] });
+          }
+        }
+        export default {
+          async fetch(request, env) {
+            return env.STORE.get(env.STORE.idFromName('s')).fetch(request.url);
+          },
+        };
+    """
+    target = js_worker(module(tmp_path, source), do_bindings=["STORE=Store"])()
+    p = platform_for(target)
+    assert get(p, target, "/").json_body() == {
+        "seen": {
+            "b": 20,
+            "c": None,
+            "many": [["d", 4], ["a", 1]],
+            "list": ["d", "b", "a"],
+            "gone": False,
+        },
+        "rolled": "this transaction was rolled back or has ended",
+        "thrown": "abandoned",
+        "now": [["a", 1], ["b", 20], ["d", 4]],
+    }
+    commits = [s.op for s in p.scheduler.trace if ".storage.commit" in s.op]
+    assert commits == ["STORE[s].storage.commit ['b', 'c', 'd']"]
+
+
 def test_durable_ids_match_the_python_namespace(tmp_path: Path) -> None:
     """idFromName gives the id Python's namespace gives, so both name the same object."""
     source = """

@@ -523,17 +523,16 @@ class DurableObjectStorage {
   }
 
   async transaction(closure) {
-    // Storage calls are atomic one by one and, with only storage awaits between them, the
-    // input gate keeps the whole closure atomic; an explicit rollback is not simulated.
-    const txn = {
-      rollback() {
-        throw new Error('transaction rollback is not simulated by qmodel');
-      },
-    };
-    for (const name of ['get', 'put', 'delete', 'list', 'getAlarm', 'setAlarm', 'deleteAlarm']) {
-      txn[name] = (...args) => this[name](...args);
+    const txn = new Transaction(this);
+    let result;
+    try {
+      result = await closure(txn);
+    } catch (err) {
+      txn.rollback();
+      throw err;
     }
-    return closure(txn);
+    await txn.commit();
+    return result;
   }
 
   async sync() {}
@@ -559,6 +558,112 @@ class DurableObjectStorage {
 
   deleteAlarm() {
     return bridge({ k: 'st', m: 'deleteAlarm' }, 'storage.deleteAlarm').then(() => undefined);
+  }
+}
+
+const utf8Order = (a, b) => Buffer.compare(Buffer.from(a), Buffer.from(b));
+
+function inRange(key, { prefix, start, startAfter, end }) {
+  if (prefix != null && !key.startsWith(String(prefix))) return false;
+  if (start != null && utf8Order(key, String(start)) < 0) return false;
+  if (startAfter != null && utf8Order(key, String(startAfter)) <= 0) return false;
+  return end == null || utf8Order(key, String(end)) < 0;
+}
+
+// storage.transaction(closure) of the key-value backend (reference 5.4): the closure's writes
+// are kept aside, seen by its own reads, and applied in one storage operation when it returns;
+// txn.rollback() or a throw discards them. Concurrent transactions are not retried (the
+// platform may run a closure again after a conflict): with only storage awaits in the closure,
+// the input gate keeps it atomic anyway. Alarm calls go to the storage directly.
+class Transaction {
+  #storage;
+  #writes = new Map(); // key -> encoded value, or null for a delete
+  #over = false;
+
+  constructor(storage) {
+    this.#storage = storage;
+  }
+
+  #open() {
+    if (this.#over) throw new Error('this transaction was rolled back or has ended');
+  }
+
+  async get(key) {
+    this.#open();
+    if (!Array.isArray(key)) {
+      const k = String(key);
+      if (!this.#writes.has(k)) return this.#storage.get(k);
+      const w = this.#writes.get(k);
+      return w === null ? undefined : decodeStored(w);
+    }
+    const keys = storageKeys(key, 'get');
+    const unwritten = keys.filter((k) => !this.#writes.has(k));
+    const stored = unwritten.length ? await this.#storage.get(unwritten) : new Map();
+    const out = new Map();
+    for (const k of new Set(keys)) {
+      const w = this.#writes.get(k);
+      if (w !== undefined && w !== null) out.set(k, decodeStored(w));
+      else if (w === undefined && stored.has(k)) out.set(k, stored.get(k));
+    }
+    return out;
+  }
+
+  async put(key, value) {
+    this.#open();
+    if (typeof key === 'object' && key !== null) {
+      const entries = Object.entries(key);
+      if (entries.length > 128) throw new RangeError('storage.put: at most 128 keys at once');
+      for (const [k, v] of entries) this.#writes.set(k, encodeStored(v));
+    } else {
+      this.#writes.set(String(key), encodeStored(value));
+    }
+  }
+
+  async delete(key) {
+    this.#open();
+    const keys = Array.isArray(key) ? storageKeys(key, 'delete') : [String(key)];
+    const found = await this.get(keys);
+    for (const k of keys) this.#writes.set(k, null);
+    return Array.isArray(key) ? found.size : found.size > 0;
+  }
+
+  async list(options = {}) {
+    this.#open();
+    const { limit, reverse, ...range } = options ?? {};
+    const merged = await this.#storage.list(range);
+    for (const [k, w] of this.#writes) {
+      if (!inRange(k, range)) continue;
+      if (w === null) merged.delete(k);
+      else merged.set(k, decodeStored(w));
+    }
+    let keys = [...merged.keys()].sort(utf8Order);
+    if (reverse) keys.reverse();
+    if (limit != null) keys = keys.slice(0, limit);
+    return new Map(keys.map((k) => [k, merged.get(k)]));
+  }
+
+  rollback() {
+    this.#over = true;
+    this.#writes.clear();
+  }
+
+  getAlarm(...args) {
+    return this.#storage.getAlarm(...args);
+  }
+
+  setAlarm(...args) {
+    return this.#storage.setAlarm(...args);
+  }
+
+  deleteAlarm(...args) {
+    return this.#storage.deleteAlarm(...args);
+  }
+
+  async commit() {
+    if (this.#over) return;
+    this.#over = true;
+    if (this.#writes.size === 0) return;
+    await bridge({ k: 'st', m: 'commit', entries: [...this.#writes] }, 'storage.transaction');
   }
 }
 

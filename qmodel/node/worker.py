@@ -516,6 +516,9 @@ class NodeWorker:
         if m == "deleteAll":
             await st.delete_all()
             return None
+        if m == "commit":
+            await st.commit([(k, v) for k, v in ev["entries"]])
+            return None
         if m == "getAlarm":
             return await st.get_alarm()
         if m == "setAlarm":

@@ -247,6 +247,22 @@ class DurableStorage:
         self.writes += 1
         self.alarm_ms = None
 
+    def commit(self, writes: list[tuple[str, Any]]) -> Any:
+        """Apply a transaction's writes, ``(key, value)`` or ``(key, None)`` to delete, in one
+        storage operation (§5.4: "its results are atomic and isolated")."""
+        return self._op(
+            f"commit {sorted(k for k, _ in writes)}", lambda: self._commit(list(writes))
+        )
+
+    def _commit(self, writes: list[tuple[str, Any]]) -> None:
+        self.writes += 1
+        for key, value in writes:
+            if value is None:
+                self._blobs.pop(key, None)
+                self.data.pop(key, None)
+            else:
+                self._store(key, value)
+
     def delete_all(self) -> Any:
         """Delete every key of the object's storage (``deleteAll()``; alarms, which are not
         simulated, would stay: §5.4). Atomic, as on the SQLite backend."""
