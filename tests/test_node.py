@@ -526,6 +526,16 @@ def test_durable_object_storage_with_its_input_gate(tmp_path: Path) -> None:
         assert get(p, target, path).body == expected, (path, schedule)
 
 
+#: The front of the storage tests' workers: every request goes to the object named 's'.
+STORE_FRONT = """
+    export default {
+      async fetch(request, env) {
+        return env.STORE.get(env.STORE.idFromName('s')).fetch(request.url);
+      },
+    };
+"""
+
+
 def test_durable_object_storage_list_options_and_delete_all(tmp_path: Path) -> None:
     """storage.list's start, startAfter, end, prefix, reverse and limit, and deleteAll(), reach
     the simulated storage; start with startAfter is refused."""
@@ -546,13 +556,8 @@ def test_durable_object_storage_list_options_and_delete_all(tmp_path: Path) -> N
             return Response.json(out);
           }
         }
-        export default {
-          async fetch(request, env) {
-            return env.STORE.get(env.STORE.idFromName('s')).fetch(request.url);
-          },
-        };
     """
-    target = js_worker(module(tmp_path, source), do_bindings=["STORE=Store"])()
+    target = js_worker(module(tmp_path, source + STORE_FRONT), do_bindings=["STORE=Store"])()
     p = platform_for(target)
     assert get(p, target, "/").json_body() == {
         "range": ["b", "b1", "b2"],
@@ -652,13 +657,8 @@ def test_durable_object_transactions_commit_once_or_roll_back(tmp_path: Path) ->
             return Response.json({ seen, rolled, thrown, now: [...(await s.list()).entries()] });
           }
         }
-        export default {
-          async fetch(request, env) {
-            return env.STORE.get(env.STORE.idFromName('s')).fetch(request.url);
-          },
-        };
     """
-    target = js_worker(module(tmp_path, source), do_bindings=["STORE=Store"])()
+    target = js_worker(module(tmp_path, source + STORE_FRONT), do_bindings=["STORE=Store"])()
     p = platform_for(target)
     assert get(p, target, "/").json_body() == {
         "seen": {
