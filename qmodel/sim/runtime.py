@@ -666,9 +666,8 @@ class Platform:
         async def run() -> Response:
             return await _serve(lambda r, e, c: fetch(r), request, env, self._context(inv), inv)
 
-        task = self.scheduler.spawn(run, inv.label, kind="durable", owner=inst)
+        task = self.scheduler.spawn(run, inv.label, kind="durable", owner=inst, invocation=inv)
         task.on_finish.append(self._responded(inv))
-        task.invocation = inv
         return task
 
     # -- alarms (§5.6) -------------------------------------------------------------------------
@@ -728,9 +727,8 @@ class Platform:
                 raise TypeError(f"Durable Object class {type(obj).__name__} has no alarm() handler")
             await handler(info)
 
-        task = self.scheduler.spawn(run, inv.label, kind="durable", owner=inst)
+        task = self.scheduler.spawn(run, inv.label, kind="durable", owner=inst, invocation=inv)
         task.on_finish.append(self._responded(inv))
-        task.invocation = inv
         return task
 
     # -- driving -------------------------------------------------------------------------------
