@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from invariants.base import CheckContext
+from qmodel.check import CheckContext
 from qmodel.history import Exchange, History
 
 __all__ = [

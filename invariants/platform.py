@@ -25,8 +25,9 @@ When one exchange breaks several rules, the specific platform rule is reported b
 
 from __future__ import annotations
 
-from invariants._common import first_paragraph, request_text
-from invariants.base import CheckContext, Invariant, Violation
+from qmodel.invariants._common import first_paragraph, request_text
+
+from qmodel.check import CheckContext, Invariant, Violation
 from qmodel.history import Exchange
 
 __all__ = ["INVARIANT", "check"]

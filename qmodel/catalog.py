@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any
 
 import attrs
 
@@ -18,7 +18,8 @@ from qmodel.workers import CommentsWorker, Fixes, SoundWorker
 
 __all__ = ["CATALOG", "CatalogEntry", "UnknownCatalogId", "entry", "ids"]
 
-Protocol = Literal["patch", "queue", "do"]
+#: A protocol name (see :mod:`qmodel.protocols`).
+Protocol = str
 
 
 class UnknownCatalogId(QmodelError, KeyError):
@@ -27,9 +28,7 @@ class UnknownCatalogId(QmodelError, KeyError):
     def __init__(self, wanted: str, known: list[str]) -> None:
         close = difflib.get_close_matches(wanted.upper(), known, n=3)
         hint = f" Closest matches: {', '.join(close)}." if close else ""
-        super().__init__(
-            f"unknown catalog id {wanted!r}.{hint} Known ids: {', '.join(known)}"
-        )
+        super().__init__(f"unknown catalog id {wanted!r}.{hint} Known ids: {', '.join(known)}")
         self.wanted = wanted
         self.known = known
 

@@ -73,7 +73,12 @@ def _parser() -> argparse.ArgumentParser:
         help="a Durable Object binding of a JavaScript target and the exported class it runs "
         "(repeatable); overrides its Wrangler configuration",
     )
-    c.add_argument("--protocol", choices=("patch", "queue", "do"), help="the era the actors speak")
+    c.add_argument(
+        "--protocol",
+        metavar="NAME",
+        help="the protocol the actors speak: patch, queue, do (the chat protocol's eras), jobs, "
+        "or package.module:NAME for your own (default: the target's, else queue)",
+    )
     c.add_argument("--bots", type=int, default=2, help="bot processes (default 2)")
     c.add_argument("--frontends", type=int, default=2, help="frontends (default 2)")
     c.add_argument("--kv", choices=("strict", "local"), default="strict", help="KV semantics")
@@ -200,7 +205,6 @@ class _Watchdog:
 
 
 def _check(args: argparse.Namespace) -> int:
-    import invariants as registry
     from qmodel.progress import progress_for
 
     total = args.max_examples
@@ -225,11 +229,11 @@ def _check(args: argparse.Namespace) -> int:
             },
             result["violation"],
             args,
-            registry,
+            result["protocol"],
         )
     if args.report and result["violation"] is not None:
         _write_report(args, result)
-    return EXIT_VIOLATION if out["verdict"] == "violation" else EXIT_OK
+    return {"violation": EXIT_VIOLATION, "unknown": EXIT_USAGE}.get(out["verdict"], EXIT_OK)
 
 
 def _write_report(args: argparse.Namespace, result: dict[str, Any]) -> None:
@@ -279,8 +283,10 @@ def run_check(args: argparse.Namespace, progress: Any = None) -> dict[str, Any]:
     from hypothesis.reporting import with_reporter
     from hypothesis.stateful import get_state_machine_test
 
-    import invariants as registry
     from qmodel import machine as machine_mod
+    from qmodel import protocols
+    from qmodel.check import select
+    from qmodel.conformance import conform
     from qmodel.profiles import register, shrink_budget
     from qmodel.targets import DEFAULT_TARGET, resolve
     from qmodel.world import WorldConfig
@@ -289,7 +295,8 @@ def run_check(args: argparse.Namespace, progress: Any = None) -> dict[str, Any]:
         raise _UsageError("--bots must be >= 0 and --frontends >= 1")
     target = resolve(args.target, kv_bindings=args.kv_binding, do_bindings=args.do_binding)
     protocol = args.protocol or target.protocol
-    checked = registry.select(args.invariant)
+    proto = protocols.get(protocol)
+    checked = select(proto.invariants, args.invariant, protocol=proto.name)
     register()
     chosen = settings.get_profile(args.profile)
     if args.max_examples is not None:
@@ -306,6 +313,7 @@ def run_check(args: argparse.Namespace, progress: Any = None) -> dict[str, Any]:
         max_task_steps=args.step_limit,
     )
     state: dict[str, Any] = {
+        "evidence": 0,
         "examples": 0,
         "failure": None,
         "first_at": None,
@@ -317,6 +325,7 @@ def run_check(args: argparse.Namespace, progress: Any = None) -> dict[str, Any]:
         state["examples"] += 1
         state["verbs"] += len(world.verbs)
         state["scheduler_steps"] += world.platform.scheduler.steps
+        state["evidence"] += 1 if proto.evidence(world.spec) else 0
         if progress is not None:
             progress.example(len(world.verbs), len(world.log) if violation is not None else None)
         if violation is not None:
@@ -329,6 +338,7 @@ def run_check(args: argparse.Namespace, progress: Any = None) -> dict[str, Any]:
         (machine_mod.QueueMachine,),
         {
             "target_factory": staticmethod(target.factory),
+            "protocol": proto,
             "config": config,
             "checked": checked,
             "on_world": staticmethod(on_world),
@@ -347,6 +357,9 @@ def run_check(args: argparse.Namespace, progress: Any = None) -> dict[str, Any]:
             contextlib.redirect_stdout(sys.stderr),
             with_reporter(_hypothesis_report(args.profile)),
         ):
+            # No verdict without evidence: a target that cannot do one unit of work on a quiet
+            # platform is refused before the search, naming the request it refused.
+            conform(target.factory(), proto, config)
             test()
     except machine_mod.InvariantViolation as exc:
         error = exc
@@ -363,8 +376,15 @@ def run_check(args: argparse.Namespace, progress: Any = None) -> dict[str, Any]:
     failure = state["failure"] if error is not None else None
     trace: list[str] = failure[0].log if failure else []
     violation = failure[1] if failure else None
+    if error is not None:
+        verdict = "violation"
+    elif state["evidence"] == 0:
+        # No example acknowledged any work: the search exercised nothing, so it proves nothing.
+        verdict = "unknown"
+    else:
+        verdict = "ok"
     return {
-        "verdict": "violation" if error is not None else "ok",
+        "verdict": verdict,
         "invariant": violation.invariant if violation else None,
         "target": name,
         "seed": args.seed,
@@ -379,6 +399,8 @@ def run_check(args: argparse.Namespace, progress: Any = None) -> dict[str, Any]:
         "scheduler_steps_run": state["scheduler_steps"],
         "world": failure[0] if failure else None,
         "checked": checked,
+        "protocol": proto,
+        "examples_with_evidence": state["evidence"],
     }
 
 
@@ -400,7 +422,14 @@ def _hypothesis_report(profile: str) -> Callable[[str], None]:
     return report
 
 
-def _human(out: dict[str, Any], violation: Any, args: argparse.Namespace, registry: Any) -> None:
+def _human(out: dict[str, Any], violation: Any, args: argparse.Namespace, protocol: Any) -> None:
+    if out["verdict"] == "unknown":
+        print(
+            f"unknown: no example of {out['examples']} against {out['target']} had any "
+            f"{protocol.unit} acknowledged by the target, so nothing was exercised "
+            f"({out['seconds']:.1f} s, profile {args.profile}, seed {out['seed']})"
+        )
+        return
     if violation is None:
         print(
             f"ok: no invariant broke in {out['examples']} examples against {out['target']} "
@@ -408,7 +437,7 @@ def _human(out: dict[str, Any], violation: Any, args: argparse.Namespace, regist
             f"{out['verbs_run']} verbs, {out['scheduler_steps_run']} scheduler steps)"
         )
         return
-    inv = registry.get(violation.invariant)
+    inv = protocol.invariant(violation.invariant)
     print(f"VIOLATION of {inv.id} ({inv.kind})")
     print(f"  {inv.doc}")
     print()

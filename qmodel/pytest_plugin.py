@@ -95,12 +95,11 @@ def _violation(exc: BaseException) -> Any:
 
 
 def _write(item: pytest.Item, found: Any, directory: str) -> Any:
-    import invariants as registry
     from qmodel.replay import trace_of
     from qmodel.report import write_report
     from qmodel.trace import Search
 
-    checked = getattr(found, "checked", None) or registry.ALL
+    checked = getattr(found, "checked", None) or found.world.protocol.invariants
     trace = trace_of(
         found.world,
         found.violation,

@@ -28,10 +28,11 @@ from typing import Any
 
 import attrs
 
-import invariants as registry
-from invariants.base import Invariant, Violation
-from qmodel import __version__
+from qmodel import __version__, protocols
+from qmodel.check import Invariant, UnknownInvariant, Violation, select
+from qmodel.driver import VERB_LABEL, Example, InvariantViolation
 from qmodel.errors import InvalidTarget, QmodelError, TraceMismatch
+from qmodel.protocol import Protocol
 from qmodel.sim.choices import Backend, Choice, FirstOptionBackend, RecordedBackend
 from qmodel.trace import Expected, Search, Trace, TraceFileError, fingerprint, jsonable, load
 from qmodel.world import World, WorldConfig
@@ -64,7 +65,9 @@ class ReplayMismatch(QmodelError, ValueError):
 @attrs.define
 class FaithfulBackend:
     """Replays ``recorded`` while each choice asked has the recorded label and option count;
-    from the first one that does not, ``then`` decides (and keeps deciding).
+    from the first one that does not, ``then`` decides (and keeps deciding), except for the
+    verbs: they are the example's own story, so the recorded verbs and their arguments are
+    answered in order to the end (where they still fit the choice asked).
 
     ``diverged_at`` is the position of that first differing choice (``None`` while faithful).
     """
@@ -74,8 +77,16 @@ class FaithfulBackend:
     position: int = 0
     diverged_at: int | None = None
     diverged_on: str = ""
+    _verbs: list[Choice] = attrs.field(init=False)
+    _verbs_asked: int = attrs.field(init=False, default=0)
+
+    def __attrs_post_init__(self) -> None:
+        self._verbs = [c for c in self.recorded if _is_verb(c.label)]
 
     def pick(self, label: str, n: int, weights: tuple[int, ...] | None) -> int:
+        verb = _is_verb(label)
+        if verb:
+            self._verbs_asked += 1
         if self.diverged_at is None:
             if self.position < len(self.recorded):
                 c = self.recorded[self.position]
@@ -89,7 +100,15 @@ class FaithfulBackend:
             else:
                 self.diverged_on = "the recorded choices ran out"
             self.diverged_at = self.position
+        if verb and self._verbs_asked <= len(self._verbs):
+            c = self._verbs[self._verbs_asked - 1]
+            if c.label == label and c.index < n:
+                return c.index
         return self.then.pick(label, n, weights)
+
+
+def _is_verb(label: str) -> bool:
+    return label == VERB_LABEL or label.startswith(VERB_LABEL + ".")
 
 
 @attrs.define(eq=False)
@@ -139,57 +158,45 @@ def world_config(raw: dict[str, Any]) -> WorldConfig:
 
 def drive(
     target: Any,
+    protocol: Protocol,
     config: WorldConfig,
     backend: Backend,
-    verbs: Sequence[tuple[str, int]],
+    verbs: int,
     checked: Sequence[Invariant],
     *,
     world_type: type[World] = World,
     on_world: Callable[[World], None] | None = None,
     on_violation: Callable[[World, Violation, str], None] | None = None,
 ) -> Outcome:
-    """Run ``verbs`` against ``target`` as the machine runs an example.
+    """Run an example of ``verbs`` steps against ``target`` as the machine runs one, every
+    choice (the verbs' included) from ``backend``.
 
-    The machine's own checks run, in the order Hypothesis runs them: its invariant once the
-    machine is made and after every verb; its teardown at the end, also after a violation (in
-    a ``finally``), and a violation the teardown raises replaces the earlier one. Only the
-    verbs come from the trace instead of Hypothesis's data.
+    The machine's own checks run, in the order Hypothesis runs them: the safety invariants once
+    the example is made and after every step; the teardown at the end, also after a violation,
+    and a violation the teardown raises replaces the earlier one.
 
     ``on_world`` is called with the fresh world before anything happens in it (a report switches
     its recorders on there); ``on_violation`` with the world at each violation, when it is
     raised.
     """
-    from qmodel.machine import InvariantViolation, QueueMachine
-
-    machine_type = type(
-        "ReplayMachine",
-        (QueueMachine,),
-        {
-            "target_factory": staticmethod(lambda: target),
-            "config": config,
-            "checked": tuple(checked),
-            "on_world": None,
-        },
-    )
-    machine = machine_type()
-    machine.world = world = world_type.create(target, config, backend)
+    example = Example.begin(target, protocol, config, backend, checked, world_type=world_type)
+    world = example.world
     if on_world is not None:
         on_world(world)
     found: Violation | None = None
     at = "start"
     try:
-        machine.safety_holds()
-        for n, (verb, arg) in enumerate(verbs, 1):
+        example.check_safety()
+        for n in range(1, verbs + 1):
             at = f"verb {n}"
-            world.apply(verb, arg)
-            machine.safety_holds()
+            example.step()
     except InvariantViolation as exc:
         found = exc.violation
         if on_violation is not None:
             on_violation(world, found, at)
     first = (found.invariant, at) if found is not None else None
     try:
-        machine.teardown()
+        example.finish()
     except InvariantViolation as exc:
         found, at = exc.violation, "settled"
         if on_violation is not None:
@@ -200,10 +207,32 @@ def drive(
     return Outcome(found, at, world, first_at)
 
 
-def _checked(trace: Trace) -> tuple[Invariant, ...]:
+def protocol_of(trace: Trace) -> Protocol:
+    """The protocol the trace was recorded with (:class:`TraceFileError` if unknown here)."""
+    name = str(trace.config.get("protocol", ""))
     try:
-        return registry.select(list(trace.invariants))
-    except registry.UnknownInvariant as err:
+        return protocols.get(name)
+    except protocols.UnknownProtocol as err:
+        raise TraceFileError(f"field 'config.protocol': {err}", field="config.protocol") from None
+
+
+def _verbs_known(trace: Trace, protocol: Protocol) -> None:
+    names = [v.name for v in protocol.verbs]
+    for i, (verb, _arg) in enumerate(trace.verbs):
+        if verb not in names:
+            raise TraceFileError(
+                f"field 'verbs': verbs[{i}] is {verb!r}, which protocol {protocol.name!r} does "
+                f"not have (its verbs: {', '.join(names)})",
+                field=f"verbs[{i}]",
+            )
+
+
+def _checked(trace: Trace) -> tuple[Invariant, ...]:
+    protocol = protocol_of(trace)
+    _verbs_known(trace, protocol)
+    try:
+        return select(protocol.invariants, list(trace.invariants), protocol=protocol.name)
+    except UnknownInvariant as err:
         raise TraceFileError(
             f"field 'invariants': {err}; the trace comes from another version of qmodel",
             field="invariants",
@@ -272,9 +301,10 @@ def replay_strict(
     try:
         outcome = drive(
             resolved.factory(),
+            protocol_of(trace),
             config,
             backend,
-            trace.verbs,
+            len(trace.verbs),
             checked,
             world_type=world_type,
             on_world=on_world,
@@ -284,10 +314,6 @@ def replay_strict(
         raise ReplayMismatch(
             f"field 'choices': the replay diverged from the trace: {err}", field="choices"
         ) from None
-    except ValueError as err:
-        if "unknown verb" in str(err):
-            raise ReplayMismatch(f"field 'verbs': {err}", field="verbs") from None
-        raise
     if compare:
         _compare(trace, outcome)
     return outcome
@@ -329,6 +355,13 @@ def _compare(trace: Trace, outcome: Outcome) -> None:
             "lines; the file was edited",
             field="expected.steps",
         )
+    if tuple(outcome.world.verbs) != tuple(trace.verbs):
+        raise ReplayMismatch(
+            f"field 'verbs': the trace records {len(trace.verbs)} verbs "
+            f"({_verbs_text(trace.verbs)}), the replay applied {len(outcome.world.verbs)} "
+            f"({_verbs_text(outcome.world.verbs)})",
+            field="verbs",
+        )
     made = tuple(outcome.world.platform.choices.log)
     if made != tuple(trace.choices):
         i = next(
@@ -340,6 +373,11 @@ def _compare(trace: Trace, outcome: Outcome) -> None:
             f"choices, the replay made {len(made)})",
             field="choices",
         )
+
+
+def _verbs_text(verbs: Sequence[tuple[str, int]]) -> str:
+    shown = ", ".join(f"{v} {a}" for v, a in verbs[:5])
+    return shown + (", ..." if len(verbs) > 5 else "")
 
 
 def expected_of(world: World, violation: Violation, at: str) -> Expected:
@@ -434,7 +472,12 @@ def replay_faithful(trace: Trace, target: str | None = None) -> tuple[Outcome, F
     resolved = _resolve(spec, trace.bindings if spec == trace.target else None)
     backend = FaithfulBackend(trace.choices)
     outcome = drive(
-        resolved.factory(), world_config(dict(trace.config)), backend, trace.verbs, _checked(trace)
+        resolved.factory(),
+        protocol_of(trace),
+        world_config(dict(trace.config)),
+        backend,
+        len(trace.verbs),
+        _checked(trace),
     )
     return outcome, backend
 
@@ -492,7 +535,7 @@ def replay_main(args: Any) -> int:
     if args.json:
         print(json.dumps(out))
     else:
-        inv = registry.get(v.invariant)
+        inv = protocol_of(trace).invariant(v.invariant)
         print(
             f"VIOLATION of {inv.id} ({inv.kind}) reproduced exactly: {len(log)} steps, "
             f"caught at {outcome.at}"

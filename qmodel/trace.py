@@ -1,14 +1,16 @@
 """The trace file: everything needed to run a counterexample again, exactly.
 
 A trace names the target and fingerprints its design, gives the world's configuration and the
-invariants that were checked, and records the machine's verbs and every choice the platform
-made, with what the run showed (the violation, its step count and the log lines). It is JSON,
+invariants that were checked, and records every choice of the run in the order it was made (the
+example's verbs, labelled ``verb`` and ``verb.NAME``, among the platform's decisions), the
+verbs again as a readable list, and what the run showed (the violation, its step count and the
+log lines). It is JSON,
 written canonically (same run, same bytes) with one verb and one choice per line, so a trace
 kept in a repository diffs readably.
 
     {
       "format": "qmodel-trace",
-      "version": 1,
+      "version": 2,
       "qmodel": "0.1.0",
       "target": "catalog:CLAIM_NOT_ATOMIC",
       "design": "CommentsWorker(atomic_claim=False)",
@@ -54,7 +56,7 @@ __all__ = [
 
 FORMAT = "qmodel-trace"
 #: The version of the trace format this qmodel reads and writes.
-VERSION = 1
+VERSION = 2
 
 #: The targets that name a design shipped with qmodel (fingerprinted by the design's repr).
 _BUILTIN_PREFIXES = ("catalog:",)
@@ -256,6 +258,20 @@ def loads(text: str, *, source: str = "<trace>") -> Trace:
             field="format",
         )
     version = raw.get("version")
+    if version == 1:
+        search = raw.get("search") if isinstance(raw.get("search"), dict) else {}
+        command = search.get("command") if isinstance(search.get("command"), str) else None
+        again = (
+            f"run `{command} --report DIR` again"
+            if command
+            else "run the qmodel check that found it again with --report DIR"
+        )
+        raise TraceFileError(
+            f"{source}: trace format 1 (qmodel {raw.get('qmodel') or 'unknown'}) kept the verbs "
+            "apart from the choices; this qmodel records them in one stream (format 2) and "
+            f"cannot replay it. Re-create it: {again}; the same seed finds the same bug",
+            field="version",
+        )
     if version != VERSION:
         raise TraceFileError(
             f"{source}: field 'version' is {version!r}, but this qmodel reads trace format "
@@ -311,6 +327,15 @@ def loads(text: str, *, source: str = "<trace>") -> Trace:
                 field=f"choices[{i}]",
             )
         choices.append(c)
+    # A verb drawn among a single enabled one is no choice and is not recorded, so there may be
+    # fewer choices of a verb than verbs, never more.
+    drawn = sum(1 for c in choices if c.label == "verb")
+    if drawn > len(verbs):
+        raise TraceFileError(
+            f"{source}: field 'verbs' lists {len(verbs)} verbs but the choices hold {drawn} "
+            "choices of a verb; the file was edited: record it again",
+            field="verbs",
+        )
     return Trace(
         target=r.text("target"),
         design=r.text("design"),

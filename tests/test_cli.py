@@ -85,7 +85,7 @@ def test_unknown_invariant(capsys: pytest.CaptureFixture[str]) -> None:
     """An unknown invariant id exits 2 and lists the known ids."""
     code, _, err = run(capsys, "check", "--target", "sound", "--invariant", "one-replies")
     assert code == 2
-    assert "unknown invariant 'one-replies'. Closest matches: one-reply." in err
+    assert "unknown invariant 'one-replies' of protocol 'queue'. Closest matches: one-reply." in err
 
 
 def test_bad_option_value_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:

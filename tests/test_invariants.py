@@ -12,26 +12,27 @@ from typing import Any
 
 import attrs
 import pytest
-
-import invariants
-from invariants import (
-    UnknownInvariant,
+from qmodel.invariants import platform
+from qmodel.invariants._common import first_paragraph
+from qmodel.invariants.chat import (
+    ALL,
     ack_durable,
     addressable,
     cache_coherent,
     cost,
     one_reply,
     pending_visible,
-    platform,
     poll_delivery,
     single_claim,
     status_fsm,
 )
-from invariants._common import first_paragraph
-from invariants.base import CheckContext, Settled, Violation
+
+from qmodel.check import CheckContext, UnknownInvariant, Violation, select
 from qmodel.errors import QmodelError
 from qmodel.history import Exchange, History, KvWrite
-from qmodel.spec import replay
+from qmodel.protocols import get as get_protocol
+from qmodel.protocols.chat.observe import Settled
+from qmodel.protocols.chat.spec import replay
 
 H1 = "1761333653305-a"
 H2 = "1761333653410-b"
@@ -158,12 +159,12 @@ class Run:
             probe_seqs=tuple(seqs),
         )
 
-    def context(self, settled: Settled | None = None, **options: Any) -> CheckContext:
+    def context(self, settled: Settled | None = None, **params: Any) -> CheckContext:
         return CheckContext(
             history=History(list(self.exchanges)),
             spec=replay(self.exchanges),
             settled=settled,
-            **options,
+            params={**get_protocol("queue").params, **params},
         )
 
 
@@ -309,8 +310,15 @@ def test_single_claim_accepts_a_slow_answer_to_a_claim_whose_lease_ran_out() -> 
     body = {"messageId": H1, "workerId": "bot-2"}
     run.add("claim", actor="bot-2", body=body, answer={"success": True}, message_id=H1)
     body = {"messageId": H1, "workerId": "bot-1"}
-    run.add("claim", actor="bot-1", body=body, answer={"success": True}, message_id=H1,
-            sent_ms=sent_early, answered_ms=run.now)
+    run.add(
+        "claim",
+        actor="bot-1",
+        body=body,
+        answer={"success": True},
+        message_id=H1,
+        sent_ms=sent_early,
+        answered_ms=run.now,
+    )
     assert single_claim.check(run.context()) is None
 
 
@@ -323,8 +331,15 @@ def test_single_claim_reports_a_slow_answer_within_the_lease() -> None:
     run.now += 30_000
     run.claim(H1, "bot-2")
     body = {"messageId": H1, "workerId": "bot-1"}
-    run.add("claim", actor="bot-1", body=body, answer={"success": True}, message_id=H1,
-            sent_ms=sent, answered_ms=run.now)
+    run.add(
+        "claim",
+        actor="bot-1",
+        body=body,
+        answer={"success": True},
+        message_id=H1,
+        sent_ms=sent,
+        answered_ms=run.now,
+    )
     found = single_claim.check(run.context())
     assert found is not None and found.values["workers"] == ("bot-2", "bot-1")
 
@@ -826,12 +841,12 @@ MODULES = (
 )
 
 
-def test_registry_lists_the_ten_invariants_in_design_order() -> None:
-    """ALL, BY_ID and ids() hold the ten invariants in DESIGN.md's table order."""
-    assert invariants.ids() == KNOWN
-    assert tuple(i.id for i in invariants.ALL) == KNOWN
-    assert invariants.ALL == tuple(m.INVARIANT for m in MODULES)
-    assert list(invariants.BY_ID) == list(KNOWN)
+def test_the_chat_protocol_lists_the_ten_invariants_in_design_order() -> None:
+    """Each chat era checks the ten invariants, in DESIGN.md's table order."""
+    assert tuple(i.id for i in ALL) == KNOWN
+    assert ALL == tuple(m.INVARIANT for m in MODULES)
+    for era in ("patch", "queue", "do"):
+        assert get_protocol(era).invariants == ALL
 
 
 def test_each_invariant_has_its_kind_and_docstring() -> None:
@@ -841,7 +856,8 @@ def test_each_invariant_has_its_kind_and_docstring() -> None:
         inv = module.INVARIANT
         assert inv.doc == first_paragraph(module.__doc__) and len(inv.doc) > 80
         assert inv.kind == ("eventual" if inv.id in eventual else "safety")
-        assert module.__name__ == f"invariants.{inv.id.replace('-', '_')}"
+        folder = "qmodel.invariants" if inv.id == "platform" else "qmodel.invariants.chat"
+        assert module.__name__ == f"{folder}.{inv.id.replace('-', '_')}"
 
 
 def test_eventual_invariants_wait_for_the_settled_world() -> None:
@@ -849,25 +865,24 @@ def test_eventual_invariants_wait_for_the_settled_world() -> None:
     run = Run()
     run.post(H1, actor="fe-2")
     ctx = run.context()
-    assert [i.check(ctx) for i in invariants.ALL if i.kind == "eventual"] == [None] * 4
+    assert [i.check(ctx) for i in ALL if i.kind == "eventual"] == [None] * 4
 
 
 def test_get_and_select() -> None:
-    """get finds by id; select keeps registry order, drops repeats, and None means all."""
-    assert invariants.get("cost") is cost.INVARIANT
-    assert invariants.select(None) == invariants.ALL
-    assert invariants.select(["cost", "one-reply", "cost"]) == (
-        one_reply.INVARIANT,
-        cost.INVARIANT,
-    )
-    assert invariants.select("platform") == (platform.INVARIANT,)
-    assert invariants.select([]) == ()
+    """A protocol's invariant() finds by id; select keeps the protocol's order, drops repeats,
+    None means all, and skipped ids are left out."""
+    assert get_protocol("queue").invariant("cost") is cost.INVARIANT
+    assert select(ALL, None) == ALL
+    assert select(ALL, ["cost", "one-reply", "cost"]) == (one_reply.INVARIANT, cost.INVARIANT)
+    assert select(ALL, "platform") == (platform.INVARIANT,)
+    assert select(ALL, []) == ()
+    assert select(ALL, None, skipped=["platform"]) == tuple(i for i in ALL if i.id != "platform")
 
 
 def test_unknown_id_lists_closest_matches_and_known_ids() -> None:
     """An unknown id raises UnknownInvariant naming the closest matches and every known id."""
     with pytest.raises(UnknownInvariant) as caught:
-        invariants.get("one-replies")
+        select(ALL, ["one-replies"])
     err = caught.value
     assert isinstance(err, QmodelError) and isinstance(err, KeyError)
     assert str(err) == (
@@ -881,5 +896,5 @@ def test_unknown_id_lists_closest_matches_and_known_ids() -> None:
 def test_unknown_id_in_select_without_close_match() -> None:
     """select raises for an unknown id; with no close match the message omits that part."""
     with pytest.raises(UnknownInvariant) as caught:
-        invariants.select(["cost", "zzz"])
+        select(ALL, ["cost", "zzz"])
     assert str(caught.value) == "unknown invariant 'zzz'. Known ids: " + ", ".join(KNOWN) + "."

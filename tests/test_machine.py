@@ -13,11 +13,12 @@ from typing import Any
 import pytest
 from hypothesis import Phase, seed, settings
 from hypothesis.stateful import get_state_machine_test
+from qmodel.invariants.chat import ALL as CHAT_INVARIANTS
 
-import invariants
 from qmodel.catalog import CATALOG, entry
 from qmodel.cli import check_args, run_check
 from qmodel.machine import InvariantViolation, machine_for
+from qmodel.protocols import get as get_protocol
 from qmodel.sim.choices import SeededBackend
 from qmodel.workers import CommentsWorker, Fixes, SoundWorker
 from qmodel.world import World, WorldConfig
@@ -26,13 +27,12 @@ BUGS = [i for i in CATALOG if i != "sound"]
 PRODUCTION_ONLY = [i for i in BUGS if CATALOG[i].needs_production_kv]
 
 
-def search(target: Any, *, examples: int, kv: str = "strict", protocol: str = "queue",
-           run_seed: int = 0) -> InvariantViolation | None:
+def search(
+    target: Any, *, examples: int, kv: str = "strict", protocol: str = "queue", run_seed: int = 0
+) -> InvariantViolation | None:
     """Run the machine's generation phase (no shrinking); the violation found, or ``None``."""
     cls = machine_for(target, protocol=protocol, kv=kv)
-    budget = settings(
-        settings.get_profile("ci"), max_examples=examples, phases=[Phase.generate]
-    )
+    budget = settings(settings.get_profile("ci"), max_examples=examples, phases=[Phase.generate])
     try:
         seed(run_seed)(get_state_machine_test(cls, settings=budget))()
     except InvariantViolation as found:
@@ -69,12 +69,12 @@ def test_sound_designs_pass(target: Any) -> None:
 def test_settle_waits_while_a_backlog_is_being_worked_through() -> None:
     """A settle ends two minutes after the last status change, not two minutes after it began:
     30 messages at one per bot and poll take four minutes, and the sound design answers all."""
-    world = World.create(SoundWorker(), WorldConfig(), SeededBackend(3))
+    world = World.create(SoundWorker(), WorldConfig(), SeededBackend(3), get_protocol("queue"))
     for i in range(30):
-        world.post(i % 2)
+        world.apply("post", i % 2)
     world.settle()
     assert world.spec.unfinished() == []
-    assert [i.id for i in invariants.ALL if i.check(world.context())] == []
+    assert [i.id for i in CHAT_INVARIANTS if i.check(world.context())] == []
     assert world.platform.clock.now_ms - world.history.exchanges[0].sent_ms > 4 * 60_000
 
 

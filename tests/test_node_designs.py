@@ -25,6 +25,7 @@ from hypothesis.stateful import get_state_machine_test
 from qmodel import cli, profiles
 from qmodel.catalog import CATALOG
 from qmodel.machine import InvariantViolation, machine_for
+from qmodel.protocols import get as get_protocol
 from qmodel.scenario import Scenario
 from qmodel.sim.choices import ChoiceSource, RecordedBackend, SeededBackend
 from qmodel.workers import CommentsWorker, Fixes, SoundWorker
@@ -170,14 +171,24 @@ def test_machine_for_takes_a_javascript_worker() -> None:
 
 # -- determinism and replay ----------------------------------------------------------------------
 
-VERBS = [("post", 0), ("post", 1), ("run", 12), ("advance", 1_000), ("run", 30), ("crash", 0),
-         ("post", 1), ("run", 40), ("advance", 3_000), ("run", 40)]
+VERBS = [
+    ("post", 0),
+    ("post", 1),
+    ("run", 12),
+    ("advance", 1_000),
+    ("run", 30),
+    ("crash", 0),
+    ("post", 1),
+    ("run", 40),
+    ("advance", 3_000),
+    ("run", 40),
+]
 
 
 def drive(path: Path, backend: Any) -> tuple[list[str], str, list[str]]:
     """A world on ``path``'s design driven by a fixed list of verbs, then settled: its log, its
     recorded choices and its step records."""
-    world = World.create(js(path)(), WorldConfig(protocol="queue"), backend)
+    world = World.create(js(path)(), WorldConfig(protocol="queue"), backend, get_protocol("queue"))
     for verb, arg in VERBS:
         world.apply(verb, arg)
     world.settle()
@@ -206,8 +217,20 @@ def test_check_json_on_the_seed_000_design(
     short = tuple(min(v, 5) for v in profiles.SHRINK_BUDGETS["dev"])
     monkeypatch.setitem(profiles.SHRINK_BUDGETS, "dev", short)
     code = cli.main(
-        ["check", "--target", str(SEED_000), "--protocol", "queue", "--max-examples", "15",
-         "--profile", "dev", "--seed", "1", "--json"]
+        [
+            "check",
+            "--target",
+            str(SEED_000),
+            "--protocol",
+            "queue",
+            "--max-examples",
+            "15",
+            "--profile",
+            "dev",
+            "--seed",
+            "1",
+            "--json",
+        ]
     )
     out = json.loads(capsys.readouterr().out)
     assert code == 1 and out["verdict"] == "violation"
@@ -254,8 +277,23 @@ def _check_with_report(
     capsys: pytest.CaptureFixture[str], target: Path, out: Path, *flags: str
 ) -> dict[str, Any]:
     code = cli.main(
-        ["check", "--target", str(target), "--protocol", "queue", "--max-examples", "15",
-         "--profile", "dev", "--seed", "1", "--json", "--report", str(out), *flags]
+        [
+            "check",
+            "--target",
+            str(target),
+            "--protocol",
+            "queue",
+            "--max-examples",
+            "15",
+            "--profile",
+            "dev",
+            "--seed",
+            "1",
+            "--json",
+            "--report",
+            str(out),
+            *flags,
+        ]
     )
     result = json.loads(capsys.readouterr().out)
     assert code == 1 and result["verdict"] == "violation", result

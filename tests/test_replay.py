@@ -20,8 +20,8 @@ import attrs
 import pytest
 from hypothesis import Phase, seed, settings
 from hypothesis.stateful import get_state_machine_test
+from qmodel.invariants.chat import ALL as CHAT_INVARIANTS
 
-import invariants
 from qmodel import cli
 from qmodel.catalog import CATALOG, entry
 from qmodel.machine import InvariantViolation, machine_for
@@ -58,7 +58,7 @@ def found(catalog_id: str, examples: int = 300) -> InvariantViolation:
 def trace_for(catalog_id: str) -> Trace:
     exc = found(catalog_id)
     return trace_of(
-        exc.world, exc.violation, target=f"catalog:{catalog_id}", checked=invariants.ALL
+        exc.world, exc.violation, target=f"catalog:{catalog_id}", checked=CHAT_INVARIANTS
     )
 
 
@@ -185,17 +185,37 @@ def test_not_a_trace(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
     [
         (lambda r: r.pop("verbs"), "field 'verbs' is missing"),
         (
-            lambda r: r.__setitem__("version", 2),
-            "field 'version' is 2, but this qmodel reads trace format 1",
+            lambda r: r.__setitem__("version", 3),
+            "field 'version' is 3, but this qmodel reads trace format 2",
+        ),
+        (
+            lambda r: r.__setitem__("version", 1),
+            "trace format 1 (qmodel 0.1.0) kept the verbs apart from the choices; this qmodel "
+            "records them in one stream (format 2) and cannot replay it. Re-create it: run the "
+            "qmodel check that found it again with --report DIR; the same seed finds the same bug",
         ),
         (lambda r: r["choices"].__setitem__(0, ["step", 2, 5]), "choices[0] is ['step', 2, 5]"),
-        (lambda r: r["verbs"].__setitem__(0, ["jump", 1]), "field 'verbs': unknown verb 'jump'"),
+        (
+            lambda r: r["verbs"].__setitem__(0, ["jump", 1]),
+            "field 'verbs': verbs[0] is 'jump', which protocol 'queue' does not have (its verbs:"
+            " run, post, advance, crash, burst)",
+        ),
         (lambda r: r["config"].__setitem__("shards", 3), "field 'config' has 'shards'"),
         (lambda r: r["config"].__setitem__("bots", "two"), "field 'config.bots' is 'two'"),
         (lambda r: r.__setitem__("invariants", ["one-replies"]), "unknown invariant 'one-replies'"),
         (lambda r: r["expected"].pop("steps"), "field 'expected.steps' is missing"),
     ],
-    ids=["missing", "version", "choice", "verb", "config", "config-type", "invariant", "expected"],
+    ids=[
+        "missing",
+        "version",
+        "version-1",
+        "choice",
+        "verb",
+        "config",
+        "config-type",
+        "invariant",
+        "expected",
+    ],
 )
 def test_malformed_trace_exits_2(
     tmp_path: Path,

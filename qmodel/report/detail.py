@@ -16,7 +16,7 @@ from typing import Any
 
 import attrs
 
-from invariants.base import Violation
+from qmodel.check import Violation
 from qmodel.history import Exchange
 from qmodel.replay import Outcome, replay_strict
 from qmodel.sim.clock import DEFAULT_START_MS

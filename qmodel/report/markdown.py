@@ -16,7 +16,6 @@ import shlex
 from collections.abc import Callable
 from typing import Any
 
-import invariants as registry
 from qmodel.history import Exchange
 from qmodel.report.detail import Detail, message_ids, summarize
 from qmodel.report.mermaid import diagram
@@ -192,6 +191,11 @@ def _state(detail: Detail, alias: Callable[[str], str], names: list[tuple[str, s
         elif isinstance(parsed, list) and parsed and all(isinstance(m, dict) for m in parsed):
             caches[key] = parsed
     spec = snap.spec
+    describe = detail.world.protocol.describe
+
+    def expects(mid: str) -> str | None:
+        return describe(spec, mid) if describe is not None else None
+
     when = _ms(snap.now_ms - detail.start_ms)
     out.append(f"When the violation was caught ({when}), for each message:")
     out.append("")
@@ -204,7 +208,7 @@ def _state(detail: Detail, alias: Callable[[str], str], names: list[tuple[str, s
     for mid, short in names:
         if (
             mid not in stored
-            and mid not in spec.messages
+            and expects(mid) is None
             and not any(m.get("id") == mid for c in caches.values() for m in c)
         ):
             continue
@@ -221,7 +225,7 @@ def _state(detail: Detail, alias: Callable[[str], str], names: list[tuple[str, s
             else:
                 text = ", ".join(alias(summarize(json.dumps(m))) for m in found)
                 cells.append(_cell(text) + (f" (**×{len(found)}**)" if len(found) > 1 else ""))
-        cells.append(_cell(alias(_expects(spec, mid))))
+        cells.append(_cell(alias(expects(mid) or "not acknowledged (no promise)")))
         out.append("| " + " | ".join(cells) + " |")
     if len(out) == header:  # nothing but another app's messages, which the violation cites not
         out[header - 4 :] = [
@@ -241,20 +245,6 @@ def _state(detail: Detail, alias: Callable[[str], str], names: list[tuple[str, s
     return out
 
 
-def _expects(spec: Any, mid: str) -> str:
-    m = spec.messages.get(mid)
-    if m is None:
-        return "not acknowledged (no promise)"
-    if m.kind == "AI" or m.reply_to:
-        return f"an AI reply to {m.reply_to}" if m.reply_to else "an AI message"
-    replies = len(m.replies)
-    parts = [str(m.status or "acknowledged")]
-    if m.claims:
-        parts.append(f"claimed by {', '.join(c.worker for c in m.claims)}")
-    parts.append(f"{replies} repl{'y' if replies == 1 else 'ies'}")
-    return ", ".join(parts)
-
-
 def _where(at: str, total: int) -> str:
     if at == "settled":
         return "once the world was settled (traffic stopped, staleness windows passed, a fair run)"
@@ -267,7 +257,7 @@ def render(detail: Detail, paths: Paths) -> str:
     """The report for ``detail`` (from :func:`~qmodel.report.detail.collect`)."""
     trace = detail.trace
     v = detail.violation
-    inv = registry.get(v.invariant)
+    inv = detail.outcome.world.protocol.invariant(v.invariant)
     alias, names = _aliaser(detail)
     cfg = trace.config
     caught = detail.outcome.first_at or trace.expected.at
@@ -383,7 +373,7 @@ def _search_command(trace: Any) -> str:
         cmd += ["--frontends", str(cfg.get("frontends"))]
     if cfg.get("kv") != "strict":
         cmd += ["--kv", str(cfg.get("kv"))]
-    if tuple(trace.invariants) != registry.ids():
+    if tuple(trace.invariants) != _all_ids(trace):
         for i in trace.invariants:
             cmd += ["--invariant", i]
     s = trace.search
@@ -394,3 +384,10 @@ def _search_command(trace: Any) -> str:
     if s.seed is not None:
         cmd += ["--seed", str(s.seed)]
     return " ".join(shlex.quote(c) for c in cmd)
+
+
+def _all_ids(trace: Any) -> tuple[str, ...]:
+    """Every invariant id of the trace's protocol (a report's command names a selection only)."""
+    from qmodel.replay import protocol_of
+
+    return tuple(i.id for i in protocol_of(trace).invariants)

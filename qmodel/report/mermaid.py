@@ -86,10 +86,9 @@ def diagram(detail: Detail, alias: Callable[[str], str]) -> str:
         return participants[label]
 
     # Declare in a readable order: actors, then workers as they appear, then KV.
-    for fe in world.frontends:
-        pid(actor_label(fe.name))
-    for bot in world.bots:
-        pid(actor_label(bot.name))
+    for group in world.actors.values():
+        for actor in group:
+            pid(actor_label(actor.name))
     kv = pid("KV")
     first = participants[order[0]]
     everyone = f"{first},{kv}"

@@ -147,18 +147,23 @@ class HypothesisBackend:
     """
 
     data: Any
-    _strategies: dict[tuple[int, ...] | int, Any] = attrs.field(factory=dict, init=False)
+    _strategies: dict[Any, Any] = attrs.field(factory=dict, init=False)
 
     #: The least share of the draws an option of a weighted choice gets in a search.
     RARE_FLOOR = 0.1
+    #: Choices whose weights are already the search's own frequencies (the verbs an example
+    #: applies), not the platform's: taken as they are.
+    UNFLOORED = frozenset({"verb"})
 
     def pick(self, label: str, n: int, weights: tuple[int, ...] | None) -> int:
-        key = n if weights is None else weights
+        key = n if weights is None else (label in self.UNFLOORED, weights)
         found = self._strategies.get(key)
         if found is None:
             from hypothesis import strategies as st
 
             searched = None if weights is None else _floored(weights, self.RARE_FLOOR)
+            if label in self.UNFLOORED:
+                searched = weights
             total = n if searched is None else sum(searched)
             found = self._strategies[key] = (st.integers(0, total - 1), searched)
         strategy, searched = found

@@ -16,8 +16,9 @@ Two winners come from a claim that reads, checks ``pending`` and writes without 
 
 from __future__ import annotations
 
-from invariants._common import first_paragraph
-from invariants.base import CheckContext, Invariant, Violation
+from qmodel.invariants._common import first_paragraph
+
+from qmodel.check import CheckContext, Invariant, Violation
 
 __all__ = ["INVARIANT", "check"]
 

@@ -7,9 +7,20 @@ completions, failures, PATCHes and replies were acknowledged, and so what each m
 must be. The invariants compare the world against it.
 
 Only acknowledged exchanges (2xx) change the model; a refused or unanswered request promised
-nothing. Transitions the queue should never have made (a claim of a finished message, two
-claims in one pending period) are recorded, not rejected: the spec says what happened to the
-promises, the invariants judge.
+nothing. What a client sent is the truth about what it posted (its kind, what it replies to);
+the answer says only that it was acknowledged, and under which id (the id sent, when the answer
+names none).
+
+Exchanges are folded as their answers arrive, but a request takes effect before its answer
+reaches the client, and another request may see that effect first: a claim can return a message
+whose POST is still waiting for its answer. Such an exchange about a message the model does not
+know yet is kept aside (``orphans``) and folded right after the POST that acknowledges the
+message, which is the one order the real-time constraints allow (the POST took effect before
+the claim was decided).
+
+Transitions the queue should never have made (a claim of a finished message, two claims in one
+pending period) are recorded, not rejected: the spec says what happened to the promises, the
+invariants judge.
 """
 
 from __future__ import annotations
@@ -29,6 +40,7 @@ __all__ = [
     "Status",
     "TERMINAL",
     "Transition",
+    "describe",
     "replay",
     "step",
 ]
@@ -104,6 +116,9 @@ class SpecState:
     messages: Mapping[str, MessageSpec] = attrs.field(factory=lambda: MappingProxyType({}))
     order: tuple[str, ...] = ()
     transitions: tuple[Transition, ...] = ()
+    #: Acknowledged exchanges about a message whose POST is not acknowledged yet, by message
+    #: id, in the order they were answered: folded once it is.
+    orphans: Mapping[str, tuple[Exchange, ...]] = attrs.field(factory=lambda: MappingProxyType({}))
     #: A claim older than this may be taken over (a lease); ``None``: never.
     lease_ms: int | None = 60_000
 
@@ -171,37 +186,17 @@ def step(state: SpecState, ex: Exchange) -> SpecState:
         return state
     answer = ex.answer if isinstance(ex.answer, dict) else {}
     if ex.kind == "post":
-        posted = answer if answer.get("id") else None
-        if posted is None:
-            return state
-        mid = posted["id"]
-        if mid in state.messages:
-            return state
-        kind = posted.get("message-type") or "human"
-        reply_to = posted.get("replyTo")
-        msg = MessageSpec(
-            id=mid,
-            kind=kind,
-            author=ex.actor,
-            acked_seq=ex.seq,
-            acked_ms=ex.answered_ms or ex.sent_ms,
-            timestamp=posted.get("timestamp"),
-            reply_to=reply_to,
-            status="pending" if kind == "human" else None,
-        )
-        state = state._put(msg, new=True)
-        if reply_to and reply_to in state.messages:
-            original = state.messages[reply_to]
-            state = state._put(attrs.evolve(original, replies=original.replies + (mid,)))
-        return state
+        return _posted(state, ex, answer)
     mid = _mid(ex)
-    if mid is None or mid not in state.messages:
-        if ex.kind == "claim-next" and isinstance(answer.get("message"), dict):
-            mid = answer["message"].get("id")
-            if mid not in state.messages:
-                return state
-        else:
-            return state
+    if mid is None and ex.kind == "claim-next" and isinstance(answer.get("message"), dict):
+        mid = answer["message"].get("id")
+    if not isinstance(mid, str):
+        return state
+    if mid not in state.messages:
+        # Its POST may have taken effect without its answer having arrived yet.
+        orphans = dict(state.orphans)
+        orphans[mid] = orphans.get(mid, ()) + (ex,)
+        return attrs.evolve(state, orphans=MappingProxyType(orphans))
     msg = state.messages[mid]
     if ex.kind in ("claim", "claim-next"):
         if answer.get("success") is False:
@@ -237,6 +232,58 @@ def step(state: SpecState, ex: Exchange) -> SpecState:
                 return state._put(attrs.evolve(msg, processed=True))
             return _status_change(state, msg, "complete", ex, processed=True)
     return state
+
+
+def _posted(state: SpecState, ex: Exchange, answer: dict[str, Any]) -> SpecState:
+    """The model after an acknowledged POST: the message the client sent, under the id the
+    answer names (else the id sent), then whatever was already seen of it (``orphans``)."""
+    sent = ex.body if isinstance(ex.body, dict) else {}
+    mid = answer.get("id") if isinstance(answer.get("id"), str) else sent.get("id")
+    if not isinstance(mid, str) or mid in state.messages:
+        return state
+    kind = sent.get("message-type") or "human"
+    reply_to = sent.get("replyTo")
+    stamp = answer.get("timestamp")
+    if not isinstance(stamp, int) or isinstance(stamp, bool):
+        stamp = sent.get("timestamp")
+    msg = MessageSpec(
+        id=mid,
+        kind=kind,
+        author=ex.actor,
+        acked_seq=ex.seq,
+        acked_ms=ex.answered_ms or ex.sent_ms,
+        timestamp=stamp if isinstance(stamp, int) else None,
+        reply_to=reply_to if isinstance(reply_to, str) else None,
+        status="pending" if kind == "human" else None,
+    )
+    state = state._put(msg, new=True)
+    if msg.reply_to and msg.reply_to in state.messages:
+        original = state.messages[msg.reply_to]
+        state = state._put(attrs.evolve(original, replies=original.replies + (mid,)))
+    waiting = state.orphans.get(mid)
+    if waiting:
+        orphans = dict(state.orphans)
+        del orphans[mid]
+        state = attrs.evolve(state, orphans=MappingProxyType(orphans))
+        for earlier in waiting:
+            state = step(state, earlier)
+    return state
+
+
+def describe(state: SpecState, mid: str) -> str | None:
+    """What the model expects of message ``mid``, in words for a report (``None``: it was never
+    acknowledged, so nothing was promised)."""
+    m = state.messages.get(mid)
+    if m is None:
+        return None
+    if m.kind == "AI" or m.reply_to:
+        return f"an AI reply to {m.reply_to}" if m.reply_to else "an AI message"
+    replies = len(m.replies)
+    parts = [str(m.status or "acknowledged")]
+    if m.claims:
+        parts.append(f"claimed by {', '.join(c.worker for c in m.claims)}")
+    parts.append(f"{replies} repl{'y' if replies == 1 else 'ies'}")
+    return ", ".join(parts)
 
 
 def replay(exchanges: Iterable[Exchange], *, lease_ms: int | None = 60_000) -> SpecState:

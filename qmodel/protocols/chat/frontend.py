@@ -112,6 +112,12 @@ class Frontend:
             # A refetch shows what the listing holds; the poll cursor stays where polling got to.
             self._take(_comments(answer), advance=False)
 
+    def restarted(self) -> Frontend:
+        """A frontend is never crashed by the machine; a restarted one is a fresh tab."""
+        return Frontend(
+            self.name, self.location, self.world, poll_ms=self.poll_ms, skew_ms=self.skew_ms
+        )
+
     async def run(self) -> None:
         """Poll forever; self-heal every 30 s."""
         while True:

@@ -4,7 +4,7 @@ that listed keys, wrote, or read more than the allowed number of keys, with its 
 
 An idle poll is an exchange of kind ``pending`` (``GET /api/queue/pending``) answered 2xx whose
 answer offers no message: an empty array, or ``{"pending": []}`` (PROTOCOL.md accepts both
-shapes). The bound is :attr:`~invariants.base.CheckContext.idle_poll_reads` reads (3 by
+shapes). The bound is the protocol's ``idle_poll_reads`` parameter (3 by
 default), zero writes and zero lists. Bots poll every few seconds for ever, so a poll that
 lists the keys or rewrites the cache each time (``GHOST_PENDING``: re-verify and self-heal on
 every poll) is the bill that grows without bound while nothing happens.
@@ -14,8 +14,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from invariants._common import first_paragraph
-from invariants.base import CheckContext, Invariant, Violation
+from qmodel.invariants._common import first_paragraph
+
+from qmodel.check import CheckContext, Invariant, Violation
 
 __all__ = ["INVARIANT", "check"]
 
@@ -30,7 +31,7 @@ def _offers_nothing(answer: Any) -> bool:
 
 def check(ctx: CheckContext) -> Violation | None:
     """The first idle pending poll over budget."""
-    limit = ctx.idle_poll_reads
+    limit = ctx.params["idle_poll_reads"]
     for ex in ctx.history:
         if ex.kind != "pending" or not ex.ok or not _offers_nothing(ex.answer):
             continue

@@ -13,8 +13,9 @@ both winning a claim (``CLAIM_NOT_ATOMIC``) or a crash between reply and complet
 
 from __future__ import annotations
 
-from invariants._common import first_paragraph, messages_text, sorted_seqs
-from invariants.base import CheckContext, Invariant, Violation
+from qmodel.invariants._common import first_paragraph, messages_text, sorted_seqs
+
+from qmodel.check import CheckContext, Invariant, Violation
 
 __all__ = ["INVARIANT", "check"]
 
@@ -55,8 +56,7 @@ def check(ctx: CheckContext) -> Violation | None:
             return Violation(
                 invariant=ID,
                 summary=(
-                    f"message {m.id} has {len(shown)} AI replies once settled "
-                    f"({', '.join(shown)})"
+                    f"message {m.id} has {len(shown)} AI replies once settled ({', '.join(shown)})"
                 ),
                 message_ids=(m.id, *shown),
                 exchanges=sorted_seqs([m.acked_seq, *ctx.settled.probe_seqs]),

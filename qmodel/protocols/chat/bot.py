@@ -1,4 +1,4 @@
-"""The AI bot, in the three eras of PROTOCOL.md.
+"""The AI bot, in the three eras of the chat protocol.
 
 * ``patch``: list recent messages, answer each human one not yet ``processed`` that it has not
   queued in the last 5 minutes, then PATCH it ``processed: true`` (seed 004).
@@ -141,6 +141,10 @@ class Bot:
                     body={"botParams": {"processed": True}},
                     mid=mid,
                 )
+
+    def restarted(self) -> Bot:
+        """The same bot after a crash: same name, place and pace, empty memory."""
+        return Bot(self.name, self.location, self.world, era=self.era, poll_ms=self.poll_ms)
 
     async def run(self) -> None:
         """Serve the era's protocol forever."""

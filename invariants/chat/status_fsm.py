@@ -14,9 +14,10 @@ means a claimer whose claim was already given back finished the message behind t
 
 from __future__ import annotations
 
-from invariants._common import exchange_at, first_paragraph
-from invariants.base import CheckContext, Invariant, Violation
-from qmodel.spec import TERMINAL, Transition
+from qmodel.invariants._common import exchange_at, first_paragraph
+
+from qmodel.check import CheckContext, Invariant, Violation
+from qmodel.protocols.chat.spec import TERMINAL, Transition
 
 __all__ = ["INVARIANT", "check"]
 

@@ -14,8 +14,9 @@ here, and fails there only if the bot never gets to it.
 
 from __future__ import annotations
 
-from invariants._common import first_paragraph, listed_id, messages_text, sorted_seqs
-from invariants.base import CheckContext, Invariant, Violation
+from qmodel.invariants._common import first_paragraph, listed_id, messages_text, sorted_seqs
+
+from qmodel.check import CheckContext, Invariant, Violation
 
 __all__ = ["INVARIANT", "check"]
 

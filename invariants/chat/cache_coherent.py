@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from invariants._common import (
+from qmodel.invariants._common import (
     first_paragraph,
     listed_id,
     listed_status,
@@ -34,8 +34,9 @@ from invariants._common import (
     probe_seqs,
     sorted_seqs,
 )
-from invariants.base import CheckContext, Invariant, Violation
-from qmodel.spec import TERMINAL, SpecState
+
+from qmodel.check import CheckContext, Invariant, Violation
+from qmodel.protocols.chat.spec import TERMINAL, SpecState
 
 __all__ = ["INVARIANT", "check"]
 
@@ -112,7 +113,7 @@ def _erased(
     # A listed message nobody was told about (a post whose answer was lost, whose write landed)
     # takes a place in the cache legitimately: the window of must-be-listed messages shrinks
     # by one for each.
-    window = ctx.cache_size - sum(1 for mid in present if mid not in spec.messages)
+    window = ctx.params["cache_size"] - sum(1 for mid in present if mid not in spec.messages)
     # "Newest" by acknowledgement and by timestamp: a cache keeps the newest by one or the
     # other, so only a message newest by both must be there (no false alarm at the boundary).
     by_ack = spec.order[-window:] if window > 0 else ()
@@ -135,14 +136,14 @@ def _erased(
         invariant=ID,
         summary=(
             f"{messages_text(missing)} {verb} missing from the settled listing though among the "
-            f"{ctx.cache_size} newest acknowledged messages"
+            f"{ctx.params['cache_size']} newest acknowledged messages"
         ),
         message_ids=missing,
         exchanges=sorted_seqs([spec.messages[mid].acked_seq for mid in missing] + list(cited)),
         values={
             "rule": "no erasure",
             "missing": missing,
-            "cache_size": ctx.cache_size,
+            "cache_size": ctx.params["cache_size"],
             "listed": len(listing),
         },
     )

@@ -12,8 +12,9 @@ to a bot (the cache lost it, ``CACHE_LOST_UPDATE``, or trimmed it, ``CACHE_TRIM_
 
 from __future__ import annotations
 
-from invariants._common import first_paragraph, messages_text, sorted_seqs
-from invariants.base import CheckContext, Invariant, Violation
+from qmodel.invariants._common import first_paragraph, messages_text, sorted_seqs
+
+from qmodel.check import CheckContext, Invariant, Violation
 
 __all__ = ["INVARIANT", "check"]
 

@@ -13,8 +13,9 @@ that differs from the id's) moves past it before KV staleness lets it appear
 
 from __future__ import annotations
 
-from invariants._common import first_paragraph, messages_text, sorted_seqs
-from invariants.base import CheckContext, Invariant, Violation
+from qmodel.invariants._common import first_paragraph, messages_text, sorted_seqs
+
+from qmodel.check import CheckContext, Invariant, Violation
 
 __all__ = ["INVARIANT", "check"]
 

@@ -14,8 +14,9 @@ A 404 here makes the bot give up on a message it already answered, then answer i
 
 from __future__ import annotations
 
-from invariants._common import first_paragraph, request_text
-from invariants.base import CheckContext, Invariant, Violation
+from qmodel.invariants._common import first_paragraph, request_text
+
+from qmodel.check import CheckContext, Invariant, Violation
 
 __all__ = ["INVARIANT", "check"]
 
