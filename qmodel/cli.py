@@ -43,7 +43,7 @@ EXIT_OK, EXIT_VIOLATION, EXIT_USAGE, EXIT_STUCK = 0, 1, 2, 3
 #: (``QMODEL_HANG_SECONDS`` overrides it).
 HANG_SECONDS = 20.0
 #: Seconds the watchdog waits for an interrupted main thread before it ends the process.
-GRACE_SECONDS = 5.0
+GRACE_SECONDS = 3.0
 
 
 class _UsageError(QmodelError):

@@ -938,18 +938,20 @@ function installGlobals() {
 // would answer before they do). WebAssembly compiles synchronously instead, settling as a
 // microtask of the code that asked; the others are refused, naming the API.
 function installOffThreadRefusals(refuse) {
-  const offThread = (name, why) => {
-    const fail = refuse(name, `${why}, outside the scheduler's control, so when it finishes could not be chosen or replayed`);
-    // A class, so `new X()` and `X()` both throw the message (and instanceof still works).
+  const offThread = (name, where, instead) => {
+    const fail = refuse(name, `${where}, outside the scheduler's control, so when it finishes could not be chosen or replayed; ${instead}`);
+    // A function, so `new X()` and `X()` both throw the message.
     const Refused = function () { fail(); };
     Object.defineProperty(Refused, 'name', { value: name });
     globalThis[name] = Refused;
   };
-  offThread('CompressionStream', 'Node compresses on its thread pool; compress outside the code under test, or with a pure-JavaScript library');
-  offThread('DecompressionStream', 'Node decompresses on its thread pool; decompress outside the code under test, or with a pure-JavaScript library');
-  offThread('MessageChannel', "Node delivers its messages through the event loop; call functions directly");
-  offThread('MessagePort', 'Node delivers its messages through the event loop; call functions directly');
-  offThread('BroadcastChannel', 'Node delivers its messages through the event loop; call functions directly');
+  const compress = 'compress outside the code under test, or with a pure-JavaScript library';
+  offThread('CompressionStream', 'Node compresses on its thread pool', compress);
+  offThread('DecompressionStream', 'Node decompresses on its thread pool', compress);
+  const direct = 'call the receiving code directly';
+  offThread('MessageChannel', 'Node delivers its messages through the event loop', direct);
+  offThread('MessagePort', 'Node delivers its messages through the event loop', direct);
+  offThread('BroadcastChannel', 'Node delivers its messages through the event loop', direct);
   const RealWasm = WebAssembly;
   const later = (fn) => Promise.resolve().then(fn);
   const streaming = (name, instead) => () => Promise.reject(new Error(

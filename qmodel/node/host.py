@@ -408,6 +408,10 @@ class NodeHost:
         tail = self._stderr_tail()
         self.close()
         message = f"the Node process of the JavaScript lane {what}{status}"
+        fatal = next((line for line in tail.splitlines() if "FATAL ERROR:" in line), None)
+        if fatal is not None:
+            # V8's own verdict (the heap blew up), ahead of the native stack that follows it.
+            message += f": {fatal.strip()}"
         if tail:
             message += f"; its last output:\n{tail}"
         message += (
