@@ -89,8 +89,8 @@ MIN_NODE = (20, 6)
 TIMEOUT_S = 30.0
 #: Importing a module instance touches the disk: a longer allowance.
 LOAD_TIMEOUT_S = 60.0
-#: Module instances stay in Node's module map once imported; the process is restarted after
-#: this many so a long run's memory stays bounded (the restart is invisible to the runs).
+#: The process is restarted after loading this many module instances, so a long run's memory
+#: stays bounded whatever a worker leaves behind (the restart is invisible to the runs).
 RESTART_AFTER = 400
 #: Reads of Node's answer tried (yielding the core in between) before sleeping in ``poll``.
 SPIN_READS = 2_000
