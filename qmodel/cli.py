@@ -126,6 +126,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return replay_main(args)
         return _check(args)
+    except KeyboardInterrupt:
+        # Ctrl-C: the conventional status of a process stopped by SIGINT, never 1 (a violation).
+        sys.stderr.write("qmodel: interrupted\n")
+        return 130
     except (_Stuck, NodeLaneAborted) as err:
         # The run could not finish: a stuck target, or the Node process of the lane failed.
         _abandon(args, str(err))
@@ -239,6 +243,7 @@ class _Watchdog:
             signal, "pthread_kill"
         )
         self._previous: Any = None
+        self._previous_interrupt: Any = None
 
     def _watch(self) -> None:
         from qmodel.sim import scheduler
@@ -293,9 +298,18 @@ class _Watchdog:
         if reason is not None:
             raise scheduler.Halted(reason)
 
+    def _on_interrupt(self, signum: int, frame: Any) -> None:
+        from qmodel.sim import scheduler
+
+        # Ctrl-C: halt first, so a KeyboardInterrupt landing inside a worker's code stops the
+        # run instead of being taken for the worker's own failure (a 500).
+        scheduler.halt("interrupted (Ctrl-C)")
+        raise KeyboardInterrupt
+
     def __enter__(self) -> _Watchdog:
         if self._signals:
             self._previous = signal.signal(signal.SIGALRM, self._on_alarm)
+            self._previous_interrupt = signal.signal(signal.SIGINT, self._on_interrupt)
         self._thread.start()
         return self
 
@@ -306,6 +320,7 @@ class _Watchdog:
         self._thread.join()
         if self._signals:
             signal.signal(signal.SIGALRM, self._previous)
+            signal.signal(signal.SIGINT, self._previous_interrupt)
         scheduler.unhalt()
 
 

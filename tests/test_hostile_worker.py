@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -185,3 +186,32 @@ def test_a_worker_that_swallows_the_interrupt_ends_the_process_with_exit_3(
     )
     assert f"qmodel: error: {message}" in proc.stderr
     assert seconds < 15
+
+
+def test_ctrl_c_inside_a_worker_stops_the_run_and_is_no_finding(tmp_path: Path) -> None:
+    """Ctrl-C while a worker blocks is the user's interrupt, not the worker's failure: the run
+    stops with status 130 and prints no verdict."""
+    path = worker(tmp_path, "time.sleep(10**6)", imports="import time")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "qmodel.cli",
+            "check",
+            "--target",
+            str(path),
+            "--profile",
+            "dev",
+            "--json",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        time.sleep(2)  # the worker is blocked in its first request by now
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert (proc.returncode, out, err) == (130, "", "qmodel: interrupted\n")
