@@ -248,8 +248,9 @@ def test_node_has_no_network(tmp_path: Path) -> None:
 
 
 def test_apis_finishing_off_thread_are_refused_or_made_synchronous(tmp_path: Path) -> None:
-    """CompressionStream (Node's thread pool) is refused naming the API; WebAssembly.instantiate
-    compiles at once, so its answer settles under the scheduler like any other."""
+    """CompressionStream (Node's thread pool) and Atomics.waitAsync (the event loop) are refused
+    naming the API; WebAssembly.instantiate compiles at once, so its answer settles under the
+    scheduler like any other."""
     # (module (func (export "answer") (result i32) i32.const 42))
     wasm = (
         "0,97,115,109,1,0,0,0,1,5,1,96,0,1,127,3,2,1,0,7,10,1,6,97,110,115,119,101,114,0,0,10,"
@@ -260,8 +261,11 @@ def test_apis_finishing_off_thread_are_refused_or_made_synchronous(tmp_path: Pat
           async fetch() {{
             let compression;
             try {{ new CompressionStream('gzip'); }} catch (e) {{ compression = e.message; }}
+            let waitAsync;
+            try {{ Atomics.waitAsync(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 10); }}
+            catch (e) {{ waitAsync = e.message; }}
             const {{ instance }} = await WebAssembly.instantiate(new Uint8Array([{wasm}]));
-            return Response.json({{ compression, answer: instance.exports.answer() }});
+            return Response.json({{ compression, waitAsync, answer: instance.exports.answer() }});
           }},
         }};
     """
@@ -270,6 +274,10 @@ def test_apis_finishing_off_thread_are_refused_or_made_synchronous(tmp_path: Pat
         "CompressionStream is not available in qmodel's Node lane: Node compresses on its "
         "thread pool, outside the scheduler's control, so when it finishes could not be chosen "
         "or replayed; compress outside the code under test, or with a pure-JavaScript library"
+    )
+    assert out["waitAsync"] == (
+        "Atomics.waitAsync is not available in qmodel's Node lane: it settles through Node's "
+        "event loop, outside the scheduler's control; await a platform call or a timer instead"
     )
     assert out["answer"] == 42
 

@@ -64,21 +64,16 @@ function emit(event) {
 
 // Frames of the host's own files (host.mjs, loader.mjs) are never "where the worker threw".
 const HOST_URL = new URL('.', import.meta.url).href;
-const INSTANCE_QUERY = /\?qmodel-instance=[^:)\s&]*|&qmodel-instance=[^:)\s&]*/g;
-
-function clean(text) {
-  return String(text).replace(INSTANCE_QUERY, '');
-}
 
 /** "TypeError: x is not a function (worker.mjs:12:5)": the error and where the worker threw. */
 function describeError(err) {
   if (err instanceof Error) {
     const head = `${err.name}: ${err.message}`;
-    const stack = clean(err.stack || '');
+    const stack = String(err.stack || '');
     // The worker's frame: not the host's own (an error it made to reject a platform call).
     const frame = stack.split('\n').find((l) => /\bfile:\/\//.test(l) && !l.includes(HOST_URL));
     const where = frame && /file:\/\/\/?(?:[^\s)]*\/)?([^/\s)]+:\d+:\d+)/.exec(frame);
-    return { text: clean(where ? `${head} (${where[1]})` : head), stack };
+    return { text: String(where ? `${head} (${where[1]})` : head), stack };
   }
   let text;
   try {
@@ -912,7 +907,7 @@ function installGlobals() {
   globalThis.clearImmediate = clearVirtualTimer;
   const log = (level) => (...args) => {
     const store = als.getStore();
-    emit({ e: 'log', rid: store ? store.rid : null, level, text: clean(util.format(...args)) });
+    emit({ e: 'log', rid: store ? store.rid : null, level, text: String(util.format(...args)) });
   };
   globalThis.console = {
     ...realConsole,
@@ -952,6 +947,12 @@ function installOffThreadRefusals(refuse) {
   offThread('MessageChannel', 'Node delivers its messages through the event loop', direct);
   offThread('MessagePort', 'Node delivers its messages through the event loop', direct);
   offThread('BroadcastChannel', 'Node delivers its messages through the event loop', direct);
+  // Atomics.waitAsync settles on a real timer or another thread's notify, through the loop.
+  globalThis.Atomics = copyWith(Atomics, {
+    waitAsync() {
+      refuse('Atomics.waitAsync', "it settles through Node's event loop, outside the scheduler's control; await a platform call or a timer instead")();
+    },
+  });
   const RealWasm = WebAssembly;
   const later = (fn) => Promise.resolve().then(fn);
   const streaming = (name, instead) => () => Promise.reject(new Error(
