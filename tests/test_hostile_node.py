@@ -135,9 +135,11 @@ def test_a_worker_cannot_forge_the_hosts_messages(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A worker whose fetch always throws, and which tries to replace JSON.stringify, the JSON
-    global, Promise.prototype.then and Array.prototype.push, is still caught: every attempt
-    throws, and the search reports its 500s (exit 1)."""
+    global, Promise.prototype.then, Array.prototype.push and the request-telling
+    AsyncLocalStorage, is still caught: every attempt throws, and the search reports its 500s
+    (exit 1)."""
     source = """
+        import { AsyncLocalStorage } from 'node:async_hooks';
         const refused = [];
         const attempt = (name, f) => { try { f(); } catch (e) { refused.push(name); } };
         attempt('stringify', () => { JSON.stringify = () => '[]'; });
@@ -145,6 +147,7 @@ def test_a_worker_cannot_forge_the_hosts_messages(
         attempt('then', () => { Promise.prototype.then = function () {}; });
         attempt('push', () => { Array.prototype.push = () => 0; });
         attempt('define', () => Object.defineProperty(JSON, 'stringify', { value: () => '[]' }));
+        attempt('store', () => { AsyncLocalStorage.prototype.getStore = () => ({ rid: 1 }); });
         export default {
           async fetch() { throw new Error(`always fails; refused: ${refused.join(' ')}`); },
         };
@@ -161,7 +164,7 @@ def test_a_worker_cannot_forge_the_hosts_messages(
     get(p, target, "/")
     assert p.invocations[0].errors == [
         "uncaught JavaScriptError: Error: always fails; refused: stringify JSON then push "
-        "define (worker.mjs:10:25)"
+        "define store (worker.mjs:12:25)"
     ]
 
 

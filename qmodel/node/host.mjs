@@ -1022,8 +1022,9 @@ function lockGlobals() {
       Object.defineProperty(globalThis, name, { get: d.get, set: undefined, enumerable: d.enumerable, configurable: false });
     }
   }
-  // Not ECMAScript intrinsics, so --frozen-intrinsics left them alone: the host relies on them.
-  for (const value of [Buffer, RealResponse, WorkerResponse, Request, Headers, crypto, crypto.subtle, performance, AbortSignal]) {
+  // Not ECMAScript intrinsics, so --frozen-intrinsics left them alone: the host relies on them
+  // (AsyncLocalStorage tells which request made a call; a worker may import async_hooks).
+  for (const value of [Buffer, RealResponse, WorkerResponse, Request, Headers, crypto, crypto.subtle, performance, AbortSignal, AsyncLocalStorage]) {
     Object.freeze(value);
     if (typeof value === 'function') Object.freeze(value.prototype);
   }
