@@ -40,8 +40,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_platform import round_requests  # noqa: E402  (the same workload as the Python bench)
 
 LOCATIONS = ("fra", "iad", "sin", "gru")
-#: The node binary the Node lane runs (set by main once the design is checked).
-js_worker_node = ""
+#: The node binary the Node lane runs and the worker's folders, which name its Node process
+#: (set by main once the design is checked).
+js_worker_node: tuple[str, tuple[str, ...]] = ("", ())
 JS_DESIGN = ROOT / "examples" / "workers" / "seed-000-queue.mjs"
 
 
@@ -82,7 +83,7 @@ def _node_cpu(pid: int | None) -> float:
 
 def run(make: Callable[[], Any], worlds: int, rounds: int, seed: int) -> dict[str, float]:
     requests = ops = steps = 0
-    host = host_for(js_worker_node)
+    host = host_for(*js_worker_node)
     pid = host.proc.pid if host.proc is not None else None
     node0, cpu0, start = _node_cpu(pid), time.process_time(), time.perf_counter()
     for w in range(worlds):
@@ -114,8 +115,8 @@ def main() -> None:
     args = parser.parse_args()
     global js_worker_node
     js = js_worker(JS_DESIGN)
-    js_worker_node = js.module.node
-    node = host_for(js_worker_node)
+    js_worker_node = (js.module.node, js.module.roots)
+    node = host_for(*js_worker_node)
     lanes: list[tuple[str, Callable[[], Any]]] = [
         ("Python lane (CommentsWorker(Fixes.seed_000()))", _python_design),
         (f"Node lane ({JS_DESIGN.relative_to(ROOT)})", js),

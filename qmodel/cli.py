@@ -7,9 +7,11 @@
     qmodel catalog [--json]
 
 ``check`` exits 0 when no invariant broke within the budget, 1 on a violation, 2 on a usage or
-target error (with a message that says what to do). This interface is relied on by users' CI
-scripts: it stays stable. With ``--report DIR`` a violation is also written as ``DIR/<id>.md``
-(the bug report), ``DIR/<id>.json`` (the trace) and ``DIR/test_regression_<id>.py``.
+target error (with a message that says what to do), 3 when the run could not finish (a target
+stuck inside one step, or the Node process of the JavaScript lane failed). This interface is
+relied on by users' CI scripts: it stays stable. With ``--report DIR`` a violation is also
+written as ``DIR/<id>.md`` (the bug report), ``DIR/<id>.json`` (the trace) and
+``DIR/test_regression_<id>.py``.
 
 ``replay`` runs a trace again exactly: exit 1 when it shows the recorded violation again, 2
 when the trace is malformed or does not match (another target, another version of the design
@@ -22,20 +24,26 @@ import _thread
 import argparse
 import contextlib
 import json
+import os
 import shlex
+import signal
 import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 from qmodel.errors import QmodelError
 
 __all__ = ["main"]
 
-EXIT_OK, EXIT_VIOLATION, EXIT_USAGE = 0, 1, 2
-#: A target that makes no progress for this long (wall seconds) inside one step is stopped.
+EXIT_OK, EXIT_VIOLATION, EXIT_USAGE, EXIT_STUCK = 0, 1, 2, 3
+#: A target that makes no progress for this long (wall seconds) inside one step is stopped
+#: (``QMODEL_HANG_SECONDS`` overrides it).
 HANG_SECONDS = 20.0
+#: Seconds the watchdog waits for an interrupted main thread before it ends the process.
+GRACE_SECONDS = 3.0
 
 
 class _UsageError(QmodelError):
@@ -123,12 +131,28 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return replay_main(args)
         return _check(args)
+    except KeyboardInterrupt:
+        # Ctrl-C: the conventional status of a process stopped by SIGINT, never 1 (a violation).
+        sys.stderr.write("qmodel: interrupted\n")
+        return 130
+    except (_Stuck, NodeLaneAborted) as err:
+        # The run could not finish: a stuck target, or the Node process of the lane failed.
+        _abandon(args, str(err))
+        return EXIT_STUCK
     except QmodelError as err:
         sys.stderr.write(f"qmodel: error: {err}\n")
         return EXIT_USAGE
-    except NodeLaneAborted as err:
-        sys.stderr.write(f"qmodel: error: {err}\n")
-        return EXIT_USAGE
+
+
+def _abandon(args: argparse.Namespace, message: str, out: Any = None) -> None:
+    """Say why the run ended without a verdict (exit 3): on stderr, and with ``--json`` as the
+    one JSON object on stdout (``out``, by default the current ``sys.stdout``)."""
+    out = out or sys.stdout
+    sys.stderr.write(f"qmodel: error: {message}\n")
+    sys.stderr.flush()
+    if getattr(args, "json", False):
+        out.write(json.dumps({"verdict": "error", "error": message}) + "\n")
+        out.flush()
 
 
 def _seed_of(source: str) -> str | None:
@@ -168,31 +192,129 @@ def _catalog(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-class _Watchdog:
-    """Interrupts the main thread when no scheduler step completes for ``seconds``: a target
-    stuck inside one step (a loop with no await) cannot be stopped by the step limit."""
+class _Stuck(QmodelError):
+    """The run was stopped because the target made no progress inside one step (exit 3)."""
 
-    def __init__(self, seconds: float) -> None:
+
+def _hang_seconds() -> float:
+    """The watchdog's allowance: :data:`HANG_SECONDS`, or ``QMODEL_HANG_SECONDS``."""
+    raw = os.environ.get("QMODEL_HANG_SECONDS")
+    if raw:
+        try:
+            return max(0.5, float(raw))
+        except ValueError:
+            pass
+    return HANG_SECONDS
+
+
+def _stuck_task() -> str:
+    """The request (or task) the scheduler is stepping right now, for the watchdog's message."""
+    from qmodel.sim import scheduler
+
+    task = scheduler.current_task()
+    if task is None:
+        return "the target"
+    inv = task.invocation
+    label = getattr(inv, "label", None)
+    if not label:
+        return f"task {task.name}"
+    return f"request {label}" if label == task.name else f"request {label} (task {task.name})"
+
+
+class _Watchdog:
+    """Stops a target stuck inside one scheduler step for ``seconds``: a loop with no await,
+    a blocking call (``time.sleep``, a lock, a blocked read) or a JavaScript worker that never
+    returns to Node's event loop. The step limit cannot stop those: no step ends.
+
+    It halts every scheduler (nothing may step the stuck target again), then sends SIGALRM to
+    the main thread, whose handler raises :class:`~qmodel.sim.scheduler.Halted` there: a
+    signal interrupts a blocking system call, which ``_thread.interrupt_main`` cannot. If the
+    main thread is still stuck :data:`GRACE_SECONDS` later (code that swallows the interrupt,
+    or a call that does not return on a signal), the process ends at once with exit status 3
+    and a message naming the request: never a hang. ``on_abandon`` writes what the process
+    prints before it ends that way.
+    """
+
+    def __init__(self, seconds: float, on_abandon: Callable[[str], None]) -> None:
         self.seconds = seconds
         self.fired = False
+        #: What the watchdog stopped, and why (set when it fires).
+        self.message = ""
+        self._on_abandon = on_abandon
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._main = threading.main_thread().ident
+        self._signals = threading.current_thread() is threading.main_thread() and hasattr(
+            signal, "pthread_kill"
+        )
+        self._previous: Any = None
+        self._previous_interrupt: Any = None
 
     def _watch(self) -> None:
         from qmodel.sim import scheduler
 
+        period = min(1.0, self.seconds / 4)
         last = scheduler.progress()
-        while not self._stop.wait(self.seconds):
+        since = time.monotonic()  # wall-clock-ok: the watchdog measures real time by design
+        while not self._stop.wait(period):
             now = scheduler.progress()
-            if now == last and scheduler.in_step():
-                self.fired = True
-                # Halt first: after the interrupt, nothing may step the stuck target again.
-                scheduler.halt(f"no progress for {self.seconds:.0f} s inside one step")
+            moment = time.monotonic()  # wall-clock-ok
+            if now != last or not scheduler.in_step():
+                last, since = now, moment
+                continue
+            if moment - since < self.seconds:
+                continue
+            self.fired = True
+            self.message = (
+                f"{_stuck_task()} made no progress for {self.seconds:.0f} s inside one step: its "
+                "code did not return to the scheduler (a loop without await, a blocking call "
+                "such as time.sleep or a lock, or JavaScript that never awaits); every step of "
+                "a worker must return to the scheduler at its next await"
+            )
+            # Halt first: after the interrupt, nothing may step the stuck target again.
+            scheduler.halt(self.message)
+            self._interrupt(scheduler, now)
+            return
+
+    def _interrupt(self, scheduler: Any, stuck_at: int) -> None:
+        deadline = time.monotonic() + GRACE_SECONDS  # wall-clock-ok
+        while True:
+            if self._signals and self._main is not None:
+                signal.pthread_kill(self._main, signal.SIGALRM)
+            else:
                 _thread.interrupt_main()
+            if self._stop.wait(0.5):
                 return
-            last = now
+            if scheduler.progress() != stuck_at or not scheduler.in_step():
+                return  # the main thread left the step: the interrupt is on its way out
+            if time.monotonic() >= deadline:  # wall-clock-ok
+                break
+        self._on_abandon(
+            f"{self.message}. The interrupt did not stop it within {GRACE_SECONDS:.0f} s "
+            "(the worker swallows it, or blocks where a signal cannot reach), so the run ends "
+            "here."
+        )
+        os._exit(EXIT_STUCK)
+
+    def _on_alarm(self, signum: int, frame: Any) -> None:
+        from qmodel.sim import scheduler
+
+        reason = scheduler.halted()
+        if reason is not None:
+            raise scheduler.Halted(reason)
+
+    def _on_interrupt(self, signum: int, frame: Any) -> None:
+        from qmodel.sim import scheduler
+
+        # Ctrl-C: halt first, so a KeyboardInterrupt landing inside a worker's code stops the
+        # run instead of being taken for the worker's own failure (a 500).
+        scheduler.halt("interrupted (Ctrl-C)")
+        raise KeyboardInterrupt
 
     def __enter__(self) -> _Watchdog:
+        if self._signals:
+            self._previous = signal.signal(signal.SIGALRM, self._on_alarm)
+            self._previous_interrupt = signal.signal(signal.SIGINT, self._on_interrupt)
         self._thread.start()
         return self
 
@@ -201,6 +323,9 @@ class _Watchdog:
 
         self._stop.set()
         self._thread.join()
+        if self._signals:
+            signal.signal(signal.SIGALRM, self._previous)
+            signal.signal(signal.SIGINT, self._previous_interrupt)
         scheduler.unhalt()
 
 
@@ -347,7 +472,7 @@ def run_check(args: argparse.Namespace, progress: Any = None) -> dict[str, Any]:
     test = hypothesis_seed(args.seed)(get_state_machine_test(cls, settings=chosen))
     started = time.perf_counter()  # wall-clock-ok: reporting only
     error: BaseException | None = None
-    watchdog = _Watchdog(HANG_SECONDS)
+    watchdog = _Watchdog(_hang_seconds(), partial(_abandon, args, out=sys.stdout))
     try:
         # Hypothesis reports (the falsifying example, shrink warnings) go to stderr: stdout is
         # ours, and with --json holds exactly one object.
@@ -366,11 +491,7 @@ def run_check(args: argparse.Namespace, progress: Any = None) -> dict[str, Any]:
     except KeyboardInterrupt:
         if not watchdog.fired:
             raise
-        raise _UsageError(
-            f"the target made no progress for {HANG_SECONDS:.0f} s inside one step (a loop "
-            "without await, or a blocking call); every step of a worker must return to the "
-            "scheduler at its next await"
-        ) from None
+        raise _Stuck(watchdog.message) from None
     seconds = time.perf_counter() - started  # wall-clock-ok
     name = target.name if args.target else DEFAULT_TARGET
     failure = state["failure"] if error is not None else None

@@ -169,13 +169,15 @@ def test_worker_that_never_answers_is_stopped(capsys: pytest.CaptureFixture[str]
 def test_worker_stuck_in_one_step_is_stopped(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A worker looping without await inside one step is stopped by the watchdog: exit 2."""
+    """A worker looping without await inside one step is stopped by the watchdog: exit 3 (the
+    run could not finish), naming the request."""
     monkeypatch.setattr(cli, "HANG_SECONDS", 1.0)
     code, _, err = run(
         capsys, "check", "--target", f"{TARGETS / 'spins.py'}:worker", "--max-examples", "1"
     )
-    assert code == 2
+    assert code == 3
     assert "made no progress for 1 s inside one step" in err
+    assert "qmodel: error: request " in err
 
 
 def test_catalog_json(capsys: pytest.CaptureFixture[str]) -> None:

@@ -609,9 +609,7 @@ def test_durable_object_alarms(tmp_path: Path) -> None:
           },
         };
     """
-    target = js_worker(
-        module(tmp_path, source), do_bindings=["TIMER=Timer", "PLAIN=Plain"]
-    )()
+    target = js_worker(module(tmp_path, source), do_bindings=["TIMER=Timer", "PLAIN=Plain"])()
     p = platform_for(target)
     t0 = p.clock.now_ms
     assert get(p, target, "/fail").json_body() == {"alarm": None, "log": []}
@@ -718,7 +716,7 @@ def test_a_node_that_stops_answering_is_killed(
     source = "export default { async fetch() { for (;;) {} } };\n"
     target = js_worker(module(tmp_path, source))()
     p = platform_for(target)
-    get_host = host_for(target.module.node)
+    get_host = host_for(target.module.node, target.module.roots)
     monkeypatch.setattr(get_host, "timeout", 1.0)
     with pytest.raises(NodeLaneAborted, match="did not answer within 1 s"):
         get(p, target, "/")
@@ -744,7 +742,9 @@ def test_bindings_from_wrangler_configuration(
     )
     b = bindings_for(worker)
     assert (b.kv, dict(b.durable), dict(b.vars)) == (
-        ("MSGS",), {"QUEUE": "Queue"}, {"MODE": "test // not a comment"}
+        ("MSGS",),
+        {"QUEUE": "Queue"},
+        {"MODE": "test // not a comment"},
     )
     (sub / "wrangler.toml").write_text('kv_namespaces = [{ binding = "A" }, { binding = "B" }]\n')
     assert bindings_for(worker).kv == ("A", "B")
@@ -793,14 +793,27 @@ def test_syntax_error_names_file_and_line(
 @pytest.mark.parametrize(
     ("source", "flags", "message"),
     [
-        ("export const fetch = () => 1;\n", [], "has no default export with a fetch method (it "
-         "exports: fetch); a Workers module ends with export default"),
-        ("export default { fetch() {} };\n", ["--do-binding", "QUEUE=MessageQueue"],
-         "the Durable Object binding QUEUE names class MessageQueue, but"),
-        ("throw new Error('missing config');\nexport default {};\n", [],
-         "raised Error: missing config (worker.mjs:1:7); fix the error so the module imports"),
-        ("import fs from 'node:fs';\nexport default { fetch() {} };\n", [],
-         "imports 'node:fs': qmodel's Node lane gives a worker no filesystem"),
+        (
+            "export const fetch = () => 1;\n",
+            [],
+            "has no default export with a fetch method (it "
+            "exports: fetch); a Workers module ends with export default",
+        ),
+        (
+            "export default { fetch() {} };\n",
+            ["--do-binding", "QUEUE=MessageQueue"],
+            "the Durable Object binding QUEUE names class MessageQueue, but",
+        ),
+        (
+            "throw new Error('missing config');\nexport default {};\n",
+            [],
+            "raised Error: missing config (worker.mjs:1:7); fix the error so the module imports",
+        ),
+        (
+            "import fs from 'node:fs';\nexport default { fetch() {} };\n",
+            [],
+            "imports 'node:fs': qmodel's Node lane gives a worker no filesystem",
+        ),
     ],
     ids=["no-default-fetch", "missing-do-class", "throws-on-import", "imports-fs"],
 )
@@ -856,7 +869,7 @@ def test_node_is_killed_with_this_process(tmp_path: Path) -> None:
             from qmodel.node import js_worker
             from qmodel.node.host import host_for
             w = js_worker({str(module(tmp_path, COUNTER))!r})
-            print(host_for(w.module.node).proc.pid, flush=True)
+            print(host_for(w.module.node, w.module.roots).proc.pid, flush=True)
             """
         )
     )

@@ -454,7 +454,9 @@ def test_work_not_awaited_is_dropped() -> None:
 
 
 def test_awaiting_asyncio_sleep_is_a_clear_error() -> None:
-    """DESIGN: a task that awaits asyncio.sleep(0) fails with a QmodelError naming the task and what to await instead."""
+    """DESIGN: a task that awaits asyncio.sleep(0) can never be resumed: it is stopped as one
+    that can never answer (a liveness failure, recorded as an overrun), with a message naming
+    the task and what to await instead."""
 
     class UsesAsyncio:
         async def fetch(self, request: Request, env: Any, ctx: Any) -> Response:
@@ -462,19 +464,21 @@ def test_awaiting_asyncio_sleep_is_a_clear_error() -> None:
             return Response("unreachable")
 
     platform = Platform.create(backend=FirstOptionBackend())
-    with pytest.raises(QmodelError) as info:
+    with pytest.raises(StepLimitExceeded) as info:
         platform.request(UsesAsyncio(), Request.make("GET", "/x"), location="A")
     assert str(info.value) == (
-        "task GET /x@A awaited None, which is not a simulated platform call; inside a simulated "
-        "world await only the env bindings, request/response methods and qmodel's sleep (not "
-        "asyncio)"
+        "GET /x@A awaited None, which is not a simulated platform call, so nothing can ever "
+        "settle it and it can never answer; inside a simulated world await only the env "
+        "bindings, request/response methods and qmodel's sleep (not asyncio)"
     )
+    assert platform.scheduler.overruns == [info.value]
     assert platform.scheduler.tasks == []
     platform.check()
 
 
 def test_awaiting_an_asyncio_future_is_a_clear_error() -> None:
-    """DESIGN: a task that awaits an asyncio future finishes with a QmodelError naming the future."""
+    """DESIGN: a task that awaits an asyncio future is stopped as one that can never finish,
+    with a StepLimitExceeded naming the future (a liveness failure, not a silent error)."""
     loop = asyncio.new_event_loop()
     try:
         fut = loop.create_future()
@@ -485,12 +489,12 @@ def test_awaiting_an_asyncio_future_is_a_clear_error() -> None:
         sched = make_sched()
         t = sched.spawn(waits(), "waiter")
         sched.step(t)
-        assert t.finished and not t.killed
-        assert isinstance(t.error, QmodelError)
+        assert t.finished and t.killed
+        assert isinstance(t.error, StepLimitExceeded) and sched.overruns == [t.error]
         assert str(t.error) == (
-            "task waiter awaited <Future pending>, which is not a simulated platform call; inside "
-            "a simulated world await only the env bindings, request/response methods and "
-            "qmodel's sleep (not asyncio)"
+            "waiter awaited <Future pending>, which is not a simulated platform call, so nothing "
+            "can ever settle it and it can never answer; inside a simulated world await only the "
+            "env bindings, request/response methods and qmodel's sleep (not asyncio)"
         )
         sched.check()
     finally:
@@ -511,7 +515,7 @@ def test_awaiting_a_bare_generator_yield_is_a_clear_error() -> None:
     t = sched.spawn(task(), "odd")
     sched.run()
     assert str(t.error).startswith(
-        "task odd awaited 'something', which is not a simulated platform call"
+        "odd awaited 'something', which is not a simulated platform call"
     )
 
 

@@ -21,7 +21,7 @@ class JavaScriptError(Exception):
     """A JavaScript exception escaped the worker, as ``TypeError: x is not a function
     (worker.mjs:3:7)``: the error and where it was thrown.
 
-    ``stack`` holds the JavaScript stack, with qmodel's instance query removed from file URLs.
+    ``stack`` holds the JavaScript stack.
     """
 
     def __init__(self, message: str, stack: str = "") -> None:

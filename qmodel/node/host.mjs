@@ -10,22 +10,28 @@
 // settles only when Python says so. Python's scheduler decides when, so schedules of real
 // JavaScript are chosen, recorded, replayed and shrunk like those of the Python designs.
 //
-// Each test case gets a fresh instance of the worker module (imported with a
-// `?qmodel-instance=N` query; loader.mjs carries it to the worker's own imports). Requests are
-// told apart by an AsyncLocalStorage context, as workerd tells them apart by I/O context, so a
-// call is attributed to the request (or Durable Object request) whose code made it.
+// Each test case gets fresh instances of the worker's modules, linked by loader.mjs, which
+// applies the sandbox's import rules to every module of the worker. Requests are told apart by
+// an AsyncLocalStorage context, as workerd tells them apart by I/O context, so a call is
+// attributed to the request (or Durable Object request) whose code made it.
 //
 // The worker sees the virtual clock in Date and performance.now, a PRNG seeded by Python (from
 // the run's choice source) in Math.random and crypto, and no network, filesystem, process or
 // host timers. Events of the protocol, Python to Node (`t`) and Node to Python (`e`), are
 // documented in qmodel/node/host.py.
+//
+// The worker runs in this process's realm, which is locked before its first module loads: Node
+// starts with --frozen-intrinsics (no built-in object or prototype can be changed), the globals
+// the host relies on cannot be replaced, and the host keeps its own references to what it
+// uses, so a worker cannot forge the host's messages by replacing JSON.stringify, Promise or an
+// array method. The operating system confines the rest (see qmodel/node/host.py).
 
 import fs from 'node:fs';
 import v8 from 'node:v8';
 import util from 'node:util';
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { createHash } from 'node:crypto';
-import { register } from 'node:module';
+import { makeLinker, nativeImportsPending } from './loader.mjs';
 
 const IN = Number(process.env.QMODEL_NODE_IN);
 const OUT = Number(process.env.QMODEL_NODE_OUT);
@@ -33,9 +39,10 @@ const realProcess = process;
 const realSetImmediate = setImmediate;
 const RealDate = Date;
 const realConsole = console;
-const realCrypto = globalThis.crypto;
-
-register('./loader.mjs', import.meta.url);
+const { stringify: jsonStringify, parse: jsonParse } = JSON;
+const bufferFrom = Buffer.from.bind(Buffer);
+const bufferConcat = Buffer.concat.bind(Buffer);
+const bufferAlloc = Buffer.alloc.bind(Buffer);
 
 // -- state --------------------------------------------------------------------------------------
 
@@ -55,22 +62,18 @@ function emit(event) {
 
 // -- errors -------------------------------------------------------------------------------------
 
-const HOST_URL = import.meta.url;
-const INSTANCE_QUERY = /\?qmodel-instance=[^:)\s&]*|&qmodel-instance=[^:)\s&]*/g;
-
-function clean(text) {
-  return String(text).replace(INSTANCE_QUERY, '');
-}
+// Frames of the host's own files (host.mjs, loader.mjs) are never "where the worker threw".
+const HOST_URL = new URL('.', import.meta.url).href;
 
 /** "TypeError: x is not a function (worker.mjs:12:5)": the error and where the worker threw. */
 function describeError(err) {
   if (err instanceof Error) {
     const head = `${err.name}: ${err.message}`;
-    const stack = clean(err.stack || '');
+    const stack = String(err.stack || '');
     // The worker's frame: not the host's own (an error it made to reject a platform call).
     const frame = stack.split('\n').find((l) => /\bfile:\/\//.test(l) && !l.includes(HOST_URL));
     const where = frame && /file:\/\/\/?(?:[^\s)]*\/)?([^/\s)]+:\d+:\d+)/.exec(frame);
-    return { text: clean(where ? `${head} (${where[1]})` : head), stack };
+    return { text: String(where ? `${head} (${where[1]})` : head), stack };
   }
   let text;
   try {
@@ -123,7 +126,8 @@ function VirtualDate(...args) {
 }
 Object.setPrototypeOf(VirtualDate, RealDate);
 VirtualDate.prototype = RealDate.prototype;
-VirtualDate.now = () => now;
+// defineProperty, not assignment: Date.now of the frozen Date would refuse to be shadowed.
+Object.defineProperty(VirtualDate, 'now', { value: () => now, writable: true, configurable: true });
 
 const virtualCrypto = {
   getRandomValues(array) {
@@ -831,9 +835,8 @@ async function load(cmd) {
   const inst = { id: cmd.inst, rng: makeRng(cmd.seed), origin: now, objects: new Map(), module: null, env: null, handler: null };
   instances.set(cmd.inst, inst);
   current = inst;
-  const sep = cmd.url.includes('?') ? '&' : '?';
   try {
-    inst.module = await import(`${cmd.url}${sep}qmodel-instance=${cmd.inst}`);
+    inst.module = await makeLinker(new Map())(cmd.url);
   } catch (err) {
     instances.delete(cmd.inst);
     const d = describeError(err);
@@ -874,11 +877,15 @@ function installGlobals() {
   };
   globalThis.Date = VirtualDate;
   globalThis.Response = WorkerResponse;
-  Math.random = () => {
-    const hi = rng() >>> 5;
-    const lo = rng() >>> 6;
-    return (hi * 67108864 + lo) / 9007199254740992;
-  };
+  // Math itself is frozen: the worker's Math is a copy whose random is the seeded PRNG.
+  globalThis.Math = copyWith(Math, {
+    random() {
+      const hi = rng() >>> 5;
+      const lo = rng() >>> 6;
+      return (hi * 67108864 + lo) / 9007199254740992;
+    },
+  });
+  installOffThreadRefusals(refuse);
   Object.defineProperty(globalThis, 'crypto', { value: virtualCrypto, writable: true, configurable: true, enumerable: true });
   Object.defineProperty(globalThis, 'performance', {
     value: { now: () => now - (current?.origin ?? 0), get timeOrigin() { return current?.origin ?? 0; } },
@@ -900,7 +907,7 @@ function installGlobals() {
   globalThis.clearImmediate = clearVirtualTimer;
   const log = (level) => (...args) => {
     const store = als.getStore();
-    emit({ e: 'log', rid: store ? store.rid : null, level, text: clean(util.format(...args)) });
+    emit({ e: 'log', rid: store ? store.rid : null, level, text: String(util.format(...args)) });
   };
   globalThis.console = {
     ...realConsole,
@@ -914,8 +921,112 @@ function installGlobals() {
   for (const name of ['process', 'require', 'module', 'exports']) {
     Object.defineProperty(globalThis, name, {
       get: refuse(name, 'a worker gets no host process (Workers have none either)'),
+      set: undefined,
       configurable: true,
     });
+  }
+  lockGlobals();
+}
+
+// APIs whose work Node finishes on its thread pool or through its event loop, outside the
+// host's control: when they settle could not be chosen, recorded or replayed (and the host
+// would answer before they do). WebAssembly compiles synchronously instead, settling as a
+// microtask of the code that asked; the others are refused, naming the API.
+function installOffThreadRefusals(refuse) {
+  const offThread = (name, where, instead) => {
+    const fail = refuse(name, `${where}, outside the scheduler's control, so when it finishes could not be chosen or replayed; ${instead}`);
+    // A function, so `new X()` and `X()` both throw the message.
+    const Refused = function () { fail(); };
+    Object.defineProperty(Refused, 'name', { value: name });
+    globalThis[name] = Refused;
+  };
+  const compress = 'compress outside the code under test, or with a pure-JavaScript library';
+  offThread('CompressionStream', 'Node compresses on its thread pool', compress);
+  offThread('DecompressionStream', 'Node decompresses on its thread pool', compress);
+  const direct = 'call the receiving code directly';
+  offThread('MessageChannel', 'Node delivers its messages through the event loop', direct);
+  offThread('MessagePort', 'Node delivers its messages through the event loop', direct);
+  offThread('BroadcastChannel', 'Node delivers its messages through the event loop', direct);
+  // Atomics.waitAsync settles on a real timer or another thread's notify, through the loop.
+  globalThis.Atomics = copyWith(Atomics, {
+    waitAsync() {
+      refuse('Atomics.waitAsync', "it settles through Node's event loop, outside the scheduler's control; await a platform call or a timer instead")();
+    },
+  });
+  const RealWasm = WebAssembly;
+  const later = (fn) => Promise.resolve().then(fn);
+  const streaming = (name, instead) => () => Promise.reject(new Error(
+    `WebAssembly.${name} is not available in qmodel's Node lane (it compiles on a background ` +
+    `thread, outside the scheduler's control); use WebAssembly.${instead}`,
+  ));
+  globalThis.WebAssembly = copyWith(RealWasm, {
+    compile: (bytes) => later(() => new RealWasm.Module(bytes)),
+    instantiate: (source, imports) => later(() => {
+      if (source instanceof RealWasm.Module) return new RealWasm.Instance(source, imports);
+      const module = new RealWasm.Module(source);
+      return { module, instance: new RealWasm.Instance(module, imports) };
+    }),
+    compileStreaming: streaming('compileStreaming', 'compile(bytes)'),
+    instantiateStreaming: streaming('instantiateStreaming', 'instantiate(bytes, imports)'),
+  });
+  if (typeof AbortSignal === 'function' && !Object.isFrozen(AbortSignal)) {
+    // AbortSignal.timeout uses a host timer; on the virtual clock instead.
+    Object.defineProperty(AbortSignal, 'timeout', {
+      value(ms) {
+        const controller = new AbortController();
+        setVirtualTimeout(() => controller.abort(new DOMException('The operation was aborted due to timeout', 'TimeoutError')), ms);
+        return controller.signal;
+      },
+      writable: true,
+      configurable: true,
+    });
+  }
+}
+
+/** A frozen copy of the (frozen) namespace object `original` with `overrides` in place. */
+function copyWith(original, overrides) {
+  const descriptors = Object.getOwnPropertyDescriptors(original);
+  for (const [name, value] of Object.entries(overrides)) {
+    descriptors[name] = { value, writable: false, enumerable: false, configurable: false };
+  }
+  return Object.freeze(Object.create(Object.getPrototypeOf(original), descriptors));
+}
+
+// Globals the host reads at call time, or that would let a worker change what another test
+// case sees: made read-only and non-configurable, so assigning one throws a TypeError.
+const LOCKED_GLOBALS = [
+  'globalThis', 'JSON', 'Object', 'Array', 'Function', 'Promise', 'Map', 'Set', 'WeakMap', 'WeakSet',
+  'Reflect', 'Proxy', 'Symbol', 'String', 'Number', 'Boolean', 'BigInt', 'Error', 'TypeError',
+  'RangeError', 'SyntaxError', 'Buffer', 'Response', 'Request', 'Headers', 'URL', 'URLSearchParams',
+  'TextEncoder', 'TextDecoder', 'ArrayBuffer', 'SharedArrayBuffer', 'DataView', 'Uint8Array',
+  'Int32Array', 'Atomics', 'Math', 'Date', 'crypto', 'performance', 'fetch', 'setTimeout',
+  'setInterval', 'setImmediate', 'clearTimeout', 'clearInterval', 'clearImmediate', 'queueMicrotask',
+  'structuredClone', 'WebAssembly', 'CompressionStream', 'DecompressionStream', 'MessageChannel',
+  'MessagePort', 'BroadcastChannel', 'AbortSignal', 'AbortController', 'process', 'require', 'module',
+  'exports',
+];
+
+function lockGlobals() {
+  for (const name of LOCKED_GLOBALS) {
+    let d = Object.getOwnPropertyDescriptor(globalThis, name);
+    if (d === undefined || !d.configurable) continue;
+    if (d.set !== undefined) {
+      // Node defines some web globals lazily (accessors that define the value when first
+      // used): use them once, then lock the value.
+      void globalThis[name];
+      d = Object.getOwnPropertyDescriptor(globalThis, name);
+    }
+    if ('value' in d) {
+      Object.defineProperty(globalThis, name, { value: d.value, enumerable: d.enumerable, writable: false, configurable: false });
+    } else {
+      Object.defineProperty(globalThis, name, { get: d.get, set: undefined, enumerable: d.enumerable, configurable: false });
+    }
+  }
+  // Not ECMAScript intrinsics, so --frozen-intrinsics left them alone: the host relies on them
+  // (AsyncLocalStorage tells which request made a call; a worker may import async_hooks).
+  for (const value of [Buffer, RealResponse, WorkerResponse, Request, Headers, crypto, crypto.subtle, performance, AbortSignal, AsyncLocalStorage]) {
+    Object.freeze(value);
+    if (typeof value === 'function') Object.freeze(value.prototype);
   }
 }
 
@@ -928,8 +1039,8 @@ realProcess.on('uncaughtException', (err) => {
 
 // -- the command loop ---------------------------------------------------------------------------
 
-const readBuffer = Buffer.alloc(1 << 20);
-let inbox = Buffer.alloc(0);
+const readBuffer = bufferAlloc(1 << 20);
+let inbox = bufferAlloc(0);
 
 // While the machine is quiet, Python makes the command pipe non-blocking (see Pacer in
 // host.py): a read that finds nothing then spins for a while, since the next command usually
@@ -969,12 +1080,12 @@ function readLine() {
       else throw err;
     }
     if (n === 0) realProcess.exit(0); // Python closed the pipe: the run is over
-    inbox = inbox.length ? Buffer.concat([inbox, readBuffer.subarray(0, n)]) : Buffer.from(readBuffer.subarray(0, n));
+    inbox = inbox.length ? bufferConcat([inbox, readBuffer.subarray(0, n)]) : bufferFrom(readBuffer.subarray(0, n));
   }
 }
 
 function writeLine(text) {
-  const data = Buffer.from(text + '\n', 'utf8');
+  const data = bufferFrom(text + '\n', 'utf8');
   let off = 0;
   while (off < data.length) off += fs.writeSync(OUT, data, off, data.length - off);
 }
@@ -1010,12 +1121,11 @@ function handle(cmd) {
 let replying = false;
 let settling = 0;
 
-// Runs once the microtasks of a command have drained. A dynamic import() in flight (the loader
-// thread's message port is then active) settles through the event loop, not as a microtask:
-// the host turns the loop until it has (bounded), so the run still ends only when every job
-// waits on a platform call.
+// Runs once the microtasks of a command have drained. A package Node is importing settles
+// through the event loop, not as a microtask: the host turns the loop until it has (bounded),
+// so the run still ends only when every job waits on a platform call.
 function afterRun() {
-  if (realProcess.getActiveResourcesInfo().includes('MessagePort') && settling < 200_000) {
+  if (nativeImportsPending() > 0 && settling < 200_000) {
     settling += 1;
     realSetImmediate(afterRun);
     return;
@@ -1025,12 +1135,12 @@ function afterRun() {
 }
 
 function tick() {
-  if (replying) writeLine(JSON.stringify(events));
+  if (replying) writeLine(jsonStringify(events));
   events = [];
   replying = true;
   let waiting = null;
   try {
-    waiting = handle(JSON.parse(readLine()));
+    waiting = handle(jsonParse(readLine()));
   } catch (err) {
     emit({ e: 'hosterror', error: describeError(err).text, stack: String(err?.stack ?? '') });
   }
@@ -1041,5 +1151,11 @@ function tick() {
   else realSetImmediate(afterRun);
 }
 
-installGlobals();
+try {
+  installGlobals();
+} catch (err) {
+  // A bug of the host itself: say so and stop, rather than leave Python waiting.
+  fs.writeSync(2, `qmodel's Node host failed to start: ${err?.stack ?? err}\n`);
+  realProcess.exit(70);
+}
 tick();

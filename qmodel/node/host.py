@@ -24,7 +24,16 @@ opened or settled), ``bcw`` (``blockConcurrencyWhile`` entered or left), ``log``
 ``loaded``/``loadfail``, ``pong``, ``hosterror`` (a bug of the host itself).
 
 Every read from Node has a timeout (:data:`TIMEOUT_S`, or ``QMODEL_NODE_TIMEOUT``); a Node that
-dies or stops answering is killed, reaped and reported with :class:`NodeLaneAborted`.
+dies or stops answering is killed, reaped and reported with :class:`NodeLaneAborted`, and the
+first such failure stays the reason given for every instance that lived in that process.
+
+The process is confined by the operating system, not only by the host's conventions
+(:data:`SANDBOX_FLAGS`): Node's permission model lets it read the host's own files and the
+worker's folders (``roots``) only, and write nowhere, start no process, no worker thread and no
+native addon; it gets an empty environment; on Linux it runs in a network namespace of its own
+(no interface but a loopback that is down) when the kernel allows unprivileged user namespaces
+(:attr:`NodeHost.network_isolated` says whether it did); the JavaScript intrinsics are frozen
+and code generation from strings (``eval``, ``new Function``) is refused, as on Workers.
 """
 
 from __future__ import annotations
@@ -58,14 +67,30 @@ __all__ = ["MIN_NODE", "NodeHost", "TIMEOUT_S", "find_node", "host_for"]
 _decode = json.JSONDecoder().decode
 
 HOST_SCRIPT = Path(__file__).with_name("host.mjs")
+#: Node's flags that confine the host process (see the module's docstring). Node 20's
+#: permission model is still flagged experimental; ``--experimental-vm-modules`` lets the host
+#: link the worker's modules itself (loader hooks would need a worker thread, which the
+#: permission model forbids) and ``--experimental-import-meta-resolve`` lets it resolve a
+#: package for a given parent module.
+SANDBOX_FLAGS = (
+    "--experimental-permission",
+    "--frozen-intrinsics",
+    "--disallow-code-generation-from-strings",
+    "--no-addons",
+    "--experimental-vm-modules",
+    "--experimental-import-meta-resolve",
+)
+#: Node processes kept alive at once (one per set of worker folders); the least recently used
+#: is stopped when another is needed.
+MAX_HOSTS = 4
 #: The oldest Node the lane runs on: module.register (the loader hooks) came in 20.6.
 MIN_NODE = (20, 6)
 #: Seconds to wait for Node to answer one command (``QMODEL_NODE_TIMEOUT`` overrides it).
 TIMEOUT_S = 30.0
 #: Importing a module instance touches the disk: a longer allowance.
 LOAD_TIMEOUT_S = 60.0
-#: Module instances stay in Node's module map once imported; the process is restarted after
-#: this many so a long run's memory stays bounded (the restart is invisible to the runs).
+#: The process is restarted after loading this many module instances, so a long run's memory
+#: stays bounded whatever a worker leaves behind (the restart is invisible to the runs).
 RESTART_AFTER = 400
 #: Reads of Node's answer tried (yielding the core in between) before sleeping in ``poll``.
 SPIN_READS = 2_000
@@ -81,8 +106,10 @@ def find_node() -> str:
     wanted = os.environ.get("QMODEL_NODE") or "node"
     path = shutil.which(wanted)
     if path is None:
-        where = f"QMODEL_NODE={wanted!r} is not an executable" if "QMODEL_NODE" in os.environ else (
-            "no `node` was found on the PATH"
+        where = (
+            f"QMODEL_NODE={wanted!r} is not an executable"
+            if "QMODEL_NODE" in os.environ
+            else ("no `node` was found on the PATH")
         )
         raise InvalidTarget(
             f"JavaScript workers run under Node.js {MIN_NODE[0]}.{MIN_NODE[1]} or newer, and "
@@ -127,6 +154,45 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass
+
+
+_CLONE_NEWUSER = 0x10000000
+_CLONE_NEWNET = 0x40000000
+
+
+def _isolate_network() -> None:
+    # Linux: a user namespace (mapping this user to itself, so file access is unchanged) and a
+    # network namespace of their own: Node's only interface is a loopback that is down, so no
+    # socket reaches anything. Where the kernel refuses unprivileged namespaces, nothing
+    # changes (NodeHost.network_isolated is then False) and the host's refusals remain.
+    try:
+        import ctypes
+
+        uid, gid = os.getuid(), os.getgid()
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.unshare(_CLONE_NEWUSER | _CLONE_NEWNET) != 0:
+            return
+        for name, text in (
+            ("setgroups", "deny"),
+            ("uid_map", f"{uid} {uid} 1"),
+            ("gid_map", f"{gid} {gid} 1"),
+        ):
+            with open(f"/proc/self/{name}", "w") as f:
+                f.write(text)
+    except (OSError, AttributeError):
+        pass
+
+
+def _prepare_child() -> None:
+    _die_with_parent()
+    _isolate_network()
+
+
+def _network_namespace(pid: int | str) -> str | None:
+    try:
+        return os.readlink(f"/proc/{pid}/ns/net")
+    except OSError:
+        return None
 
 
 class Pacer:
@@ -213,10 +279,17 @@ class NodeHost:
     current one.
     """
 
-    def __init__(self, node: str) -> None:
+    def __init__(self, node: str, roots: tuple[str, ...] = ()) -> None:
         self.node = node
+        #: The folders the worker's modules may be read from (besides the host's own files).
+        self.roots = roots
         self.proc: subprocess.Popen[bytes] | None = None
         self.generation = 0
+        #: Why each process that failed stopped (generation -> message): an instance that
+        #: lived in it reports this first cause, not merely that its process is gone.
+        self.failures: dict[int, str] = {}
+        #: Whether the current process runs in a network namespace of its own.
+        self.network_isolated = False
         #: Module instances loaded by the current process.
         self.loaded = 0
         self._next_instance = 0
@@ -245,9 +318,13 @@ class NodeHost:
         # the pipe end both processes share, so through it this process switches Node between
         # blocking reads and spinning (see Pacer).
         self._node_end = os.dup(to_node_r)
-        env = {k: v for k, v in os.environ.items() if k != "NODE_OPTIONS"}
-        env["QMODEL_NODE_IN"] = str(to_node_r)
-        env["QMODEL_NODE_OUT"] = str(from_node_w)
+        # An empty environment: the worker learns nothing of this machine from Node's.
+        env = {
+            "QMODEL_NODE_IN": str(to_node_r),
+            "QMODEL_NODE_OUT": str(from_node_w),
+            "QMODEL_NODE_ROOTS": json.dumps(list(self.roots)),
+        }
+        readable = [str(HOST_SCRIPT.parent), *self.roots]
         self._stderr = tempfile.TemporaryFile()
         try:
             self.proc = subprocess.Popen(
@@ -255,6 +332,8 @@ class NodeHost:
                     self.node,
                     "--no-warnings",
                     "--stack-trace-limit=20",
+                    *SANDBOX_FLAGS,
+                    *(f"--allow-fs-read={p}" for p in readable),
                     *shlex.split(os.environ.get("QMODEL_NODE_ARGS", "")),
                     str(HOST_SCRIPT),
                 ],
@@ -263,11 +342,15 @@ class NodeHost:
                 stderr=self._stderr,
                 pass_fds=(to_node_r, from_node_w),
                 env=env,
-                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+                cwd=str(HOST_SCRIPT.parent),
+                preexec_fn=_prepare_child if sys.platform.startswith("linux") else None,
             )
         finally:
             os.close(to_node_r)
             os.close(from_node_w)
+        mine = _network_namespace("self")
+        theirs = _network_namespace(self.proc.pid)
+        self.network_isolated = mine is not None and theirs is not None and mine != theirs
         self._out, self._in = to_node_w, from_node_r
         os.set_blocking(self._in, False)
         self._buf = bytearray()
@@ -321,18 +404,21 @@ class NodeHost:
             if proc.poll() is None:
                 proc.kill()
             code = proc.wait()
-            status = (
-                f" (killed by signal {-code})" if code < 0 else f" (exit status {code})"
-            )
+            status = f" (killed by signal {-code})" if code < 0 else f" (exit status {code})"
         tail = self._stderr_tail()
         self.close()
         message = f"the Node process of the JavaScript lane {what}{status}"
+        fatal = next((line for line in tail.splitlines() if "FATAL ERROR:" in line), None)
+        if fatal is not None:
+            # V8's own verdict (the heap blew up), ahead of the native stack that follows it.
+            message += f": {fatal.strip()}"
         if tail:
             message += f"; its last output:\n{tail}"
         message += (
-            "\nThis stops the run; it is not a finding about the worker. If the worker loops "
-            "without awaiting or runs out of memory, fix that; otherwise run again."
+            "\nThis stops the run. If the worker loops without awaiting, blocks (Atomics.wait) "
+            "or runs out of memory, fix that; otherwise run again."
         )
+        self.failures.setdefault(self.generation, message)
         return NodeLaneAborted(message)
 
     # -- the protocol --------------------------------------------------------------------------
@@ -448,12 +534,19 @@ class NodeHost:
             self.drops.append(instance)
 
 
-_HOSTS: dict[str, NodeHost] = {}
+_HOSTS: dict[tuple[str, tuple[str, ...]], NodeHost] = {}
 
 
-def host_for(node: str) -> NodeHost:
-    """The process-wide host for the node binary ``node`` (started on first command)."""
-    host = _HOSTS.get(node)
+def host_for(node: str, roots: tuple[str, ...] = ()) -> NodeHost:
+    """The process-wide host for the node binary ``node`` whose worker modules live in the
+    folders ``roots`` (started on first command). The permission model is fixed when Node
+    starts, so each set of folders has its own process; at most :data:`MAX_HOSTS` run at once,
+    and the one used least recently is stopped to make room."""
+    key = (node, tuple(roots))
+    host = _HOSTS.pop(key, None)
     if host is None:
-        host = _HOSTS[node] = NodeHost(node)
+        while len(_HOSTS) >= MAX_HOSTS:
+            _HOSTS.pop(next(iter(_HOSTS))).close()
+        host = NodeHost(node, key[1])
+    _HOSTS[key] = host  # most recently used last
     return host

@@ -25,19 +25,19 @@ from qmodel.node.worker import NodeWorker
 __all__ = ["JsModule", "JsWorker", "js_worker"]
 
 SUFFIXES = (".mjs", ".js")
-_LOCAL_IMPORT = re.compile(
-    r"""(?:\bfrom\s*|\bimport\s*\(?\s*)(['"])(\.{1,2}/[^'"]+)\1"""
-)
+_LOCAL_IMPORT = re.compile(r"""(?:\bfrom\s*|\bimport\s*\(?\s*)(['"])(\.{1,2}/[^'"]+)\1""")
 
 
 @attrs.frozen
 class JsModule:
-    """A checked worker module: its path and ``file:`` URL, its bindings, the node binary."""
+    """A checked worker module: its path and ``file:`` URL, its bindings, the node binary, and
+    the folders its Node process may read (``roots``, see :func:`read_roots`)."""
 
     path: Path
     url: str
     bindings: Bindings
     node: str
+    roots: tuple[str, ...] = ()
 
 
 class JsWorker:
@@ -89,13 +89,33 @@ def js_worker(
         )
     bindings = bindings_for(p, kv=kv_bindings, durable=do_bindings)
     node = find_node()
-    module = JsModule(p, p.resolve().as_uri(), bindings, node)
+    module = JsModule(p, p.resolve().as_uri(), bindings, node, read_roots(p, bindings))
     _check(module)
     return JsWorker(module)
 
 
+def read_roots(path: Path, bindings: Bindings) -> tuple[str, ...]:
+    """The folders the Node process of the worker at ``path`` may read: the worker's folder
+    (the folder of its Wrangler configuration when that is an ancestor, so a project's modules
+    may import one another), and the ``node_modules`` folders above it, where Node looks for
+    packages. Everything else is out of the process's reach."""
+    module = path.resolve()
+    root = module.parent
+    source = bindings.source
+    if source is not None:
+        config = Path(source).resolve().parent
+        if config in module.parents:
+            root = config
+    roots = [str(root)]
+    for parent in root.parents:
+        packages = parent / "node_modules"
+        if packages.is_dir():
+            roots.append(str(packages))
+    return tuple(roots)
+
+
 def _check(module: JsModule) -> None:
-    host = host_for(module.node)
+    host = host_for(module.node, module.roots)
     instance = host.new_instance()
     events = host.command(
         {

@@ -90,9 +90,26 @@ class _Channel:
     it has asked for and not yet received."""
 
     __slots__ = (
-        "rid", "env", "ctx", "storage", "calls", "done", "timers", "children", "response",
-        "waits", "waited", "blocking", "errors", "closed", "spawned", "news", "invocation",
-        "idle", "log_to", "log_prefix",
+        "rid",
+        "env",
+        "ctx",
+        "storage",
+        "calls",
+        "done",
+        "timers",
+        "children",
+        "response",
+        "waits",
+        "waited",
+        "blocking",
+        "errors",
+        "closed",
+        "spawned",
+        "news",
+        "invocation",
+        "idle",
+        "log_to",
+        "log_prefix",
     )
 
     def __init__(self, rid: int, env: Any, ctx: Any, storage: Any) -> None:
@@ -240,7 +257,7 @@ class NodeWorker:
 
     def _load(self) -> None:
         module = self.module
-        host = host_for(module.node)
+        host = host_for(module.node, module.roots)
         seed = current_choices().choose("node.seed", SEED_OPTIONS)
         instance = host.new_instance()
         events = host.command(
@@ -269,12 +286,23 @@ class NodeWorker:
     def _command(self, cmd: dict[str, Any]) -> None:
         host = self._host
         if host is None or host.generation != self._generation or host.proc is None:
+            first = host.failures.get(self._generation) if host is not None else None
+            if first is not None:
+                # The process died earlier (a loop, Atomics.wait, the heap): that is the cause,
+                # whatever asked the dead worker for more since (a settle, a teardown).
+                raise NodeLaneAborted(first)
             raise NodeLaneAborted(
                 "this JavaScript worker instance lived in a Node process that has since stopped; "
                 "a world cannot be resumed across Node processes"
             )
         cmd["now"] = date_now()
-        self._dispatch(host.command(cmd))
+        try:
+            events = host.command(cmd)
+        except NodeLaneAborted as err:
+            message = f"while {_serving()}, {err}"
+            host.failures[self._generation] = message
+            raise NodeLaneAborted(message) from None
+        self._dispatch(events)
 
     def _dispatch(self, events: list[dict[str, Any]]) -> None:
         channels = self._channels
@@ -553,6 +581,15 @@ class NodeWorker:
         ch.children += 1
         ch.spawned.append(task)
         task.on_finish.append(partial(_durable_answered, ch, cid))
+
+
+def _serving() -> str:
+    """What the running task serves, for a message: ``serving request GET /x@fra``."""
+    task = current_task()
+    if task is None:
+        return "loading the worker"
+    label = getattr(task.invocation, "label", None) or task.name
+    return f"serving request {label}"
 
 
 async def _entries(read: Awaitable[dict[str, Any]]) -> list[list[Any]]:

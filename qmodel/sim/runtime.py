@@ -33,7 +33,7 @@ from qmodel.sim.clock import DEFAULT_START_MS, Clock
 from qmodel.sim.durable import AlarmInfo, DurableInstance, DurableNamespace, DurableState
 from qmodel.sim.http import Request, Response
 from qmodel.sim.kv import KvConfig, KvError, KvStats, KvStore, ListResult
-from qmodel.sim.scheduler import Join, Op, Scheduler, Sleep, Task, suspend
+from qmodel.sim.scheduler import TASK_EXITS, Join, Op, Scheduler, Sleep, Task, halted, suspend
 
 __all__ = [
     "Context",
@@ -478,7 +478,12 @@ async def _serve(
 ) -> Response:
     try:
         response = await fetch(request, env, ctx)
-    except Exception as exc:
+    except (Exception, *TASK_EXITS) as exc:
+        # sys.exit() or KeyboardInterrupt raised by the worker is an uncaught exception like
+        # any other (Workers have no process to exit); one that comes from outside the run
+        # (the watchdog, Ctrl-C: the schedulers are halted then) stops the run instead.
+        if halted() is not None and not isinstance(exc, Exception):
+            raise
         inv.errors.append(f"uncaught {type(exc).__name__}: {exc}")
         return Response("Worker threw exception (error 1101)", 500)
     if not isinstance(response, Response):
@@ -490,7 +495,9 @@ async def _serve(
 async def _background(awaitable: Any, inv: Invocation) -> None:
     try:
         await awaitable
-    except Exception as exc:
+    except (Exception, *TASK_EXITS) as exc:
+        if halted() is not None and not isinstance(exc, Exception):
+            raise
         inv.errors.append(f"wait_until task raised {type(exc).__name__}: {exc}")
 
 

@@ -39,6 +39,7 @@ __all__ = [
     "Step",
     "Task",
     "TaskCancelled",
+    "UncaughtExit",
     "current_choices",
     "current_task",
     "date_now",
@@ -76,6 +77,12 @@ class Halted(KeyboardInterrupt):
 def halt(reason: str) -> None:
     """Stop every scheduler in this process: each later step raises :class:`Halted`."""
     _HALT[0] = reason
+
+
+def halted() -> str | None:
+    """Why the schedulers were halted (see :func:`halt`), or ``None`` while they may step.
+    An interrupt seen while halted comes from outside the target and must propagate."""
+    return _HALT[0]
 
 
 def unhalt() -> None:
@@ -137,6 +144,22 @@ def unique_suffix() -> str:
 
 class TaskCancelled(Exception):
     """Raised into a waiter whose awaited task was killed (a request that never answered)."""
+
+
+class UncaughtExit(RuntimeError):
+    """A task's own code raised ``SystemExit`` or ``KeyboardInterrupt`` (``sys.exit()`` in a
+    worker): a failure of that task like any uncaught exception, never an exit of qmodel.
+
+    ``original`` is the exception raised."""
+
+    def __init__(self, original: BaseException) -> None:
+        super().__init__(f"{type(original).__name__}: {original}")
+        self.original = original
+
+
+#: What a task's code raises that is not an ``Exception`` but is still the task's own failure.
+#: (GeneratorExit is how a killed task's coroutine is closed; it is never caught here.)
+TASK_EXITS = (SystemExit, KeyboardInterrupt)
 
 
 class Op:
@@ -312,6 +335,15 @@ class SchedulerStats:
     now_ms: int
 
 
+def _short(value: Any) -> str:
+    """``repr(value)``, cut to a readable length (and safe if the repr itself fails)."""
+    try:
+        text = repr(value)
+    except Exception:  # noqa: BLE001 - a hostile __repr__ must not hide the finding
+        text = f"<{type(value).__name__} object>"
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 def _outcome(value: Any) -> str:
     if value is None:
         return "null"
@@ -430,6 +462,10 @@ class Scheduler:
                 value = op.perform(self, task)
             except Exception as exc:  # the platform raised into the task, as JS rejects
                 error = exc
+            except TASK_EXITS as exc:
+                if _HALT[0] is not None:
+                    raise
+                error = UncaughtExit(exc)
         task.started = True
         task.pending = None
         self.steps += 1
@@ -462,6 +498,13 @@ class Scheduler:
         except Exception as exc:
             self._finish(task, error=exc)
             return
+        except TASK_EXITS as exc:
+            # sys.exit() or a KeyboardInterrupt raised by the task's own code is its failure;
+            # while halted (the watchdog, Ctrl-C) the interrupt is the run's and propagates.
+            if _HALT[0] is not None or isinstance(exc, Halted):
+                raise
+            self._finish(task, error=UncaughtExit(exc))
+            return
         finally:
             _CURRENT[0] = outer
             _TASK[0] = outer_task
@@ -471,15 +514,21 @@ class Scheduler:
             # the two do not form a cycle that only the garbage collector can free.
             error = None
         if not isinstance(nxt, Op):
-            coro.close()
-            self._finish(
-                task,
-                error=QmodelError(
-                    f"task {task.name} awaited {nxt!r}, which is not a simulated platform "
-                    "call; inside a simulated world await only the env bindings, "
-                    "request/response methods and qmodel's sleep (not asyncio)"
-                ),
+            # Nothing in the simulated world will ever settle what the task awaits (an asyncio
+            # future, a foreign event loop's sleep): it can never finish. That is a liveness
+            # failure of the task, reported as the step limit's is, not an error that dies
+            # with whoever awaited it.
+            exc = StepLimitExceeded(
+                f"{task.name} awaited {_short(nxt)}, which is not a simulated platform call, so "
+                "nothing can ever settle it and it can never answer; inside a simulated world "
+                "await only the env bindings, request/response methods and qmodel's sleep "
+                "(not asyncio)",
+                task=task.name,
+                steps=task.steps,
             )
+            self.overruns.append(exc)
+            self.kill(task)
+            task.error = exc
             return
         task.pending = nxt
         if nxt.kind != "kv":  # a KV call needs no issuing and is no join (the hot case)

@@ -1,0 +1,217 @@
+"""Broken Python workers: every way a worker's fetch can fail is a finding, or ends the run with
+exit 3 and a message naming the request, never an exit 0 or a hang; each in bounded time.
+
+Each case runs ``qmodel check --json`` on a small worker file with a small budget and asserts
+the exit status, the one JSON object on stdout, the message and how long it took.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from qmodel import cli
+from qmodel.profiles import SHRINK_BUDGETS
+from qmodel.sim import Platform, Request
+from qmodel.targets import resolve
+
+
+def worker(tmp_path: Path, body: str, imports: str = "") -> Path:
+    """A worker file whose fetch runs ``body``."""
+    path = tmp_path / "worker.py"
+    source = f"{imports}\n\nasync def fetch(request, env, ctx):\n" + textwrap.indent(
+        textwrap.dedent(body).strip() + "\n", "    "
+    )
+    path.write_text(source)
+    return path
+
+
+def check(capsys: pytest.CaptureFixture[str], path: Path) -> tuple[int, dict[str, Any], str, float]:
+    """``qmodel check --json`` of ``path`` in-process: exit status, the one JSON object on
+    stdout, stderr, and the wall seconds it took."""
+    started = time.monotonic()
+    code = cli.main(
+        ["check", "--target", str(path), "--profile", "dev", "--max-examples", "3", "--json"]
+    )
+    seconds = time.monotonic() - started
+    out, err = capsys.readouterr()
+    [line] = out.splitlines()
+    return code, json.loads(line), err, seconds
+
+
+@pytest.fixture(autouse=True)
+def _small_shrinking(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The verdict is the point of these tests, not how far a counterexample shrinks.
+    monkeypatch.setitem(SHRINK_BUDGETS, "dev", (5, 10, 60))
+
+
+def test_a_request_awaiting_what_nothing_settles_is_a_liveness_finding(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A fetch awaiting a future of another event loop (no simulated call ever settles it) is
+    a violation of platform, rule no-answer, naming what it awaited: not ok, exit 0."""
+    imports = """
+class Future:
+    \"\"\"A future of some other event loop, which nothing in the simulated world settles.\"\"\"
+
+    def __repr__(self):
+        return "<Future pending>"
+
+    def __await__(self):
+        return (yield self)
+"""
+    path = worker(tmp_path, "await Future()", imports=imports)
+    code, result, _, seconds = check(capsys, path)
+    assert (code, result["verdict"], result["invariant"]) == (1, "violation", "platform")
+    [step] = result["trace"]
+    assert "-> no answer" in step
+    assert "awaited <Future pending>, which is not a simulated platform call, so nothing" in step
+    assert seconds < 10
+
+
+@pytest.mark.parametrize(
+    ("body", "error"),
+    [
+        ("sys.exit(0)", "uncaught SystemExit: 0"),
+        (
+            "raise KeyboardInterrupt('from the worker')",
+            "uncaught KeyboardInterrupt: from the worker",
+        ),
+        ("raise SystemExit('bye')", "uncaught SystemExit: bye"),
+    ],
+    ids=["sys-exit-0", "keyboard-interrupt", "system-exit"],
+)
+def test_an_exit_raised_in_fetch_is_a_500(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], body: str, error: str
+) -> None:
+    """SystemExit and KeyboardInterrupt raised by a worker are uncaught exceptions like any
+    other: the request answers 500, a violation of platform; qmodel itself does not exit."""
+    path = worker(tmp_path, body, imports="import sys")
+    code, result, _, seconds = check(capsys, path)
+    assert (code, result["verdict"], result["invariant"]) == (1, "violation", "platform")
+    assert result["trace"][0].endswith("-> 500 [KVr:0 KVw:0]")
+    assert seconds < 10
+    target = resolve(str(path)).factory()
+    p = Platform.create(seed=0)
+    assert p.request(target, Request.make("GET", "/"), location="fra").status == 500
+    assert p.invocations[0].errors == [error]
+
+
+@pytest.mark.parametrize(
+    ("body", "imports"),
+    [
+        ("time.sleep(10**6)", "import time"),
+        ("threading.Event().wait()", "import threading"),
+        ("threading.Lock().acquire(); threading.Lock().acquire()", "import threading"),
+    ],
+    ids=["sleep", "event-wait", "lock"],
+)
+def test_a_blocking_call_is_interrupted_and_ends_the_run_with_exit_3(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    body: str,
+    imports: str,
+) -> None:
+    """A worker blocked in a system call (a sleep, a wait on an event or a lock nobody
+    releases) is interrupted by the watchdog's signal: exit 3, one JSON object, a message
+    naming the request, within about the watchdog's allowance."""
+    monkeypatch.setenv("QMODEL_HANG_SECONDS", "1")
+    if body.startswith("threading.Lock"):
+        body = "lock = threading.Lock()\nlock.acquire()\nlock.acquire()"
+    path = worker(tmp_path, body, imports=imports)
+    code, result, err, seconds = check(capsys, path)
+    assert code == 3
+    assert result == {
+        "verdict": "error",
+        "error": "request bot-1:pending made no progress for 1 s inside one step: its code did "
+        "not return to the scheduler (a loop without await, a blocking call such as time.sleep "
+        "or a lock, or JavaScript that never awaits); every step of a worker must return to the "
+        "scheduler at its next await",
+    }
+    assert err == f"qmodel: error: {result['error']}\n"
+    assert seconds < 5
+
+
+def test_a_worker_that_swallows_the_interrupt_ends_the_process_with_exit_3(
+    tmp_path: Path,
+) -> None:
+    """A worker that catches the watchdog's interrupt and blocks again cannot be stopped in
+    the process: it ends with exit 3 and the message, on stderr and as the JSON object."""
+    body = """
+        while True:
+            try:
+                time.sleep(10**6)
+            except BaseException:
+                pass
+    """
+    path = worker(tmp_path, body, imports="import time")
+    started = time.monotonic()
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "qmodel.cli",
+            "check",
+            "--target",
+            str(path),
+            "--profile",
+            "dev",
+            "--max-examples",
+            "3",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "QMODEL_HANG_SECONDS": "1"},
+    )
+    seconds = time.monotonic() - started
+    assert proc.returncode == 3
+    [line] = proc.stdout.splitlines()
+    message = json.loads(line)["error"]
+    assert message.startswith("request bot-1:pending made no progress for 1 s inside one step")
+    assert message.endswith(
+        "The interrupt did not stop it within 3 s (the worker swallows it, or blocks where a "
+        "signal cannot reach), so the run ends here."
+    )
+    assert f"qmodel: error: {message}" in proc.stderr
+    assert seconds < 15
+
+
+def test_ctrl_c_inside_a_worker_stops_the_run_and_is_no_finding(tmp_path: Path) -> None:
+    """Ctrl-C while a worker blocks is the user's interrupt, not the worker's failure: the run
+    stops with status 130 and prints no verdict."""
+    path = worker(tmp_path, "time.sleep(10**6)", imports="import time")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "qmodel.cli",
+            "check",
+            "--target",
+            str(path),
+            "--profile",
+            "dev",
+            "--json",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        time.sleep(2)  # the worker is blocked in its first request by now
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert (proc.returncode, out, err) == (130, "", "qmodel: interrupted\n")
