@@ -24,7 +24,9 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 import invariants as invariant_registry
 from invariants.base import Invariant, Violation
 from qmodel.errors import QmodelError
+from qmodel.exampledb import database_key, target_name
 from qmodel.sim.choices import HypothesisBackend
+from qmodel.testcase import test_case_for
 from qmodel.world import World, WorldConfig
 
 __all__ = ["InvariantViolation", "QueueMachine", "machine_for"]
@@ -143,17 +145,29 @@ def machine_for(
     """A :class:`QueueMachine` subclass for ``target`` (an instance, a class or a factory).
 
     ``invariants`` selects invariant ids (default all; an unknown id raises with the known
-    ones listed). Its ``TestCase`` attribute is a ``unittest.TestCase`` pytest collects.
+    ones listed). Its ``TestCase`` attribute is a ``unittest.TestCase`` pytest collects, run
+    under qmodel's bounded settings unless a profile was chosen (:mod:`qmodel.testcase`); its
+    examples are saved under a key of the target and configuration (:mod:`qmodel.exampledb`).
     """
     factory = _factory(target)
     cfg = config or WorldConfig(protocol=protocol, bots=bots, frontends=frontends, kv=kv)  # type: ignore[arg-type]
     checked = invariant_registry.select(invariants)
     name = f"Machine_{getattr(target, '__name__', type(target).__name__)}"
-    return type(
+    # Hypothesis keys saved examples by a digest of the class, which for a class made here is
+    # its name alone: this attribute, which that digest includes, keeps targets apart.
+    key = database_key(target_name(target), repr(cfg), (i.id for i in checked))
+    machine = type(
         name,
         (QueueMachine,),
-        {"target_factory": staticmethod(factory), "config": cfg, "checked": checked},
+        {
+            "target_factory": staticmethod(factory),
+            "config": cfg,
+            "checked": checked,
+            "_hypothesis_internal_add_digest": key,
+        },
     )
+    machine.TestCase = test_case_for(machine)  # qmodel's bounded settings; the story on failure
+    return machine
 
 
 def _factory(target: Any) -> Callable[[], Any]:
@@ -164,5 +178,3 @@ def _factory(target: Any) -> Callable[[], Any]:
     # An instance or a module: each example gets the same object, so a target with state of
     # its own should be given as a class or a factory.
     return lambda: target
-
-
