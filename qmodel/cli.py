@@ -1,15 +1,25 @@
 """``qmodel``: the command line.
 
     qmodel check [--target T] [--protocol patch|queue|do] [--bots N] [--frontends N]
-                 [--kv strict|local] [--invariant ID ...] [--profile dev|ci|nightly]
-                 [--max-examples N] [--seed N] [--json] [--report DIR]
+                 [--kv strict|local] [--invariant ID ...] [--skip-invariant ID ...]
+                 [--profile dev|ci|nightly] [--max-examples N] [--seed N] [--json] [--report DIR]
     qmodel replay TRACE.json [--target T] [--json] [--report DIR]
     qmodel catalog [--json]
+    qmodel --version        (also: python -m qmodel ...)
 
-``check`` exits 0 when no invariant broke within the budget, 1 on a violation, 2 on a usage or
-target error (with a message that says what to do). This interface is relied on by users' CI
-scripts: it stays stable. With ``--report DIR`` a violation is also written as ``DIR/<id>.md``
-(the bug report), ``DIR/<id>.json`` (the trace) and ``DIR/test_regression_<id>.py``.
+Exit status, a stable interface users' CI scripts rely on: 0 no invariant broke within the
+budget (``ok``); 1 a violation; 2 a usage, target or configuration error, or no verdict (the
+search could not decide: ``unknown``); 3 an internal error of qmodel; 130 interrupted (Ctrl-C).
+
+With ``--json``, stdout holds exactly one JSON object in every one of these cases: ``verdict``
+(``ok``, ``violation``, ``unknown``, ``error``), ``invariant``, ``target``, ``seed``,
+``examples``, ``found_at_example``, ``steps``, ``seconds``, ``trace``, ``report`` (the paths of
+the files written, or ``null``), ``error`` (``{"kind", "message"}`` or ``null``) and ``versions``
+(qmodel's, Hypothesis's, Python's). Everything else goes to stderr.
+
+With ``--report DIR``, the directory is checked before the search; a violation is written as
+``DIR/<id>.md`` (the bug report), ``DIR/<id>.json`` (the trace) and
+``DIR/test_regression_<id>.py``, each file replaced whole or not at all.
 
 ``replay`` runs a trace again exactly: exit 1 when it shows the recorded violation again, 2
 when the trace is malformed or does not match (another target, another version of the design
@@ -22,42 +32,158 @@ import _thread
 import argparse
 import contextlib
 import json
+import os
+import platform
 import shlex
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
+from qmodel import __version__
 from qmodel.errors import QmodelError
 
-__all__ = ["main"]
+__all__ = ["JSON_FIELDS", "check_args", "check_command", "main", "run_check", "versions"]
 
-EXIT_OK, EXIT_VIOLATION, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_VIOLATION, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
+#: The shell's convention for a program stopped by SIGINT, so a loop of runs stops too.
+EXIT_INTERRUPTED = 130
 #: A target that makes no progress for this long (wall seconds) inside one step is stopped.
 HANG_SECONDS = 20.0
 
+#: The fields of ``qmodel check --json``, in order (a stable interface).
+JSON_FIELDS = (
+    "verdict",
+    "invariant",
+    "target",
+    "seed",
+    "examples",
+    "found_at_example",
+    "steps",
+    "seconds",
+    "trace",
+    "report",
+    "error",
+    "versions",
+)
+
 
 class _UsageError(QmodelError):
-    pass
+    """A command line qmodel cannot run (a bad option value, a bad --report directory)."""
+
+
+class _ArgumentError(Exception):
+    """argparse refused the command line; ``usage`` is the usage line of the (sub)command."""
+
+    def __init__(self, message: str, usage: str) -> None:
+        super().__init__(message)
+        self.usage = usage
+
+
+class _NoVerdict(Exception):
+    """The search ended without a verdict: ``why`` says why and what to do; ``partial`` holds
+    what was counted until then."""
+
+    def __init__(self, why: str, partial: dict[str, Any]) -> None:
+        super().__init__(why)
+        self.partial = partial
+
+
+class _Interrupted(Exception):
+    """Ctrl-C during a search; ``partial`` holds what was counted until then."""
+
+    def __init__(self, partial: dict[str, Any]) -> None:
+        super().__init__("interrupted")
+        self.partial = partial
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
-        self.print_usage(sys.stderr)
-        sys.stderr.write(f"qmodel: error: {message}\n")
-        raise SystemExit(EXIT_USAGE)
+        # Raised, not printed: with --json the answer must be a JSON object.
+        raise _ArgumentError(message, self.format_usage())
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the epilog's tables as written."""
+
+
+def versions() -> dict[str, str]:
+    """The versions a run depends on: qmodel, Hypothesis (the same seed gives another search on
+    another Hypothesis version) and Python."""
+    import hypothesis
+
+    return {
+        "qmodel": __version__,
+        "hypothesis": hypothesis.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def _version_text() -> str:
+    v = versions()
+    return f"qmodel {v['qmodel']} (Hypothesis {v['hypothesis']}, Python {v['python']})"
+
+
+def _check_epilog() -> str:
+    from qmodel.profiles import EXAMPLES, PROFILES, PURPOSES, SHRINK_BUDGETS
+
+    try:
+        import invariants as registry
+
+        rows = [f"  {i.id:<16} {i.kind:<9} {_first_sentence(i.doc)}" for i in registry.ALL]
+    except Exception as err:  # noqa: BLE001 - help must print even if the registry is broken
+        rows = [f"  (the invariants could not be listed: {err})"]
+    profiles = [
+        f"  {p:<8} {EXAMPLES[p]:>5} examples, shrinking at most {SHRINK_BUDGETS[p][1]} runs: "
+        f"{PURPOSES[p]}"
+        for p in PROFILES
+    ]
+    return "\n".join(
+        [
+            "invariants (--invariant / --skip-invariant ID; default: all):",
+            *rows,
+            "",
+            "profiles (--profile; default ci; pytest: --hypothesis-profile=qmodel-NAME):",
+            *profiles,
+            "",
+            "QMODEL_EXAMPLE_DB=DIR | redis://HOST:PORT/DB | github:OWNER/REPO[/ARTIFACT] adds a",
+            "shared example database to the local one (profiles nightly and dev; ci when set).",
+            "",
+            "exit status: 0 ok, 1 violation, 2 usage/target error or no verdict, 3 internal "
+            "error, 130 Ctrl-C",
+        ]
+    )
+
+
+def _first_sentence(doc: str) -> str:
+    text = " ".join(doc.split())
+    head = text.split(": ", 1)[0] if ": " in text[:90] else text.split(". ", 1)[0]
+    return head if len(head) <= 90 else head[:87] + "..."
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="qmodel", description="Search a Workers/KV queue worker for race bugs.")
-    sub = p.add_subparsers(dest="command", required=True)
-    c = sub.add_parser("check", help="search a target for invariant violations")
+    p = _Parser(
+        prog="qmodel",
+        description="Search a Cloudflare Workers/KV queue worker for race bugs, shrink what "
+        "breaks to its shortest story, and write the bug report.",
+    )
+    p.add_argument("--version", action="version", version=_version_text())
+    sub = p.add_subparsers(dest="command", required=True, metavar="{check,replay,catalog}")
+    c = sub.add_parser(
+        "check",
+        help="search a target for invariant violations",
+        description="Search a target for invariant violations.",
+        epilog=_check_epilog(),
+        formatter_class=_Formatter,
+    )
     c.add_argument(
         "--target",
         help="catalog:ID, sound, pkg.module:attr, path/to/worker.py[:attr] or "
         "path/to/worker.mjs (a JavaScript Workers module, run under Node) "
-        "(default: the queue-era worker of seed 000, which has real bugs)",
+        "(default: seed-000, the queue-era worker of seed 000, which has real bugs)",
     )
     c.add_argument(
         "--kv-binding",
@@ -73,22 +199,45 @@ def _parser() -> argparse.ArgumentParser:
         help="a Durable Object binding of a JavaScript target and the exported class it runs "
         "(repeatable); overrides its Wrangler configuration",
     )
-    c.add_argument("--protocol", choices=("patch", "queue", "do"), help="the era the actors speak")
+    c.add_argument(
+        "--protocol",
+        choices=("patch", "queue", "do"),
+        help="the era the actors speak (default: the target's; queue for your own worker)",
+    )
     c.add_argument("--bots", type=int, default=2, help="bot processes (default 2)")
     c.add_argument("--frontends", type=int, default=2, help="frontends (default 2)")
-    c.add_argument("--kv", choices=("strict", "local"), default="strict", help="KV semantics")
     c.add_argument(
-        "--invariant", action="append", metavar="ID", help="check only this invariant (repeatable)"
+        "--kv",
+        choices=("strict", "local"),
+        default="strict",
+        help="KV semantics: strict, as in production (default), or local, as Miniflare",
     )
-    c.add_argument("--profile", choices=("dev", "ci", "nightly"), default="ci")
+    c.add_argument(
+        "--invariant",
+        action="append",
+        metavar="ID",
+        help="check only this invariant (repeatable; default all, listed below)",
+    )
+    c.add_argument(
+        "--skip-invariant",
+        action="append",
+        metavar="ID",
+        help="do not check this invariant (repeatable)",
+    )
+    c.add_argument(
+        "--profile",
+        choices=("dev", "ci", "nightly"),
+        default="ci",
+        help="search budget (default ci; listed below)",
+    )
     c.add_argument("--max-examples", type=int, help="override the profile's number of examples")
     c.add_argument("--seed", type=int, default=0, help="the search's seed (default 0)")
-    c.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    c.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout")
     c.add_argument(
         "--report",
         metavar="DIR",
         help="on a violation, write DIR/<id>.md (bug report), DIR/<id>.json (trace) and "
-        "DIR/test_regression_<id>.py",
+        "DIR/test_regression_<id>.py (DIR is checked before the search)",
     )
     c.add_argument(
         "--step-limit",
@@ -96,20 +245,35 @@ def _parser() -> argparse.ArgumentParser:
         default=10_000,
         help="steps one request may take before it is stopped as never answering (default 10000)",
     )
-    r = sub.add_parser("replay", help="run a trace written by --report again, exactly")
+    r = sub.add_parser(
+        "replay",
+        help="run a trace written by --report again, exactly",
+        description="Run a trace written by --report again, exactly.",
+    )
     r.add_argument("trace", metavar="TRACE.json", help="the trace file")
     r.add_argument("--target", help="refuse to run unless the trace's target is this one")
     r.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     r.add_argument("--report", metavar="DIR", help="write the report files again into DIR")
-    cat = sub.add_parser("catalog", help="list the known bugs")
-    cat.add_argument("--json", action="store_true")
+    cat = sub.add_parser("catalog", help="list the known bugs", description="List the known bugs.")
+    cat.add_argument("--json", action="store_true", help="print the list as JSON")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from qmodel.node.errors import NodeLaneAborted
-
-    args = _parser().parse_args(argv)
+    """Run the command line ``argv`` (default ``sys.argv[1:]``); return the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    wants_json = "--json" in argv
+    command = next((a for a in argv if a in ("check", "replay", "catalog")), "")
+    try:
+        args = _parser().parse_args(argv)
+    except _ArgumentError as err:
+        sys.stderr.write(err.usage)
+        return _failed(
+            EXIT_USAGE,
+            "usage",
+            f"{err}; see qmodel {command or ''} --help".replace("  ", " "),
+            wants_json,
+        )
     try:
         if args.command == "catalog":
             return _catalog(args)
@@ -118,12 +282,85 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return replay_main(args)
         return _check(args)
+    except KeyboardInterrupt:
+        return _interrupted({}, wants_json)
+    except _Interrupted as stop:
+        return _interrupted(stop.partial, wants_json)
+    except _NoVerdict as unknown:
+        return _failed(EXIT_USAGE, "unknown", str(unknown), wants_json, **unknown.partial)
     except QmodelError as err:
-        sys.stderr.write(f"qmodel: error: {err}\n")
-        return EXIT_USAGE
-    except NodeLaneAborted as err:
-        sys.stderr.write(f"qmodel: error: {err}\n")
-        return EXIT_USAGE
+        return _failed(EXIT_USAGE, _kind(err), str(err), wants_json, target=args_target(args))
+    except Exception as err:  # noqa: BLE001 - the contract: one answer, exit 3, never a crash
+        from qmodel.node.errors import NodeLaneAborted
+
+        if isinstance(err, NodeLaneAborted):
+            return _failed(EXIT_USAGE, "node", str(err), wants_json, target=args_target(args))
+        traceback.print_exc(file=sys.stderr)
+        return _failed(
+            EXIT_INTERNAL,
+            "internal",
+            f"internal error: {type(err).__name__}: {err}. This is a bug in qmodel, not in "
+            "your worker: please report it with the command line and the traceback above",
+            wants_json,
+            target=args_target(args),
+        )
+
+
+def args_target(args: argparse.Namespace) -> str | None:
+    """The target a command line names (``seed-000`` for ``check`` without one)."""
+    from qmodel.targets import DEFAULT_TARGET
+
+    if getattr(args, "command", None) == "check":
+        return args.target or DEFAULT_TARGET
+    return getattr(args, "target", None)
+
+
+def _kind(err: QmodelError) -> str:
+    """The ``error.kind`` of a JSON answer: ``target``, ``trace``, ``example-database`` or
+    ``usage``."""
+    from qmodel.errors import InvalidTarget, TraceMismatch
+    from qmodel.exampledb import InvalidExampleDatabase
+
+    if isinstance(err, InvalidTarget):
+        return "target"
+    if (
+        isinstance(err, TraceMismatch)
+        or "Trace" in type(err).__name__
+        or "Replay" in type(err).__name__
+    ):
+        return "trace"
+    if isinstance(err, InvalidExampleDatabase):
+        return "example-database"
+    return "usage"
+
+
+def _answer(**fields: Any) -> dict[str, Any]:
+    """One ``--json`` object: every field of :data:`JSON_FIELDS`, ``None`` where not known."""
+    out: dict[str, Any] = {k: None for k in JSON_FIELDS}
+    out.update(trace=[], versions=versions())
+    out.update({k: v for k, v in fields.items() if k in out})
+    return out
+
+
+def _failed(code: int, kind: str, message: str, wants_json: bool, **fields: Any) -> int:
+    verdict = "unknown" if kind == "unknown" else "error"
+    sys.stderr.write(f"qmodel: {'no verdict' if verdict == 'unknown' else 'error'}: {message}\n")
+    if wants_json:
+        error = {"kind": kind, "message": message}
+        print(json.dumps(_answer(**{**fields, "verdict": verdict, "error": error})))
+    return code
+
+
+def _interrupted(partial: dict[str, Any], wants_json: bool) -> int:
+    examples = partial.get("examples")
+    seconds = partial.get("seconds")
+    done = "" if examples is None else f" after {examples} examples in {seconds:.1f} s"
+    # One line, no traceback: the user asked for it.
+    sys.stderr.write(f"\nqmodel: interrupted{done}; no verdict\n")
+    if wants_json:
+        error = {"kind": "interrupted", "message": f"interrupted{done}"}
+        print(json.dumps(_answer(**{**partial, "verdict": "unknown", "error": error})))
+    return EXIT_INTERRUPTED
 
 
 def _seed_of(source: str) -> str | None:
@@ -200,39 +437,86 @@ class _Watchdog:
 
 
 def _check(args: argparse.Namespace) -> int:
-    import invariants as registry
     from qmodel.progress import progress_for
 
+    _validate(args)
+    if args.report:
+        _check_report_dir(args.report)
     total = args.max_examples
     if total is None:
         from hypothesis import settings
 
-        from qmodel.profiles import register
+        from qmodel.profiles import hypothesis_name, register
 
         register()
-        total = settings.get_profile(args.profile).max_examples
+        total = settings.get_profile(hypothesis_name(args.profile)).max_examples
     with progress_for(total, json_output=args.json) as shown:
         result = run_check(args, progress=shown)
-    out = {k: result[k] for k in JSON_FIELDS}
-    if args.json:
-        print(json.dumps(out))
-    else:
-        _human(
-            {
-                **out,
-                "verbs_run": result["verbs_run"],
-                "scheduler_steps_run": result["scheduler_steps_run"],
-            },
-            result["violation"],
-            args,
-            registry,
-        )
+    report: dict[str, str] | None = None
+    error: dict[str, str] | None = None
     if args.report and result["violation"] is not None:
-        _write_report(args, result)
+        try:
+            report = _write_report(args, result)
+        except KeyboardInterrupt:
+            raise
+        except Exception as err:  # noqa: BLE001 - the verdict stands; say why no report
+            error = {
+                "kind": "report",
+                "message": f"the violation was found but its report could not be written to "
+                f"{args.report}: {type(err).__name__}: {err}",
+            }
+            sys.stderr.write(f"qmodel: error: {error['message']}\n")
+    out = {k: result[k] for k in JSON_FIELDS if k in result}
+    out.update(report=report, error=error, versions=versions())
+    if args.json:
+        print(json.dumps(_answer(**out)))
+    else:
+        _human(result, args)
+    if report is not None:
+        # With --json, stdout holds exactly one object (which has the paths): say it on stderr.
+        say = sys.stderr if args.json else sys.stdout
+        print(f"Report: {report['markdown']}", file=say)
+        print(f"Trace:  {report['trace']}   (qmodel replay {report['trace']})", file=say)
+        print(f"Test:   {report['test']}   (pytest {report['test']})", file=say)
     return EXIT_VIOLATION if out["verdict"] == "violation" else EXIT_OK
 
 
-def _write_report(args: argparse.Namespace, result: dict[str, Any]) -> None:
+def _validate(args: argparse.Namespace) -> None:
+    """Refuse option values argparse lets through, before anything runs."""
+    if args.bots < 0 or args.frontends < 1:
+        raise _UsageError("--bots must be >= 0 and --frontends >= 1")
+    if args.max_examples is not None and args.max_examples < 1:
+        raise _UsageError("--max-examples must be at least 1")
+    if args.step_limit < 10:
+        raise _UsageError("--step-limit must be at least 10")
+    if args.seed < 0:
+        raise _UsageError("--seed must be >= 0")
+
+
+def _check_report_dir(directory: str) -> None:
+    """Fail before the search when ``--report DIR`` could not be written: ``DIR`` is a file, or
+    the nearest existing folder on its way cannot be written to."""
+    path = Path(directory)
+    if path.exists() and not path.is_dir():
+        raise _UsageError(
+            f"--report {directory}: that path is a file; give a directory (it is created if "
+            "missing)"
+        )
+    existing = path
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise _UsageError(
+            f"--report {directory}: {existing} is a file, so the directory cannot be created; "
+            "give another path"
+        )
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise _UsageError(
+            f"--report {directory}: {existing} is not writable; give a directory you can write to"
+        )
+
+
+def _write_report(args: argparse.Namespace, result: dict[str, Any]) -> dict[str, str]:
     from qmodel.replay import trace_of
     from qmodel.report import write_report
     from qmodel.trace import Search
@@ -251,15 +535,7 @@ def _write_report(args: argparse.Namespace, result: dict[str, Any]) -> None:
         ),
     )
     files = write_report(trace, args.report)
-    # With --json, stdout holds exactly one object: say where the files went on stderr.
-    say = sys.stderr if args.json else sys.stdout
-    print(f"Report: {files.markdown}", file=say)
-    print(f"Trace:  {files.trace}   (qmodel replay {files.trace})", file=say)
-    print(f"Test:   {files.test}   (pytest {files.test})", file=say)
-
-
-#: The fields of ``qmodel check --json``, in order (a stable interface).
-JSON_FIELDS = ("verdict", "invariant", "target", "seed", "examples", "steps", "seconds", "trace")
+    return {"markdown": str(files.markdown), "trace": str(files.trace), "test": str(files.test)}
 
 
 def check_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -267,37 +543,75 @@ def check_args(argv: Sequence[str]) -> argparse.Namespace:
     return _parser().parse_args(["check", *argv])
 
 
+def _checked(args: argparse.Namespace) -> tuple[Any, ...]:
+    import invariants as registry
+
+    checked = registry.select(args.invariant)
+    if not args.skip_invariant:
+        return tuple(checked)
+    skipped = {i.id for i in registry.select(args.skip_invariant)}  # unknown ids raise here
+    kept = tuple(i for i in checked if i.id not in skipped)
+    if not kept:
+        raise _UsageError(
+            "--skip-invariant leaves no invariant to check; skip fewer, or list the ones to "
+            "check with --invariant"
+        )
+    return kept
+
+
+def _constructing(factory: Callable[[], Any], name: str) -> Callable[[], Any]:
+    """``factory``, with a target that raises while it is being made reported as the target's
+    fault (exit 2), not as an error of qmodel."""
+    from qmodel.errors import InvalidTarget
+
+    def make() -> Any:
+        try:
+            return factory()
+        except QmodelError:
+            raise
+        except Exception as err:  # noqa: BLE001 - any exception of the user's constructor
+            raise InvalidTarget(
+                f"making the target {name} raised {type(err).__name__}: {err}; a class target "
+                "must be constructible with no arguments (or give a factory function)",
+                target=name,
+            ) from err
+
+    return make
+
+
 def run_check(args: argparse.Namespace, progress: Any = None) -> dict[str, Any]:
     """Run ``qmodel check`` and return its result: the JSON fields plus ``violation`` (the
-    record or ``None``), ``first_violation_at`` (examples run when the first violation
-    was found, before shrinking), ``world`` (the world it broke in, or ``None``) and
-    ``checked`` (the invariants checked), ``verbs_run`` and ``scheduler_steps_run`` (what the
-    search ran over all its examples). ``progress``, if given, is told of every example (see
-    :class:`qmodel.progress.NoProgress`)."""
-    from hypothesis import seed as hypothesis_seed
+    record or ``None``), ``first_violation_at`` (the same as ``found_at_example``: examples run
+    when the first violation was found, before shrinking; 1 when a saved example broke it at
+    once), ``world`` (the world it broke in, or ``None``) and ``checked`` (the invariants
+    checked), ``verbs_run`` and ``scheduler_steps_run`` (what the search ran over all its
+    examples). ``progress``, if given, is told of every example (see
+    :class:`qmodel.progress.NoProgress`).
+
+    Raises :class:`~qmodel.errors.QmodelError` for a bad target or option, and ends without a
+    verdict (an exception the command line answers with verdict ``unknown``) when the failure
+    seen does not happen again on the same example, or on Ctrl-C.
+    """
     from hypothesis import settings
+    from hypothesis.errors import Flaky
     from hypothesis.reporting import with_reporter
     from hypothesis.stateful import get_state_machine_test
 
-    import invariants as registry
     from qmodel import machine as machine_mod
-    from qmodel.profiles import register, shrink_budget
+    from qmodel.exampledb import database_key
+    from qmodel.profiles import hypothesis_name, register, shrink_budget
     from qmodel.targets import DEFAULT_TARGET, resolve
     from qmodel.world import WorldConfig
 
-    if args.bots < 0 or args.frontends < 1:
-        raise _UsageError("--bots must be >= 0 and --frontends >= 1")
+    _validate(args)
     target = resolve(args.target, kv_bindings=args.kv_binding, do_bindings=args.do_binding)
+    name = target.name if args.target else DEFAULT_TARGET
     protocol = args.protocol or target.protocol
-    checked = registry.select(args.invariant)
+    checked = _checked(args)
     register()
-    chosen = settings.get_profile(args.profile)
+    chosen = settings.get_profile(hypothesis_name(args.profile))
     if args.max_examples is not None:
-        if args.max_examples < 1:
-            raise _UsageError("--max-examples must be at least 1")
         chosen = settings(chosen, max_examples=args.max_examples)
-    if args.step_limit < 10:
-        raise _UsageError("--step-limit must be at least 10")
     config = WorldConfig(
         protocol=protocol,
         bots=args.bots,
@@ -328,14 +642,32 @@ def run_check(args: argparse.Namespace, progress: Any = None) -> dict[str, Any]:
         "CheckMachine",
         (machine_mod.QueueMachine,),
         {
-            "target_factory": staticmethod(target.factory),
+            "target_factory": staticmethod(_constructing(target.factory, name)),
             "config": config,
             "checked": checked,
             "on_world": staticmethod(on_world),
+            # Saved examples are keyed by target and configuration, not by this class's name
+            # (the same for every target), which Hypothesis's own key would use.
+            "_hypothesis_internal_add_digest": database_key(
+                name, repr(config), (i.id for i in checked)
+            ),
+            # The search's seed, as @seed sets it, but without @seed's turning off the example
+            # database: a failure saved by an earlier run is tried first.
+            "_hypothesis_internal_use_seed": args.seed,
         },
     )
-    test = hypothesis_seed(args.seed)(get_state_machine_test(cls, settings=chosen))
+    test = get_state_machine_test(cls, settings=chosen)
     started = time.perf_counter()  # wall-clock-ok: reporting only
+
+    def partial() -> dict[str, Any]:
+        return {
+            "target": name,
+            "seed": args.seed,
+            "examples": state["examples"],
+            "found_at_example": state["first_at"],
+            "seconds": round(time.perf_counter() - started, 3),  # wall-clock-ok
+        }
+
     error: BaseException | None = None
     watchdog = _Watchdog(HANG_SECONDS)
     try:
@@ -350,16 +682,25 @@ def run_check(args: argparse.Namespace, progress: Any = None) -> dict[str, Any]:
             test()
     except machine_mod.InvariantViolation as exc:
         error = exc
+    except Flaky as exc:
+        seen = state["failure"][1].invariant if state["failure"] else "an invariant"
+        raise _NoVerdict(
+            f"a violation of {seen} was seen, but the same example did not break it again "
+            f"({type(exc).__name__}): the target does not behave the same on the same choices. "
+            "Does it read the wall clock, random numbers or state kept between examples (a "
+            "module-level variable, or an instance given instead of a class)? Make it depend "
+            "only on its requests and env, then check again",
+            partial(),
+        ) from None
     except KeyboardInterrupt:
         if not watchdog.fired:
-            raise
+            raise _Interrupted(partial()) from None
         raise _UsageError(
             f"the target made no progress for {HANG_SECONDS:.0f} s inside one step (a loop "
             "without await, or a blocking call); every step of a worker must return to the "
             "scheduler at its next await"
         ) from None
     seconds = time.perf_counter() - started  # wall-clock-ok
-    name = target.name if args.target else DEFAULT_TARGET
     failure = state["failure"] if error is not None else None
     trace: list[str] = failure[0].log if failure else []
     violation = failure[1] if failure else None
@@ -369,6 +710,7 @@ def run_check(args: argparse.Namespace, progress: Any = None) -> dict[str, Any]:
         "target": name,
         "seed": args.seed,
         "examples": state["examples"],
+        "found_at_example": state["first_at"] if error is not None else None,
         "steps": len(trace),
         "seconds": round(seconds, 3),
         "trace": trace,
@@ -400,28 +742,23 @@ def _hypothesis_report(profile: str) -> Callable[[str], None]:
     return report
 
 
-def _human(out: dict[str, Any], violation: Any, args: argparse.Namespace, registry: Any) -> None:
+def _human(result: dict[str, Any], args: argparse.Namespace) -> None:
+    from qmodel.story import story
+
+    violation = result["violation"]
     if violation is None:
         print(
-            f"ok: no invariant broke in {out['examples']} examples against {out['target']} "
-            f"({out['seconds']:.1f} s, profile {args.profile}, seed {out['seed']}; "
-            f"{out['verbs_run']} verbs, {out['scheduler_steps_run']} scheduler steps)"
+            f"ok: no invariant broke in {result['examples']} examples against "
+            f"{result['target']} ({result['seconds']:.1f} s, profile {args.profile}, seed "
+            f"{result['seed']}; {result['verbs_run']} verbs, {result['scheduler_steps_run']} "
+            "scheduler steps)"
         )
         return
-    inv = registry.get(violation.invariant)
-    print(f"VIOLATION of {inv.id} ({inv.kind})")
-    print(f"  {inv.doc}")
-    print()
-    print(f"  {violation.summary}")
-    for k, v in violation.values.items():
-        print(f"    {k}: {v}")
-    print()
-    print(
-        f"Shrunk run ({out['steps']} steps), found after {out['examples']} examples "
-        f"in {out['seconds']:.1f} s:"
+    found = (
+        f"first seen at example {result['found_at_example']}, shrunk by example "
+        f"{result['examples']}, {result['seconds']:.1f} s in all"
     )
-    for i, line in enumerate(out["trace"], 1):
-        print(f"  {i:3}. {line}")
+    print(story(violation, result["trace"], target=result["target"], found=found))
     print()
     print("Replay it (the same seed and profile give the same run):")
     print("  " + check_command(args))
@@ -441,6 +778,8 @@ def check_command(args: argparse.Namespace) -> str:
         cmd += ["--kv", args.kv]
     for i in args.invariant or ():
         cmd += ["--invariant", i]
+    for i in getattr(args, "skip_invariant", None) or ():
+        cmd += ["--skip-invariant", i]
     cmd += ["--profile", args.profile, "--seed", str(args.seed)]
     if args.max_examples:
         cmd += ["--max-examples", str(args.max_examples)]

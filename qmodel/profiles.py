@@ -44,7 +44,8 @@ PURPOSES = {
 #: same verdict on every run, and with an example database Hypothesis does not derandomize.
 PINNED_SEEDS = {"ci": 0}
 _PREFIX = "qmodel-"
-_EXAMPLES = {"dev": 30, "ci": 150, "nightly": 2_000}
+#: Examples per profile.
+EXAMPLES = {"dev": 30, "ci": 150, "nightly": 2_000}
 
 _COMMON: dict[str, Any] = {
     # One bug per run: a violation caught after a step and the same one caught at teardown
@@ -92,7 +93,7 @@ def register(environ: dict[str, str] | None = None) -> None:
     env = os.environ if environ is None else environ
     database = example_database(env)
     for profile in PROFILES:
-        options: dict[str, Any] = {**_COMMON, "max_examples": _EXAMPLES[profile]}
+        options: dict[str, Any] = {**_COMMON, "max_examples": EXAMPLES[profile]}
         if profile == "ci" and ENV_VAR not in env:
             options["derandomize"] = True
         else:

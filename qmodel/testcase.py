@@ -65,6 +65,7 @@ def test_case_for(machine: type[Any]) -> type[unittest.TestCase]:
         def runTest(self) -> None:
             from qmodel.profiles import PINNED_SEEDS, ensure_registered, shrink_budget
 
+            __tracebackhide__ = True  # the failure is the machine's, not this runner's
             ensure_registered()
             explicit = type(self).settings
             chosen, profile = effective_settings(explicit)
