@@ -25,6 +25,7 @@ __all__ = [
     "PINNED_SEEDS",
     "PROFILES",
     "SHRINK_BUDGETS",
+    "current_profile_name",
     "ensure_registered",
     "hypothesis_name",
     "register",
@@ -72,6 +73,15 @@ def short_name(name: str) -> str | None:
     if name.startswith(_PREFIX) and name[len(_PREFIX) :] in PROFILES:
         return name[len(_PREFIX) :]
     return None
+
+
+def current_profile_name() -> str:
+    """The name of the Hypothesis profile in force (``default`` unless one was loaded)."""
+    public = getattr(settings, "get_current_profile_name", None)
+    if public is not None:
+        return str(public())
+    # Hypothesis before 6.14x has no public accessor; the attribute it reads is the same.
+    return str(getattr(settings, "_current_profile", None) or "default")
 
 
 def ensure_registered() -> None:

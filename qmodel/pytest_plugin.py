@@ -111,12 +111,13 @@ def pytest_runtest_makereport(
         files = _write(item, found, directory)
     except Exception as err:  # noqa: BLE001 - a report must never change the test's outcome
         reason = f"no report written: {type(err).__name__}: {err}"
-        report.user_properties.append((PROPERTY_ERROR, reason))
+        item.user_properties.append((PROPERTY_ERROR, reason))
         report.sections.append(("qmodel report", reason))
         return report
-    # On the report itself, not in this process's memory: under pytest-xdist the report is what
-    # reaches the controlling process, which writes the summary and the JUnit XML.
-    report.user_properties += [
+    # On the item, which the teardown report copies: under pytest-xdist the reports are what
+    # reach the controlling process, which writes the summary and the JUnit XML (from the
+    # teardown report's properties).
+    item.user_properties += [
         (PROPERTY, str(files.markdown)),
         (PROPERTY_TRACE, str(files.trace)),
         (PROPERTY_TEST, str(files.test)),
@@ -139,6 +140,8 @@ class _Listing:
         self.lines = lines
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if report.when != "teardown":  # the one report of a test that carries the paths
+            return
         props = dict(report.user_properties)
         if PROPERTY in props:
             self.lines.append(

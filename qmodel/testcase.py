@@ -32,9 +32,9 @@ _NOT_A_CHOICE = ("default", "ci")
 def effective_settings(explicit: Settings | None) -> tuple[Settings, str]:
     """The settings a machine's test runs with, and the short name of the qmodel profile whose
     shrink budget bounds it (see the module's docstring for the order)."""
-    from qmodel.profiles import hypothesis_name, short_name
+    from qmodel.profiles import current_profile_name, hypothesis_name, short_name
 
-    current = Settings.get_current_profile_name()
+    current = current_profile_name()
     profile = short_name(current) or "ci"
     if explicit is not None:
         return explicit, profile
