@@ -27,7 +27,13 @@ def fresh_example_database(
     failure saved by an earlier test (or an earlier run) would be replayed first and change
     what the test measures. ``qmodel check`` registers its profiles on every run, so the
     variables take effect there."""
+    from qmodel.profiles import register
+
     home = tmp_path_factory.mktemp("hypothesis")
     monkeypatch.setenv("HYPOTHESIS_STORAGE_DIRECTORY", str(home))
     monkeypatch.delenv("QMODEL_EXAMPLE_DB", raising=False)
     yield home
+    # A search registers the profiles again with the variables a test set (a shared database
+    # turns qmodel-ci's derandomize off): the next test gets them as the session had them.
+    monkeypatch.undo()
+    register()

@@ -102,13 +102,16 @@ def register(environ: dict[str, str] | None = None) -> None:
 
     env = os.environ if environ is None else environ
     database = example_database(env)
+    # On Hypothesis's defaults, not on the profile loaded now (which unset values would
+    # otherwise come from): a qmodel profile is the same whichever profile is in force.
+    base = settings.get_profile("default")
     for profile in PROFILES:
         options: dict[str, Any] = {**_COMMON, "max_examples": EXAMPLES[profile]}
         if profile == "ci" and ENV_VAR not in env:
             options["derandomize"] = True
         else:
-            options["database"] = database
-        settings.register_profile(hypothesis_name(profile), **options)
+            options.update(derandomize=False, database=database)
+        settings.register_profile(hypothesis_name(profile), parent=base, **options)
 
 
 #: How much shrinking each profile allows: (successful shrinks, test runs while shrinking, wall
