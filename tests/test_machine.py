@@ -26,8 +26,9 @@ BUGS = [i for i in CATALOG if i != "sound"]
 PRODUCTION_ONLY = [i for i in BUGS if CATALOG[i].needs_production_kv]
 
 
-def search(target: Any, *, examples: int, kv: str = "strict", protocol: str = "queue",
-           run_seed: int = 0) -> InvariantViolation | None:
+def search(
+    target: Any, *, examples: int, kv: str = "strict", protocol: str = "queue", run_seed: int = 0
+) -> InvariantViolation | None:
     """Run the machine's generation phase (no shrinking); the violation found, or ``None``."""
     cls = machine_for(target, protocol=protocol, kv=kv)
     budget = settings(

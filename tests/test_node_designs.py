@@ -134,7 +134,9 @@ def test_the_seed_bugs_show_in_javascript() -> None:
 def search(target: Any, *, examples: int, protocol: str, run_seed: int = 0) -> Any:
     """The machine's generation phase (no shrinking) under ``ci``; the violation, or ``None``."""
     cls = machine_for(target, protocol=protocol)
-    budget = settings(settings.get_profile("qmodel-ci"), max_examples=examples, phases=[Phase.generate])
+    budget = settings(
+        settings.get_profile("qmodel-ci"), max_examples=examples, phases=[Phase.generate]
+    )
     try:
         seed(run_seed)(get_state_machine_test(cls, settings=budget))()
     except InvariantViolation as found:
@@ -170,8 +172,18 @@ def test_machine_for_takes_a_javascript_worker() -> None:
 
 # -- determinism and replay ----------------------------------------------------------------------
 
-VERBS = [("post", 0), ("post", 1), ("run", 12), ("advance", 1_000), ("run", 30), ("crash", 0),
-         ("post", 1), ("run", 40), ("advance", 3_000), ("run", 40)]
+VERBS = [
+    ("post", 0),
+    ("post", 1),
+    ("run", 12),
+    ("advance", 1_000),
+    ("run", 30),
+    ("crash", 0),
+    ("post", 1),
+    ("run", 40),
+    ("advance", 3_000),
+    ("run", 40),
+]
 
 
 def drive(path: Path, backend: Any) -> tuple[list[str], str, list[str]]:
@@ -206,8 +218,20 @@ def test_check_json_on_the_seed_000_design(
     short = tuple(min(v, 5) for v in profiles.SHRINK_BUDGETS["dev"])
     monkeypatch.setitem(profiles.SHRINK_BUDGETS, "dev", short)
     code = cli.main(
-        ["check", "--target", str(SEED_000), "--protocol", "queue", "--max-examples", "15",
-         "--profile", "dev", "--seed", "1", "--json"]
+        [
+            "check",
+            "--target",
+            str(SEED_000),
+            "--protocol",
+            "queue",
+            "--max-examples",
+            "15",
+            "--profile",
+            "dev",
+            "--seed",
+            "1",
+            "--json",
+        ]
     )
     out = json.loads(capsys.readouterr().out)
     assert code == 1 and out["verdict"] == "violation"
@@ -254,8 +278,23 @@ def _check_with_report(
     capsys: pytest.CaptureFixture[str], target: Path, out: Path, *flags: str
 ) -> dict[str, Any]:
     code = cli.main(
-        ["check", "--target", str(target), "--protocol", "queue", "--max-examples", "15",
-         "--profile", "dev", "--seed", "1", "--json", "--report", str(out), *flags]
+        [
+            "check",
+            "--target",
+            str(target),
+            "--protocol",
+            "queue",
+            "--max-examples",
+            "15",
+            "--profile",
+            "dev",
+            "--seed",
+            "1",
+            "--json",
+            "--report",
+            str(out),
+            *flags,
+        ]
     )
     result = json.loads(capsys.readouterr().out)
     assert code == 1 and result["verdict"] == "violation", result
