@@ -176,3 +176,22 @@ def test_database_keys_are_distinct_per_target_and_configuration() -> None:
     assert target_name(SoundWorker) == "qmodel.workers.sound:SoundWorker"
     assert database_key("a", "b", ["x", "y"]) == database_key("a", "b", ["y", "x"])
     assert hypothesis_name("ci") == "qmodel-ci"
+
+
+def test_gate_with_a_shared_database_is_pinned_and_saves(
+    project: pytest.Pytester, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With QMODEL_EXAMPLE_DB the default qmodel-ci run saves its failure to the shared
+    database, and, no longer derandomized, is pinned to one seed: two machines with two empty
+    databases search the same way and tell the same story."""
+    stories = []
+    for machine in ("one", "two"):
+        shared = tmp_path / machine / "shared"
+        monkeypatch.setenv("QMODEL_EXAMPLE_DB", str(shared))
+        monkeypatch.setenv("HYPOTHESIS_STORAGE_DIRECTORY", str(tmp_path / machine / "local"))
+        result = project.runpytest_subprocess("-p", "no:cacheprovider")
+        result.assert_outcomes(failed=1)
+        out = result.stdout.str()
+        stories.append(out[out.index("VIOLATION of ") : out.index("The bug report")])
+        assert any(p.is_file() for p in shared.rglob("*")), "nothing saved to the shared database"
+    assert stories[0] == stories[1]
