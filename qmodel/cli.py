@@ -35,6 +35,7 @@ import json
 import os
 import platform
 import shlex
+import signal
 import sys
 import threading
 import time
@@ -355,8 +356,9 @@ def _interrupted(partial: dict[str, Any], wants_json: bool) -> int:
     examples = partial.get("examples")
     seconds = partial.get("seconds")
     done = "" if examples is None else f" after {examples} examples in {seconds:.1f} s"
-    # One line, no traceback: the user asked for it.
-    sys.stderr.write(f"\nqmodel: interrupted{done}; no verdict\n")
+    # One line, no traceback: the user asked for it (on a terminal, below the progress line).
+    fresh_line = "\n" if sys.stderr.isatty() else ""
+    sys.stderr.write(f"{fresh_line}qmodel: interrupted{done}; no verdict\n")
     if wants_json:
         error = {"kind": "interrupted", "message": f"interrupted{done}"}
         print(json.dumps(_answer(**{**partial, "verdict": "unknown", "error": error})))
@@ -434,6 +436,38 @@ class _Watchdog:
         self._stop.set()
         self._thread.join()
         scheduler.unhalt()
+
+
+class _CtrlC:
+    """While a search runs, the first Ctrl-C ends it at the end of the running example (a
+    KeyboardInterrupt raised anywhere in Hypothesis can land in its garbage-collection
+    callback, where Python ignores it and the search goes on); a second one, or the watchdog's
+    interrupt of a stuck target, raises at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.watchdog: Any = None
+        self._previous: Any = None
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested or (self.watchdog is not None and self.watchdog.fired):
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def check(self) -> None:
+        """Raise ``KeyboardInterrupt`` if a Ctrl-C came during the example that just ended."""
+        if self.requested:
+            raise KeyboardInterrupt
+
+    def __enter__(self) -> _CtrlC:
+        # Signal handlers can only be set from the main thread; elsewhere Python's own stays.
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -627,7 +661,10 @@ def run_check(args: argparse.Namespace, progress: Any = None) -> dict[str, Any]:
         "scheduler_steps": 0,
     }
 
+    stop = _CtrlC()
+
     def on_world(world: Any, violation: Any) -> None:
+        stop.check()
         state["examples"] += 1
         state["verbs"] += len(world.verbs)
         state["scheduler_steps"] += world.platform.scheduler.steps
@@ -670,10 +707,12 @@ def run_check(args: argparse.Namespace, progress: Any = None) -> dict[str, Any]:
 
     error: BaseException | None = None
     watchdog = _Watchdog(HANG_SECONDS)
+    stop.watchdog = watchdog
     try:
         # Hypothesis reports (the falsifying example, shrink warnings) go to stderr: stdout is
         # ours, and with --json holds exactly one object.
         with (
+            stop,
             watchdog,
             shrink_budget(args.profile),
             contextlib.redirect_stdout(sys.stderr),

@@ -431,7 +431,7 @@ def test_ctrl_c_prints_one_line(tmp_path: Path) -> None:
     finally:
         proc.kill()
     assert proc.returncode == 130
-    assert err.strip().splitlines()[-1].startswith("qmodel: interrupted after ")
+    assert err.startswith("qmodel: interrupted after ") and err.count("\n") == 1
     assert "Traceback" not in err
     obj = json.loads(out)
     assert obj["verdict"] == "unknown" and obj["error"]["kind"] == "interrupted"
