@@ -52,7 +52,6 @@ def test_settings_order(monkeypatch: pytest.MonkeyPatch) -> None:
     """A TestCase's own settings win; then a chosen profile; Hypothesis's default and ci
     profiles do not count as a choice, so a machine falls back to qmodel-ci."""
     own = settings(max_examples=3)
-    monkeypatch.setattr("qmodel.testcase.current_profile_name", lambda: "default", raising=False)
     monkeypatch.setattr("qmodel.profiles.current_profile_name", lambda: "default")
     assert effective_settings(own) == (own, "ci")
     assert effective_settings(None) == (settings.get_profile("qmodel-ci"), "ci")
