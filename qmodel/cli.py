@@ -1,17 +1,25 @@
 """``qmodel``: the command line.
 
     qmodel check [--target T] [--protocol patch|queue|do] [--bots N] [--frontends N]
-                 [--kv strict|local] [--invariant ID ...] [--profile dev|ci|nightly]
-                 [--max-examples N] [--seed N] [--json] [--report DIR]
+                 [--kv strict|local] [--invariant ID ...] [--skip-invariant ID ...]
+                 [--profile dev|ci|nightly] [--max-examples N] [--seed N] [--json] [--report DIR]
     qmodel replay TRACE.json [--target T] [--json] [--report DIR]
     qmodel catalog [--json]
+    qmodel --version        (also: python -m qmodel ...)
 
-``check`` exits 0 when no invariant broke within the budget, 1 on a violation, 2 on a usage or
-target error (with a message that says what to do), 3 when the run could not finish (a target
-stuck inside one step, or the Node process of the JavaScript lane failed). This interface is
-relied on by users' CI scripts: it stays stable. With ``--report DIR`` a violation is also
-written as ``DIR/<id>.md`` (the bug report), ``DIR/<id>.json`` (the trace) and
-``DIR/test_regression_<id>.py``.
+Exit status, a stable interface users' CI scripts rely on: 0 no invariant broke within the
+budget (``ok``); 1 a violation; 2 a usage, target or configuration error, or no verdict (the
+search could not decide: ``unknown``); 3 an internal error of qmodel; 130 interrupted (Ctrl-C).
+
+With ``--json``, stdout holds exactly one JSON object in every one of these cases: ``verdict``
+(``ok``, ``violation``, ``unknown``, ``error``), ``invariant``, ``target``, ``seed``,
+``examples``, ``found_at_example``, ``steps``, ``seconds``, ``trace``, ``report`` (the paths of
+the files written, or ``null``), ``error`` (``{"kind", "message"}`` or ``null``) and ``versions``
+(qmodel's, Hypothesis's, Python's). Everything else goes to stderr.
+
+With ``--report DIR``, the directory is checked before the search; a violation is written as
+``DIR/<id>.md`` (the bug report), ``DIR/<id>.json`` (the trace) and
+``DIR/test_regression_<id>.py``, each file replaced whole or not at all.
 
 ``replay`` runs a trace again exactly: exit 1 when it shows the recorded violation again, 2
 when the trace is malformed or does not match (another target, another version of the design
@@ -25,47 +33,167 @@ import argparse
 import contextlib
 import json
 import os
+import platform
 import shlex
 import signal
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable, Sequence
-from functools import partial
+from pathlib import Path
 from typing import Any
 
+from qmodel import __version__
 from qmodel.errors import QmodelError
 
-__all__ = ["main"]
+__all__ = ["JSON_FIELDS", "check_args", "check_command", "main", "run_check", "versions"]
 
-EXIT_OK, EXIT_VIOLATION, EXIT_USAGE, EXIT_STUCK = 0, 1, 2, 3
-#: A target that makes no progress for this long (wall seconds) inside one step is stopped
-#: (``QMODEL_HANG_SECONDS`` overrides it).
+EXIT_OK, EXIT_VIOLATION, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
+#: The shell's convention for a program stopped by SIGINT, so a loop of runs stops too.
+EXIT_INTERRUPTED = 130
+#: A target that makes no progress for this long (wall seconds) inside one step is stopped.
 HANG_SECONDS = 20.0
 #: Seconds the watchdog waits for an interrupted main thread before it ends the process.
 GRACE_SECONDS = 3.0
 
+#: The fields of ``qmodel check --json``, in order (a stable interface).
+JSON_FIELDS = (
+    "verdict",
+    "invariant",
+    "target",
+    "seed",
+    "examples",
+    "found_at_example",
+    "steps",
+    "seconds",
+    "trace",
+    "report",
+    "error",
+    "versions",
+)
+
 
 class _UsageError(QmodelError):
-    pass
+    """A command line qmodel cannot run (a bad option value, a bad --report directory)."""
+
+
+class _ArgumentError(Exception):
+    """argparse refused the command line; ``usage`` is the usage line of the (sub)command."""
+
+    def __init__(self, message: str, usage: str) -> None:
+        super().__init__(message)
+        self.usage = usage
+
+
+class _NoVerdict(Exception):
+    """The search ended without a verdict: ``why`` says why and what to do; ``partial`` holds
+    what was counted until then."""
+
+    def __init__(self, why: str, partial: dict[str, Any]) -> None:
+        super().__init__(why)
+        self.partial = partial
+
+
+class _Interrupted(Exception):
+    """Ctrl-C during a search; ``partial`` holds what was counted until then."""
+
+    def __init__(self, partial: dict[str, Any]) -> None:
+        super().__init__("interrupted")
+        self.partial = partial
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
-        self.print_usage(sys.stderr)
-        sys.stderr.write(f"qmodel: error: {message}\n")
-        raise SystemExit(EXIT_USAGE)
+        # Raised, not printed: with --json the answer must be a JSON object.
+        raise _ArgumentError(message, self.format_usage())
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the epilog's tables as written."""
+
+
+def versions() -> dict[str, str]:
+    """The versions a run depends on: qmodel, Hypothesis (the same seed gives another search on
+    another Hypothesis version) and Python."""
+    import hypothesis
+
+    return {
+        "qmodel": __version__,
+        "hypothesis": hypothesis.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def _version_text() -> str:
+    v = versions()
+    return f"qmodel {v['qmodel']} (Hypothesis {v['hypothesis']}, Python {v['python']})"
+
+
+def _check_epilog() -> str:
+    from qmodel.profiles import EXAMPLES, PROFILES, PURPOSES, SHRINK_BUDGETS
+
+    try:
+        from qmodel import protocols
+
+        rows = []
+        for name in protocols.names():
+            proto = protocols.get(name)
+            rows.append(f"  protocol {name}: {proto.doc}")
+            rows += [
+                f"    {i.id:<16} {i.kind:<9} {_first_sentence(i.doc)}" for i in proto.invariants
+            ]
+    except Exception as err:  # noqa: BLE001 - help must print even if the registry is broken
+        rows = [f"  (the invariants could not be listed: {err})"]
+    profiles = [
+        f"  {p:<8} {EXAMPLES[p]:>5} examples, shrinking at most {SHRINK_BUDGETS[p][1]} runs: "
+        f"{PURPOSES[p]}"
+        for p in PROFILES
+    ]
+    return "\n".join(
+        [
+            "invariants of each protocol (--invariant / --skip-invariant ID; default: all):",
+            *rows,
+            "",
+            "profiles (--profile; default ci; pytest: --hypothesis-profile=qmodel-NAME):",
+            *profiles,
+            "",
+            "QMODEL_EXAMPLE_DB=DIR | redis://HOST:PORT/DB | github:OWNER/REPO[/ARTIFACT] adds a",
+            "shared example database to the local one (profiles nightly and dev; ci when set).",
+            "",
+            "exit status: 0 ok, 1 violation, 2 usage/target error or no verdict, 3 internal "
+            "error or a run that could not finish (a stuck target, a failed Node process), "
+            "130 Ctrl-C",
+        ]
+    )
+
+
+def _first_sentence(doc: str) -> str:
+    text = " ".join(doc.split())
+    head = text.split(": ", 1)[0] if ": " in text[:90] else text.split(". ", 1)[0]
+    return head if len(head) <= 90 else head[:87] + "..."
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="qmodel", description="Search a Workers/KV queue worker for race bugs.")
-    sub = p.add_subparsers(dest="command", required=True)
-    c = sub.add_parser("check", help="search a target for invariant violations")
+    p = _Parser(
+        prog="qmodel",
+        description="Search a Cloudflare Workers/KV queue worker for race bugs, shrink what "
+        "breaks to its shortest story, and write the bug report.",
+    )
+    p.add_argument("--version", action="version", version=_version_text())
+    sub = p.add_subparsers(dest="command", required=True, metavar="{check,replay,catalog}")
+    c = sub.add_parser(
+        "check",
+        help="search a target for invariant violations",
+        description="Search a target for invariant violations.",
+        epilog=_check_epilog(),
+        formatter_class=_Formatter,
+    )
     c.add_argument(
         "--target",
         help="catalog:ID, sound, pkg.module:attr, path/to/worker.py[:attr] or "
         "path/to/worker.mjs (a JavaScript Workers module, run under Node) "
-        "(default: the queue-era worker of seed 000, which has real bugs)",
+        "(default: seed-000, the queue-era worker of seed 000, which has real bugs)",
     )
     c.add_argument(
         "--kv-binding",
@@ -84,24 +212,44 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument(
         "--protocol",
         metavar="NAME",
-        help="the protocol the actors speak: patch, queue, do (the chat protocol's eras), jobs, "
-        "or package.module:NAME for your own (default: the target's, else queue)",
+        help="the protocol the actors speak: patch, queue or do (the chat protocol's eras), "
+        "or package.module:NAME / path/to/file.py:NAME for your own (default: the target's; "
+        "queue for your own worker)",
     )
     c.add_argument("--bots", type=int, default=2, help="bot processes (default 2)")
     c.add_argument("--frontends", type=int, default=2, help="frontends (default 2)")
-    c.add_argument("--kv", choices=("strict", "local"), default="strict", help="KV semantics")
     c.add_argument(
-        "--invariant", action="append", metavar="ID", help="check only this invariant (repeatable)"
+        "--kv",
+        choices=("strict", "local"),
+        default="strict",
+        help="KV semantics: strict, as in production (default), or local, as Miniflare",
     )
-    c.add_argument("--profile", choices=("dev", "ci", "nightly"), default="ci")
+    c.add_argument(
+        "--invariant",
+        action="append",
+        metavar="ID",
+        help="check only this invariant (repeatable; default all, listed below)",
+    )
+    c.add_argument(
+        "--skip-invariant",
+        action="append",
+        metavar="ID",
+        help="do not check this invariant (repeatable)",
+    )
+    c.add_argument(
+        "--profile",
+        choices=("dev", "ci", "nightly"),
+        default="ci",
+        help="search budget (default ci; listed below)",
+    )
     c.add_argument("--max-examples", type=int, help="override the profile's number of examples")
     c.add_argument("--seed", type=int, default=0, help="the search's seed (default 0)")
-    c.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    c.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout")
     c.add_argument(
         "--report",
         metavar="DIR",
         help="on a violation, write DIR/<id>.md (bug report), DIR/<id>.json (trace) and "
-        "DIR/test_regression_<id>.py",
+        "DIR/test_regression_<id>.py (DIR is checked before the search)",
     )
     c.add_argument(
         "--step-limit",
@@ -109,20 +257,37 @@ def _parser() -> argparse.ArgumentParser:
         default=10_000,
         help="steps one request may take before it is stopped as never answering (default 10000)",
     )
-    r = sub.add_parser("replay", help="run a trace written by --report again, exactly")
+    r = sub.add_parser(
+        "replay",
+        help="run a trace written by --report again, exactly",
+        description="Run a trace written by --report again, exactly.",
+    )
     r.add_argument("trace", metavar="TRACE.json", help="the trace file")
     r.add_argument("--target", help="refuse to run unless the trace's target is this one")
     r.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     r.add_argument("--report", metavar="DIR", help="write the report files again into DIR")
-    cat = sub.add_parser("catalog", help="list the known bugs")
-    cat.add_argument("--json", action="store_true")
+    cat = sub.add_parser("catalog", help="list the known bugs", description="List the known bugs.")
+    cat.add_argument("--json", action="store_true", help="print the list as JSON")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line ``argv`` (default ``sys.argv[1:]``); return the exit status."""
     from qmodel.node.errors import NodeLaneAborted
 
-    args = _parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    wants_json = "--json" in argv
+    command = next((a for a in argv if a in ("check", "replay", "catalog")), "")
+    try:
+        args = _parser().parse_args(argv)
+    except _ArgumentError as err:
+        sys.stderr.write(err.usage)
+        return _failed(
+            EXIT_USAGE,
+            "usage",
+            f"{err}; see qmodel {command or ''} --help".replace("  ", " "),
+            wants_json,
+        )
     try:
         if args.command == "catalog":
             return _catalog(args)
@@ -132,27 +297,100 @@ def main(argv: Sequence[str] | None = None) -> int:
             return replay_main(args)
         return _check(args)
     except KeyboardInterrupt:
-        # Ctrl-C: the conventional status of a process stopped by SIGINT, never 1 (a violation).
-        sys.stderr.write("qmodel: interrupted\n")
-        return 130
-    except (_Stuck, NodeLaneAborted) as err:
-        # The run could not finish: a stuck target, or the Node process of the lane failed.
-        _abandon(args, str(err))
-        return EXIT_STUCK
+        return _interrupted({}, wants_json)
+    except _Interrupted as stop:
+        return _interrupted(stop.partial, wants_json)
+    except _NoVerdict as unknown:
+        return _failed(EXIT_USAGE, "unknown", str(unknown), wants_json, **unknown.partial)
+    except _Stuck as err:
+        # The run could not finish: the target is stuck inside one step.
+        return _failed(EXIT_INTERNAL, "stuck", str(err), wants_json, target=args_target(args))
+    except NodeLaneAborted as err:
+        # The Node process of the lane failed (it is a BaseException, so no worker catches it):
+        # the run could not finish.
+        return _failed(EXIT_INTERNAL, "node", str(err), wants_json, target=args_target(args))
     except QmodelError as err:
-        sys.stderr.write(f"qmodel: error: {err}\n")
-        return EXIT_USAGE
+        return _failed(EXIT_USAGE, _kind(err), str(err), wants_json, target=args_target(args))
+    except Exception as err:  # noqa: BLE001 - the contract: one answer, exit 3, never a crash
+        traceback.print_exc(file=sys.stderr)
+        return _failed(
+            EXIT_INTERNAL,
+            "internal",
+            f"internal error: {type(err).__name__}: {err}. This is a bug in qmodel, not in "
+            "your worker: please report it with the command line and the traceback above",
+            wants_json,
+            target=args_target(args),
+        )
 
 
-def _abandon(args: argparse.Namespace, message: str, out: Any = None) -> None:
-    """Say why the run ended without a verdict (exit 3): on stderr, and with ``--json`` as the
-    one JSON object on stdout (``out``, by default the current ``sys.stdout``)."""
-    out = out or sys.stdout
+def args_target(args: argparse.Namespace) -> str | None:
+    """The target a command line names (``seed-000`` for ``check`` without one)."""
+    from qmodel.targets import DEFAULT_TARGET
+
+    if getattr(args, "command", None) == "check":
+        return args.target or DEFAULT_TARGET
+    return getattr(args, "target", None)
+
+
+def _kind(err: QmodelError) -> str:
+    """The ``error.kind`` of a JSON answer: ``target``, ``trace``, ``example-database`` or
+    ``usage``."""
+    from qmodel.errors import InvalidTarget, TraceMismatch
+    from qmodel.exampledb import InvalidExampleDatabase
+
+    if isinstance(err, InvalidTarget):
+        return "target"
+    if (
+        isinstance(err, TraceMismatch)
+        or "Trace" in type(err).__name__
+        or "Replay" in type(err).__name__
+    ):
+        return "trace"
+    if isinstance(err, InvalidExampleDatabase):
+        return "example-database"
+    return "usage"
+
+
+def _answer(**fields: Any) -> dict[str, Any]:
+    """One ``--json`` object: every field of :data:`JSON_FIELDS`, ``None`` where not known."""
+    out: dict[str, Any] = {k: None for k in JSON_FIELDS}
+    out.update(trace=[], versions=versions())
+    out.update({k: v for k, v in fields.items() if k in out})
+    return out
+
+
+def _failed(code: int, kind: str, message: str, wants_json: bool, **fields: Any) -> int:
+    verdict = "unknown" if kind == "unknown" else "error"
+    sys.stderr.write(f"qmodel: {'no verdict' if verdict == 'unknown' else 'error'}: {message}\n")
+    if wants_json:
+        error = {"kind": kind, "message": message}
+        print(json.dumps(_answer(**{**fields, "verdict": verdict, "error": error})))
+    return code
+
+
+def _abandon(args: argparse.Namespace, message: str) -> None:
+    """Say why the run ends here without a verdict (the watchdog is about to end the process
+    with exit 3): on stderr, and with ``--json`` as the one JSON object on stdout."""
     sys.stderr.write(f"qmodel: error: {message}\n")
     sys.stderr.flush()
     if getattr(args, "json", False):
-        out.write(json.dumps({"verdict": "error", "error": message}) + "\n")
-        out.flush()
+        error = {"kind": "stuck", "message": message}
+        answer = _answer(verdict="error", error=error, target=args_target(args))
+        sys.__stdout__.write(json.dumps(answer) + "\n")
+        sys.__stdout__.flush()
+
+
+def _interrupted(partial: dict[str, Any], wants_json: bool) -> int:
+    examples = partial.get("examples")
+    seconds = partial.get("seconds")
+    done = "" if examples is None else f" after {examples} examples in {seconds:.1f} s"
+    # One line, no traceback: the user asked for it (on a terminal, below the progress line).
+    fresh_line = "\n" if sys.stderr.isatty() else ""
+    sys.stderr.write(f"{fresh_line}qmodel: interrupted{done}; no verdict\n")
+    if wants_json:
+        error = {"kind": "interrupted", "message": f"interrupted{done}"}
+        print(json.dumps(_answer(**{**partial, "verdict": "unknown", "error": error})))
+    return EXIT_INTERRUPTED
 
 
 def _seed_of(source: str) -> str | None:
@@ -248,7 +486,6 @@ class _Watchdog:
             signal, "pthread_kill"
         )
         self._previous: Any = None
-        self._previous_interrupt: Any = None
 
     def _watch(self) -> None:
         from qmodel.sim import scheduler
@@ -294,7 +531,7 @@ class _Watchdog:
             "(the worker swallows it, or blocks where a signal cannot reach), so the run ends "
             "here."
         )
-        os._exit(EXIT_STUCK)
+        os._exit(EXIT_INTERNAL)
 
     def _on_alarm(self, signum: int, frame: Any) -> None:
         from qmodel.sim import scheduler
@@ -303,18 +540,9 @@ class _Watchdog:
         if reason is not None:
             raise scheduler.Halted(reason)
 
-    def _on_interrupt(self, signum: int, frame: Any) -> None:
-        from qmodel.sim import scheduler
-
-        # Ctrl-C: halt first, so a KeyboardInterrupt landing inside a worker's code stops the
-        # run instead of being taken for the worker's own failure (a 500).
-        scheduler.halt("interrupted (Ctrl-C)")
-        raise KeyboardInterrupt
-
     def __enter__(self) -> _Watchdog:
         if self._signals:
             self._previous = signal.signal(signal.SIGALRM, self._on_alarm)
-            self._previous_interrupt = signal.signal(signal.SIGINT, self._on_interrupt)
         self._thread.start()
         return self
 
@@ -325,43 +553,132 @@ class _Watchdog:
         self._thread.join()
         if self._signals:
             signal.signal(signal.SIGALRM, self._previous)
-            signal.signal(signal.SIGINT, self._previous_interrupt)
         scheduler.unhalt()
+
+
+class _CtrlC:
+    """While a search runs, the first Ctrl-C ends it at the end of the running example (a
+    KeyboardInterrupt raised anywhere in Hypothesis can land in its garbage-collection
+    callback, where Python ignores it and the search goes on); one that comes inside a step of
+    the target (which may block for ever), a second one, or one after the watchdog fired,
+    raises at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.watchdog: Any = None
+        self._previous: Any = None
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        from qmodel.sim import scheduler
+
+        # Inside a worker's step (which may block for ever) the interrupt is raised at once;
+        # halted first, it stops the run instead of being taken for the worker's failure.
+        if (
+            self.requested
+            or scheduler.in_step()
+            or (self.watchdog is not None and self.watchdog.fired)
+        ):
+            scheduler.halt("interrupted (Ctrl-C)")
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def check(self) -> None:
+        """Raise ``KeyboardInterrupt`` if a Ctrl-C came during the example that just ended."""
+        if self.requested:
+            raise KeyboardInterrupt
+
+    def __enter__(self) -> _CtrlC:
+        # Signal handlers can only be set from the main thread; elsewhere Python's own stays.
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
 
 
 def _check(args: argparse.Namespace) -> int:
     from qmodel.progress import progress_for
 
+    _validate(args)
+    if args.report:
+        _check_report_dir(args.report)
     total = args.max_examples
     if total is None:
         from hypothesis import settings
 
-        from qmodel.profiles import register
+        from qmodel.profiles import hypothesis_name, register
 
         register()
-        total = settings.get_profile(args.profile).max_examples
+        total = settings.get_profile(hypothesis_name(args.profile)).max_examples
     with progress_for(total, json_output=args.json) as shown:
         result = run_check(args, progress=shown)
-    out = {k: result[k] for k in JSON_FIELDS}
-    if args.json:
-        print(json.dumps(out))
-    else:
-        _human(
-            {
-                **out,
-                "verbs_run": result["verbs_run"],
-                "scheduler_steps_run": result["scheduler_steps_run"],
-            },
-            result["violation"],
-            args,
-            result["protocol"],
-        )
+    report: dict[str, str] | None = None
+    error: dict[str, str] | None = None
     if args.report and result["violation"] is not None:
-        _write_report(args, result)
-    return {"violation": EXIT_VIOLATION, "unknown": EXIT_USAGE}.get(out["verdict"], EXIT_OK)
+        try:
+            report = _write_report(args, result)
+        except KeyboardInterrupt:
+            raise
+        except Exception as err:  # noqa: BLE001 - the verdict stands; say why no report
+            error = {
+                "kind": "report",
+                "message": f"the violation was found but its report could not be written to "
+                f"{args.report}: {type(err).__name__}: {err}",
+            }
+            sys.stderr.write(f"qmodel: error: {error['message']}\n")
+    out = {k: result[k] for k in JSON_FIELDS if k in result}
+    out.update(report=report, error=error, versions=versions())
+    if args.json:
+        print(json.dumps(_answer(**out)))
+    else:
+        _human(result, args)
+    if report is not None:
+        # With --json, stdout holds exactly one object (which has the paths): say it on stderr.
+        say = sys.stderr if args.json else sys.stdout
+        print(f"Report: {report['markdown']}", file=say)
+        print(f"Trace:  {report['trace']}   (qmodel replay {report['trace']})", file=say)
+        print(f"Test:   {report['test']}   (pytest {report['test']})", file=say)
+    return EXIT_VIOLATION if out["verdict"] == "violation" else EXIT_OK
 
 
-def _write_report(args: argparse.Namespace, result: dict[str, Any]) -> None:
+def _validate(args: argparse.Namespace) -> None:
+    """Refuse option values argparse lets through, before anything runs."""
+    if args.bots < 0 or args.frontends < 1:
+        raise _UsageError("--bots must be >= 0 and --frontends >= 1")
+    if args.max_examples is not None and args.max_examples < 1:
+        raise _UsageError("--max-examples must be at least 1")
+    if args.step_limit < 10:
+        raise _UsageError("--step-limit must be at least 10")
+    if args.seed < 0:
+        raise _UsageError("--seed must be >= 0")
+
+
+def _check_report_dir(directory: str) -> None:
+    """Fail before the search when ``--report DIR`` could not be written: ``DIR`` is a file, or
+    the nearest existing folder on its way cannot be written to."""
+    path = Path(directory)
+    if path.exists() and not path.is_dir():
+        raise _UsageError(
+            f"--report {directory}: that path is a file; give a directory (it is created if "
+            "missing)"
+        )
+    existing = path
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise _UsageError(
+            f"--report {directory}: {existing} is a file, so the directory cannot be created; "
+            "give another path"
+        )
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise _UsageError(
+            f"--report {directory}: {existing} is not writable; give a directory you can write to"
+        )
+
+
+def _write_report(args: argparse.Namespace, result: dict[str, Any]) -> dict[str, str]:
     from qmodel.replay import trace_of
     from qmodel.report import write_report
     from qmodel.trace import Search
@@ -380,15 +697,7 @@ def _write_report(args: argparse.Namespace, result: dict[str, Any]) -> None:
         ),
     )
     files = write_report(trace, args.report)
-    # With --json, stdout holds exactly one object: say where the files went on stderr.
-    say = sys.stderr if args.json else sys.stdout
-    print(f"Report: {files.markdown}", file=say)
-    print(f"Trace:  {files.trace}   (qmodel replay {files.trace})", file=say)
-    print(f"Test:   {files.test}   (pytest {files.test})", file=say)
-
-
-#: The fields of ``qmodel check --json``, in order (a stable interface).
-JSON_FIELDS = ("verdict", "invariant", "target", "seed", "examples", "steps", "seconds", "trace")
+    return {"markdown": str(files.markdown), "trace": str(files.trace), "test": str(files.test)}
 
 
 def check_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -396,40 +705,79 @@ def check_args(argv: Sequence[str]) -> argparse.Namespace:
     return _parser().parse_args(["check", *argv])
 
 
+def _checked(args: argparse.Namespace, protocol: Any) -> tuple[Any, ...]:
+    from qmodel.check import select
+
+    kept = select(
+        protocol.invariants,
+        args.invariant,
+        skipped=args.skip_invariant or (),
+        protocol=protocol.name,
+    )
+    if not kept:
+        raise _UsageError(
+            "--skip-invariant leaves no invariant to check; skip fewer, or list the ones to "
+            "check with --invariant"
+        )
+    return kept
+
+
+def _constructing(factory: Callable[[], Any], name: str) -> Callable[[], Any]:
+    """``factory``, with a target that raises while it is being made reported as the target's
+    fault (exit 2), not as an error of qmodel."""
+    from qmodel.errors import InvalidTarget
+
+    def make() -> Any:
+        try:
+            return factory()
+        except QmodelError:
+            raise
+        except Exception as err:  # noqa: BLE001 - any exception of the user's constructor
+            raise InvalidTarget(
+                f"making the target {name} raised {type(err).__name__}: {err}; a class target "
+                "must be constructible with no arguments (or give a factory function)",
+                target=name,
+            ) from err
+
+    return make
+
+
 def run_check(args: argparse.Namespace, progress: Any = None) -> dict[str, Any]:
     """Run ``qmodel check`` and return its result: the JSON fields plus ``violation`` (the
-    record or ``None``), ``first_violation_at`` (examples run when the first violation
-    was found, before shrinking), ``world`` (the world it broke in, or ``None``) and
-    ``checked`` (the invariants checked), ``verbs_run`` and ``scheduler_steps_run`` (what the
-    search ran over all its examples). ``progress``, if given, is told of every example (see
-    :class:`qmodel.progress.NoProgress`)."""
-    from hypothesis import seed as hypothesis_seed
+    record or ``None``), ``first_violation_at`` (the same as ``found_at_example``: examples run
+    when the first violation was found, before shrinking; 1 when a saved example broke it at
+    once), ``world`` (the world it broke in, or ``None``) and ``checked`` (the invariants
+    checked), ``verbs_run`` and ``scheduler_steps_run`` (what the search ran over all its
+    examples). ``progress``, if given, is told of every example (see
+    :class:`qmodel.progress.NoProgress`).
+
+    Raises :class:`~qmodel.errors.QmodelError` for a bad target or option, and ends without a
+    verdict (an exception the command line answers with verdict ``unknown``) when the failure
+    seen does not happen again on the same example, or on Ctrl-C.
+    """
     from hypothesis import settings
+    from hypothesis.errors import Flaky
     from hypothesis.reporting import with_reporter
     from hypothesis.stateful import get_state_machine_test
 
     from qmodel import machine as machine_mod
     from qmodel import protocols
-    from qmodel.check import select
     from qmodel.conformance import conform
-    from qmodel.profiles import register, shrink_budget
+    from qmodel.exampledb import database_key
+    from qmodel.profiles import hypothesis_name, register, shrink_budget
     from qmodel.targets import DEFAULT_TARGET, resolve
     from qmodel.world import WorldConfig
 
-    if args.bots < 0 or args.frontends < 1:
-        raise _UsageError("--bots must be >= 0 and --frontends >= 1")
+    _validate(args)
     target = resolve(args.target, kv_bindings=args.kv_binding, do_bindings=args.do_binding)
+    name = target.name if args.target else DEFAULT_TARGET
     protocol = args.protocol or target.protocol
     proto = protocols.get(protocol)
-    checked = select(proto.invariants, args.invariant, protocol=proto.name)
+    checked = _checked(args, proto)
     register()
-    chosen = settings.get_profile(args.profile)
+    chosen = settings.get_profile(hypothesis_name(args.profile))
     if args.max_examples is not None:
-        if args.max_examples < 1:
-            raise _UsageError("--max-examples must be at least 1")
         chosen = settings(chosen, max_examples=args.max_examples)
-    if args.step_limit < 10:
-        raise _UsageError("--step-limit must be at least 10")
     config = WorldConfig(
         protocol=protocol,
         bots=args.bots,
@@ -446,7 +794,10 @@ def run_check(args: argparse.Namespace, progress: Any = None) -> dict[str, Any]:
         "scheduler_steps": 0,
     }
 
+    stop = _CtrlC()
+
     def on_world(world: Any, violation: Any) -> None:
+        stop.check()
         state["examples"] += 1
         state["verbs"] += len(world.verbs)
         state["scheduler_steps"] += world.platform.scheduler.steps
@@ -462,21 +813,41 @@ def run_check(args: argparse.Namespace, progress: Any = None) -> dict[str, Any]:
         "CheckMachine",
         (machine_mod.QueueMachine,),
         {
-            "target_factory": staticmethod(target.factory),
+            "target_factory": staticmethod(_constructing(target.factory, name)),
             "protocol": proto,
             "config": config,
             "checked": checked,
             "on_world": staticmethod(on_world),
+            # Saved examples are keyed by target and configuration, not by this class's name
+            # (the same for every target), which Hypothesis's own key would use.
+            "_hypothesis_internal_add_digest": database_key(
+                name, repr(config), (i.id for i in checked)
+            ),
+            # The search's seed, as @seed sets it, but without @seed's turning off the example
+            # database: a failure saved by an earlier run is tried first.
+            "_hypothesis_internal_use_seed": args.seed,
         },
     )
-    test = hypothesis_seed(args.seed)(get_state_machine_test(cls, settings=chosen))
+    test = get_state_machine_test(cls, settings=chosen)
     started = time.perf_counter()  # wall-clock-ok: reporting only
+
+    def partial() -> dict[str, Any]:
+        return {
+            "target": name,
+            "seed": args.seed,
+            "examples": state["examples"],
+            "found_at_example": state["first_at"],
+            "seconds": round(time.perf_counter() - started, 3),  # wall-clock-ok
+        }
+
     error: BaseException | None = None
-    watchdog = _Watchdog(_hang_seconds(), partial(_abandon, args, out=sys.stdout))
+    watchdog = _Watchdog(_hang_seconds(), lambda message: _abandon(args, message))
+    stop.watchdog = watchdog
     try:
         # Hypothesis reports (the falsifying example, shrink warnings) go to stderr: stdout is
         # ours, and with --json holds exactly one object.
         with (
+            stop,
             watchdog,
             shrink_budget(args.profile),
             contextlib.redirect_stdout(sys.stderr),
@@ -484,32 +855,45 @@ def run_check(args: argparse.Namespace, progress: Any = None) -> dict[str, Any]:
         ):
             # No verdict without evidence: a target that cannot do one unit of work on a quiet
             # platform is refused before the search, naming the request it refused.
-            conform(target.factory(), proto, config)
+            conform(_constructing(target.factory, name)(), proto, config)
             test()
     except machine_mod.InvariantViolation as exc:
         error = exc
+    except Flaky as exc:
+        seen = state["failure"][1].invariant if state["failure"] else "an invariant"
+        raise _NoVerdict(
+            f"a violation of {seen} was seen, but the same example did not break it again "
+            f"({type(exc).__name__}): the target does not behave the same on the same choices. "
+            "Does it read the wall clock, random numbers or state kept between examples (a "
+            "module-level variable, or an instance given instead of a class)? Make it depend "
+            "only on its requests and env, then check again",
+            partial(),
+        ) from None
     except KeyboardInterrupt:
         if not watchdog.fired:
-            raise
+            raise _Interrupted(partial()) from None
         raise _Stuck(watchdog.message) from None
     seconds = time.perf_counter() - started  # wall-clock-ok
-    name = target.name if args.target else DEFAULT_TARGET
+    if error is None and state["evidence"] == 0:
+        # No example had any work acknowledged: the search exercised nothing, so it proves
+        # nothing (the conformance run passed, so the target can do the work: it stopped).
+        raise _NoVerdict(
+            f"no example of {state['examples']} had any {proto.unit} acknowledged by "
+            f"{name}, so the search exercised nothing and cannot say ok; does the target keep "
+            "state between examples (an instance or module given instead of a class), or "
+            "refuse work after its first requests? Give more examples with --max-examples",
+            partial(),
+        )
     failure = state["failure"] if error is not None else None
     trace: list[str] = failure[0].log if failure else []
     violation = failure[1] if failure else None
-    if error is not None:
-        verdict = "violation"
-    elif state["evidence"] == 0:
-        # No example acknowledged any work: the search exercised nothing, so it proves nothing.
-        verdict = "unknown"
-    else:
-        verdict = "ok"
     return {
-        "verdict": verdict,
+        "verdict": "violation" if error is not None else "ok",
         "invariant": violation.invariant if violation else None,
         "target": name,
         "seed": args.seed,
         "examples": state["examples"],
+        "found_at_example": state["first_at"] if error is not None else None,
         "steps": len(trace),
         "seconds": round(seconds, 3),
         "trace": trace,
@@ -521,7 +905,6 @@ def run_check(args: argparse.Namespace, progress: Any = None) -> dict[str, Any]:
         "world": failure[0] if failure else None,
         "checked": checked,
         "protocol": proto,
-        "examples_with_evidence": state["evidence"],
     }
 
 
@@ -543,35 +926,31 @@ def _hypothesis_report(profile: str) -> Callable[[str], None]:
     return report
 
 
-def _human(out: dict[str, Any], violation: Any, args: argparse.Namespace, protocol: Any) -> None:
-    if out["verdict"] == "unknown":
-        print(
-            f"unknown: no example of {out['examples']} against {out['target']} had any "
-            f"{protocol.unit} acknowledged by the target, so nothing was exercised "
-            f"({out['seconds']:.1f} s, profile {args.profile}, seed {out['seed']})"
-        )
-        return
+def _human(result: dict[str, Any], args: argparse.Namespace) -> None:
+    from qmodel.story import story
+
+    violation = result["violation"]
     if violation is None:
         print(
-            f"ok: no invariant broke in {out['examples']} examples against {out['target']} "
-            f"({out['seconds']:.1f} s, profile {args.profile}, seed {out['seed']}; "
-            f"{out['verbs_run']} verbs, {out['scheduler_steps_run']} scheduler steps)"
+            f"ok: no invariant broke in {result['examples']} examples against "
+            f"{result['target']} ({result['seconds']:.1f} s, profile {args.profile}, seed "
+            f"{result['seed']}; {result['verbs_run']} verbs, {result['scheduler_steps_run']} "
+            "scheduler steps)"
         )
         return
-    inv = protocol.invariant(violation.invariant)
-    print(f"VIOLATION of {inv.id} ({inv.kind})")
-    print(f"  {inv.doc}")
-    print()
-    print(f"  {violation.summary}")
-    for k, v in violation.values.items():
-        print(f"    {k}: {v}")
-    print()
-    print(
-        f"Shrunk run ({out['steps']} steps), found after {out['examples']} examples "
-        f"in {out['seconds']:.1f} s:"
+    found = (
+        f"first seen at example {result['found_at_example']}, shrunk by example "
+        f"{result['examples']}, {result['seconds']:.1f} s in all"
     )
-    for i, line in enumerate(out["trace"], 1):
-        print(f"  {i:3}. {line}")
+    print(
+        story(
+            violation,
+            result["trace"],
+            protocol=result["protocol"],
+            target=result["target"],
+            found=found,
+        )
+    )
     print()
     print("Replay it (the same seed and profile give the same run):")
     print("  " + check_command(args))
@@ -591,6 +970,8 @@ def check_command(args: argparse.Namespace) -> str:
         cmd += ["--kv", args.kv]
     for i in args.invariant or ():
         cmd += ["--invariant", i]
+    for i in getattr(args, "skip_invariant", None) or ():
+        cmd += ["--skip-invariant", i]
     cmd += ["--profile", args.profile, "--seed", str(args.seed)]
     if args.max_examples:
         cmd += ["--max-examples", str(args.max_examples)]

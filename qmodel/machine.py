@@ -25,7 +25,9 @@ from qmodel import protocols
 from qmodel.check import Invariant, Violation, select
 from qmodel.driver import Example, InvariantViolation
 from qmodel.protocol import Protocol
+from qmodel.exampledb import database_key, target_name
 from qmodel.sim.choices import HypothesisBackend
+from qmodel.testcase import test_case_for
 from qmodel.world import World, WorldConfig
 
 __all__ = ["InvariantViolation", "QueueMachine", "machine_for"]
@@ -89,7 +91,9 @@ def machine_for(
     :class:`~qmodel.protocol.Protocol` (an unknown name raises
     :class:`~qmodel.protocols.UnknownProtocol` with the closest ones). ``invariants`` selects
     invariant ids of the protocol (default all; an unknown id raises with the known ones
-    listed). Its ``TestCase`` attribute is a ``unittest.TestCase`` pytest collects.
+    listed). Its ``TestCase`` attribute is a ``unittest.TestCase`` pytest collects, run
+    under qmodel's bounded settings unless a profile was chosen (:mod:`qmodel.testcase`); its
+    examples are saved under a key of the target and configuration (:mod:`qmodel.exampledb`).
     """
     if isinstance(protocol, Protocol) or config is None:
         proto = protocols.get(protocol)
@@ -99,7 +103,10 @@ def machine_for(
     cfg = config or WorldConfig(protocol=ref, bots=bots, frontends=frontends, kv=kv)
     checked = select(proto.invariants, invariants, protocol=proto.name)
     name = f"Machine_{getattr(target, '__name__', type(target).__name__)}"
-    return type(
+    # Hypothesis keys saved examples by a digest of the class, which for a class made here is
+    # its name alone: this attribute, which that digest includes, keeps targets apart.
+    key = database_key(target_name(target), repr(cfg), (i.id for i in checked))
+    machine = type(
         name,
         (QueueMachine,),
         {
@@ -107,8 +114,11 @@ def machine_for(
             "protocol": proto,
             "config": cfg,
             "checked": checked,
+            "_hypothesis_internal_add_digest": key,
         },
     )
+    machine.TestCase = test_case_for(machine)  # qmodel's bounded settings; the story on failure
+    return machine
 
 
 def _factory(target: Any) -> Callable[[], Any]:

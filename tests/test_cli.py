@@ -89,11 +89,14 @@ def test_unknown_invariant(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_bad_option_value_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
-    """A malformed option exits 2 with argparse's message."""
-    with pytest.raises(SystemExit) as exc:
-        cli.main(["check", "--kv", "eventual"])
-    assert exc.value.code == 2
-    assert "invalid choice: 'eventual'" in capsys.readouterr().err
+    """A malformed option exits 2 with argparse's message and the usage, no traceback."""
+    code, out, err = run(capsys, "check", "--kv", "eventual")
+    assert code == 2 and out == ""
+    assert "usage: qmodel check" in err
+    assert (
+        "qmodel: error: argument --kv: invalid choice: 'eventual' (choose from 'strict', "
+        "'local'); see qmodel check --help" in err
+    )
 
 
 def test_json_violation_object(capsys: pytest.CaptureFixture[str]) -> None:
@@ -105,17 +108,10 @@ def test_json_violation_object(capsys: pytest.CaptureFixture[str]) -> None:
     lines = out.strip().splitlines()
     assert len(lines) == 1
     obj = json.loads(lines[0])
-    assert set(obj) == {
-        "verdict",
-        "invariant",
-        "target",
-        "seed",
-        "examples",
-        "steps",
-        "seconds",
-        "trace",
-    }
-    assert obj["verdict"] == "violation"
+    assert list(obj) == list(cli.JSON_FIELDS)
+    assert obj["verdict"] == "violation" and obj["error"] is None and obj["report"] is None
+    assert 1 <= obj["found_at_example"] <= obj["examples"]
+    assert obj["versions"] == cli.versions() and obj["versions"]["hypothesis"]
     assert obj["invariant"] in ("single-claim", "one-reply", "platform")
     assert obj["target"] == "catalog:CLAIM_NOT_ATOMIC" and obj["seed"] == 0
     assert obj["steps"] == len(obj["trace"]) > 0
@@ -127,6 +123,7 @@ def test_json_ok_on_the_sound_design(capsys: pytest.CaptureFixture[str]) -> None
     code, out, _ = run(capsys, "check", "--target", "sound", "--max-examples", "5", "--json")
     obj = json.loads(out)
     assert code == 0 and obj["verdict"] == "ok" and obj["invariant"] is None
+    assert obj["found_at_example"] is None and obj["error"] is None
     assert obj["examples"] >= 5 and obj["trace"] == [] and obj["steps"] == 0
 
 
@@ -170,14 +167,17 @@ def test_worker_stuck_in_one_step_is_stopped(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A worker looping without await inside one step is stopped by the watchdog: exit 3 (the
-    run could not finish), naming the request."""
+    run could not finish), naming the request, and under --json one error object."""
     monkeypatch.setattr(cli, "HANG_SECONDS", 1.0)
-    code, _, err = run(
-        capsys, "check", "--target", f"{TARGETS / 'spins.py'}:worker", "--max-examples", "1"
-    )
+    argv = ["check", "--target", f"{TARGETS / 'spins.py'}:worker", "--max-examples", "1"]
+    code, _, err = run(capsys, *argv)
     assert code == 3
     assert "made no progress for 1 s inside one step" in err
     assert "qmodel: error: request " in err
+    code, out, _ = run(capsys, *argv, "--json")
+    obj = json.loads(out)
+    assert code == 3 and obj["verdict"] == "error" and obj["error"]["kind"] == "stuck"
+    assert "made no progress for 1 s" in obj["error"]["message"]
 
 
 def test_catalog_json(capsys: pytest.CaptureFixture[str]) -> None:
@@ -211,3 +211,231 @@ def test_shrinking_out_of_time_is_said_plainly(
     assert code == 1 and json.loads(out)["verdict"] == "violation"
     assert "five minutes" not in err
     assert "qmodel: shrinking stopped at the dev profile's time limit (0 s)" in err
+
+
+# -- the contract: one JSON object in every case ------------------------------------------------
+
+BAD_INPUTS = [
+    # (argv, error kind, a part of the message)
+    (["check", "--kv", "eventual"], "usage", "argument --kv: invalid choice: 'eventual'"),
+    (["check", "--bots", "two"], "usage", "argument --bots: invalid int value: 'two'"),
+    (["frobnicate"], "usage", "invalid choice: 'frobnicate'"),
+    ([], "usage", "the following arguments are required"),
+    (["check", "--bots", "-1"], "usage", "--bots must be >= 0 and --frontends >= 1"),
+    (["check", "--max-examples", "0"], "usage", "--max-examples must be at least 1"),
+    (["check", "--step-limit", "5"], "usage", "--step-limit must be at least 10"),
+    (["check", "--seed", "-3"], "usage", "--seed must be >= 0"),
+    (["check", "--target", "catalog:NOPE"], "target", "unknown catalog id 'NOPE'"),
+    (["check", "--target", "no/such/worker.py"], "target", "no/such/worker.py does not exist"),
+    (["check", "--target", str(TARGETS / "bad_syntax.py")], "target", "raised SyntaxError"),
+    (["check", "--target", str(TARGETS / "sync_fetch.py")], "target", "fetch is not async"),
+    (
+        ["check", "--target", f"{TARGETS / 'raises_on_construct.py'}:Worker"],
+        "target",
+        "raised RuntimeError: COMMENTS_URL is not configured",
+    ),
+    (["check", "--target", "worker.mjs"], "target", "target file worker.mjs does not exist"),
+    (["check", "--invariant", "one-replies"], "usage", "unknown invariant 'one-replies'"),
+    (["check", "--skip-invariant", "nope"], "usage", "unknown invariant 'nope'"),
+    (
+        ["check", "--invariant", "cost", "--skip-invariant", "cost"],
+        "usage",
+        "--skip-invariant leaves no invariant to check",
+    ),
+    (["check", "--report", str(TARGETS / "spins.py")], "usage", "that path is a file"),
+    (
+        ["check", "--report", str(TARGETS / "spins.py" / "reports")],
+        "usage",
+        "is a file, so the directory cannot be created",
+    ),
+    (["replay", "no/such/trace.json"], "trace", "no/such/trace.json"),
+    (["replay", str(TARGETS / "spins.py")], "trace", "spins.py"),
+]
+
+
+@pytest.mark.parametrize("argv, kind, message", BAD_INPUTS, ids=lambda v: str(v)[:40])
+def test_every_bad_input_answers_one_json_object(
+    capsys: pytest.CaptureFixture[str], argv: list[str], kind: str, message: str
+) -> None:
+    """Every bad input exits 2 and, with --json, prints exactly one object: verdict error, the
+    kind of error and a message saying what was wrong; nothing of a search ran."""
+    code, out, err = run(capsys, *argv, "--json")
+    assert code == 2
+    lines = out.strip().splitlines()
+    assert len(lines) == 1, out
+    obj = json.loads(lines[0])
+    assert list(obj) == list(cli.JSON_FIELDS)
+    assert obj["verdict"] == "error" and obj["error"]["kind"] == kind
+    assert message in obj["error"]["message"]
+    assert obj["examples"] is None and obj["trace"] == []
+    assert f"qmodel: error: {obj['error']['message']}" in err
+    assert "Traceback" not in err
+
+
+def test_report_directory_is_checked_before_the_search(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """A --report directory that cannot be made fails at once, before any example runs."""
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    code, out, _ = run(
+        capsys,
+        "check",
+        "--target",
+        "catalog:CLAIM_NOT_ATOMIC",
+        "--report",
+        str(blocker / "r"),
+        "--json",
+    )
+    obj = json.loads(out)
+    assert code == 2 and obj["examples"] is None and obj["seconds"] is None
+
+
+def test_unreproducible_failure_is_unknown_not_a_violation(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A failure that does not happen again on the same example (Hypothesis's Flaky) answers
+    verdict unknown and exit 2, with what to look for in the target, not a traceback."""
+    code, out, err = run(
+        capsys, "check", "--target", str(TARGETS / "flaky.py"), "--max-examples", "5", "--json"
+    )
+    obj = json.loads(out)
+    assert code == 2 and obj["verdict"] == "unknown" and obj["error"]["kind"] == "unknown"
+    assert isinstance(obj["found_at_example"], int) and obj["found_at_example"] >= 1
+    assert (
+        "a violation of platform was seen, but the same example did not break it"
+        in (obj["error"]["message"])
+    )
+    assert "state kept between examples" in obj["error"]["message"]
+    assert "Traceback" not in err
+
+
+def test_internal_error_exits_3_with_one_object(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An exception of qmodel itself exits 3 with verdict error, kind internal, and asks for a
+    bug report (the traceback goes to stderr)."""
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise ZeroDivisionError("division by zero")
+
+    monkeypatch.setattr(cli, "run_check", broken)
+    code, out, err = run(capsys, "check", "--target", "sound", "--json")
+    obj = json.loads(out)
+    assert code == 3 and obj["verdict"] == "error" and obj["error"]["kind"] == "internal"
+    assert obj["error"]["message"].startswith(
+        "internal error: ZeroDivisionError: division by zero. This is a bug in qmodel"
+    )
+    assert "Traceback" in err
+
+
+def test_skip_invariant_is_not_checked(capsys: pytest.CaptureFixture[str]) -> None:
+    """--skip-invariant removes an invariant from the check: the platform rule that catches
+    CLAIM_NOT_ATOMIC first is skipped, so another of its invariants names it."""
+    code, out, _ = run(
+        capsys,
+        "check",
+        "--target",
+        "catalog:CLAIM_NOT_ATOMIC",
+        "--skip-invariant",
+        "platform",
+        "--max-examples",
+        "60",
+        "--profile",
+        "dev",
+        "--json",
+    )
+    obj = json.loads(out)
+    assert code == 1 and obj["invariant"] in ("single-claim", "one-reply")
+
+
+def test_human_output_names_the_target_and_counts_time_from_the_start(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Without --json a violation is told against its target, with virtual times relative to
+    the start of the run, and where the search first saw it."""
+    code, out, _ = run(
+        capsys,
+        "check",
+        "--target",
+        "catalog:CLAIM_NOT_ATOMIC",
+        "--max-examples",
+        "40",
+        "--profile",
+        "dev",
+    )
+    assert code == 1
+    assert "VIOLATION of platform (safety) against catalog:CLAIM_NOT_ATOMIC" in out
+    assert "    1. +0.000 s  " in out and "t=17" not in out
+    assert "first seen at example " in out
+
+
+def test_version_and_python_dash_m() -> None:
+    """qmodel --version and python -m qmodel --version name qmodel's and Hypothesis's versions."""
+    import hypothesis
+
+    import qmodel
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "qmodel", "--version"], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0
+    assert proc.stdout.startswith(
+        f"qmodel {qmodel.__version__} (Hypothesis {hypothesis.__version__}, Python "
+    )
+
+
+def test_help_lists_invariants_profiles_and_defaults(capsys: pytest.CaptureFixture[str]) -> None:
+    """check --help lists every protocol's invariant ids, the profiles with their budgets, and
+    defaults."""
+    from qmodel import protocols
+
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["check", "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    for name in protocols.names():
+        assert f"  protocol {name}: " in out
+        for inv in protocols.get(name).invariants:
+            assert f"    {inv.id} " in out
+    assert "ci         150 examples, shrinking at most 250 runs" in out
+    flat = " ".join(out.split())  # argparse wraps the options' help
+    assert "(default: seed-000," in flat and "search budget (default ci" in flat
+    assert "bot processes (default 2)" in flat and "(default 10000)" in flat
+    assert "QMODEL_EXAMPLE_DB" in out
+
+
+def test_ctrl_c_prints_one_line(tmp_path: Path) -> None:
+    """SIGINT during a search: one line on stderr (no traceback), verdict unknown under --json,
+    exit 130."""
+    import signal
+    import time
+
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "qmodel",
+            "check",
+            "--target",
+            "sound",
+            "--profile",
+            "nightly",
+            "--json",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+    )
+    try:
+        time.sleep(3)  # past start-up, into the search
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130
+    assert err.startswith("qmodel: interrupted after ") and err.count("\n") == 1
+    assert "Traceback" not in err
+    obj = json.loads(out)
+    assert obj["verdict"] == "unknown" and obj["error"]["kind"] == "interrupted"

@@ -341,7 +341,10 @@ def test_a_worker_that_never_returns_ends_the_run_with_exit_3(
     path = module(tmp_path, f"export default {{ async fetch() {{ {body} }} }};\n")
     code, result, err, seconds = timed_check(capsys, path)
     assert code == 3 and result["verdict"] == "error"
-    assert result["error"].startswith("request bot-1:pending made no progress for 1 s inside")
+    assert result["error"]["kind"] == "stuck"
+    assert result["error"]["message"].startswith(
+        "request bot-1:pending made no progress for 1 s inside"
+    )
     assert "qmodel: error: request bot-1:pending made no progress" in err
     assert seconds < 10
 
@@ -360,7 +363,8 @@ def test_a_heap_blow_up_is_reported_by_its_first_cause(
     path = module(tmp_path, source)
     code, result, _, seconds = timed_check(capsys, path)
     assert code == 3 and result["verdict"] == "error"
-    message = result["error"]
+    assert result["error"]["kind"] == "node"
+    message = result["error"]["message"]
     assert message.startswith(
         "while serving request bot-1:pending, the Node process of the JavaScript lane exited"
     )

@@ -131,14 +131,15 @@ def test_a_blocking_call_is_interrupted_and_ends_the_run_with_exit_3(
     path = worker(tmp_path, body, imports=imports)
     code, result, err, seconds = check(capsys, path)
     assert code == 3
-    assert result == {
-        "verdict": "error",
-        "error": "request bot-1:pending made no progress for 1 s inside one step: its code did "
+    assert result["verdict"] == "error"
+    assert result["error"] == {
+        "kind": "stuck",
+        "message": "request bot-1:pending made no progress for 1 s inside one step: its code did "
         "not return to the scheduler (a loop without await, a blocking call such as time.sleep "
         "or a lock, or JavaScript that never awaits); every step of a worker must return to the "
         "scheduler at its next await",
     }
-    assert err == f"qmodel: error: {result['error']}\n"
+    assert err == f"qmodel: error: {result['error']['message']}\n"
     assert seconds < 5
 
 
@@ -178,7 +179,9 @@ def test_a_worker_that_swallows_the_interrupt_ends_the_process_with_exit_3(
     seconds = time.monotonic() - started
     assert proc.returncode == 3
     [line] = proc.stdout.splitlines()
-    message = json.loads(line)["error"]
+    answer = json.loads(line)
+    assert answer["verdict"] == "error" and answer["error"]["kind"] == "stuck"
+    message = answer["error"]["message"]
     assert message.startswith("request bot-1:pending made no progress for 1 s inside one step")
     assert message.endswith(
         "The interrupt did not stop it within 3 s (the worker swallows it, or blocks where a "
@@ -190,7 +193,7 @@ def test_a_worker_that_swallows_the_interrupt_ends_the_process_with_exit_3(
 
 def test_ctrl_c_inside_a_worker_stops_the_run_and_is_no_finding(tmp_path: Path) -> None:
     """Ctrl-C while a worker blocks is the user's interrupt, not the worker's failure: the run
-    stops with status 130 and prints no verdict."""
+    stops at once with status 130, one line on stderr and, under --json, verdict unknown."""
     path = worker(tmp_path, "time.sleep(10**6)", imports="import time")
     proc = subprocess.Popen(
         [
@@ -214,4 +217,7 @@ def test_ctrl_c_inside_a_worker_stops_the_run_and_is_no_finding(tmp_path: Path) 
         out, err = proc.communicate(timeout=30)
     finally:
         proc.kill()
-    assert (proc.returncode, out, err) == (130, "", "qmodel: interrupted\n")
+    assert proc.returncode == 130
+    assert err.startswith("qmodel: interrupted") and err.count("\n") == 1, err
+    answer = json.loads(out)
+    assert answer["verdict"] == "unknown" and answer["error"]["kind"] == "interrupted"

@@ -32,7 +32,9 @@ def search(
 ) -> InvariantViolation | None:
     """Run the machine's generation phase (no shrinking); the violation found, or ``None``."""
     cls = machine_for(target, protocol=protocol, kv=kv)
-    budget = settings(settings.get_profile("ci"), max_examples=examples, phases=[Phase.generate])
+    budget = settings(
+        settings.get_profile("qmodel-ci"), max_examples=examples, phases=[Phase.generate]
+    )
     try:
         seed(run_seed)(get_state_machine_test(cls, settings=budget))()
     except InvariantViolation as found:
@@ -82,11 +84,11 @@ def test_machine_for_gives_a_test_case() -> None:
     """machine_for(...).TestCase is a unittest case pytest can collect; it fails on a bug."""
     good = machine_for(SoundWorker)
     assert issubclass(good.TestCase, unittest.TestCase)
-    good.TestCase.settings = settings(settings.get_profile("ci"), max_examples=5)
+    good.TestCase.settings = settings(settings.get_profile("qmodel-ci"), max_examples=5)
     good.TestCase("runTest").runTest()
     bad = machine_for(entry("CLAIM_NOT_ATOMIC").target)
     bad.TestCase.settings = settings(
-        settings.get_profile("ci"), max_examples=50, phases=[Phase.generate]
+        settings.get_profile("qmodel-ci"), max_examples=50, phases=[Phase.generate]
     )
     with pytest.raises(InvariantViolation):
         bad.TestCase("runTest").runTest()
@@ -95,7 +97,7 @@ def test_machine_for_gives_a_test_case() -> None:
 def test_invariant_selection_limits_what_is_checked() -> None:
     """--invariant checks only the named invariants: a bug caught by others goes unreported."""
     e = entry("POLL_MISSES_MESSAGE")
-    budget = settings(settings.get_profile("ci"), max_examples=40, phases=[Phase.generate])
+    budget = settings(settings.get_profile("qmodel-ci"), max_examples=40, phases=[Phase.generate])
     with pytest.raises(InvariantViolation) as everything:
         seed(0)(get_state_machine_test(machine_for(e.target), settings=budget))()
     assert everything.value.violation.invariant == "poll-delivery"

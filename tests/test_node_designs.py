@@ -135,7 +135,9 @@ def test_the_seed_bugs_show_in_javascript() -> None:
 def search(target: Any, *, examples: int, protocol: str, run_seed: int = 0) -> Any:
     """The machine's generation phase (no shrinking) under ``ci``; the violation, or ``None``."""
     cls = machine_for(target, protocol=protocol)
-    budget = settings(settings.get_profile("ci"), max_examples=examples, phases=[Phase.generate])
+    budget = settings(
+        settings.get_profile("qmodel-ci"), max_examples=examples, phases=[Phase.generate]
+    )
     try:
         seed(run_seed)(get_state_machine_test(cls, settings=budget))()
     except InvariantViolation as found:
@@ -165,7 +167,7 @@ def test_machine_for_takes_a_javascript_worker() -> None:
     """machine_for(js_worker(...)).TestCase is a unittest case, as for a Python worker."""
     case = machine_for(js(SOUND), protocol="queue").TestCase
     assert issubclass(case, unittest.TestCase)
-    case.settings = settings(settings.get_profile("ci"), max_examples=2)
+    case.settings = settings(settings.get_profile("qmodel-ci"), max_examples=2)
     case("runTest").runTest()
 
 

@@ -46,7 +46,9 @@ def found(catalog_id: str, examples: int = 300) -> InvariantViolation:
     """The first counterexample the machine's generation phase finds for ``catalog_id``."""
     e = entry(catalog_id)
     cls = machine_for(e.target, protocol=e.protocol)
-    budget = settings(settings.get_profile("ci"), max_examples=examples, phases=[Phase.generate])
+    budget = settings(
+        settings.get_profile("qmodel-ci"), max_examples=examples, phases=[Phase.generate]
+    )
     try:
         seed(0)(get_state_machine_test(cls, settings=budget))()
     except InvariantViolation as exc:

@@ -130,3 +130,43 @@ def test_default_check_report_has_no_empty_table(
             assert lines[i + 1].startswith("| "), f"empty table under {lines[i - 1]!r}"
     assert any(line.startswith("When the violation was caught") for line in lines)
     assert "no message of the actors was in play" in md.read_text()
+
+
+def test_report_files_appear_whole_or_not_at_all(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A report whose last file cannot be made leaves nothing in the folder: no trace without
+    its report, no half-written file."""
+    import qmodel.report as report
+
+    def broken(*args: object) -> str:
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(report, "regression_test", broken)
+    trace = load(Path(__file__).parents[1] / "docs" / "examples" / "CLAIM_NOT_ATOMIC.json")
+    with pytest.raises(OSError, match="No space left on device"):
+        report.write_report(trace, tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_report_that_cannot_be_written_keeps_the_verdict(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    quick_shrink: None,
+) -> None:
+    """The violation is still the answer (exit 1) when its report fails; the JSON object says
+    why there is no report."""
+    import qmodel.report as report
+
+    def broken(*args: object) -> str:
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(report, "regression_test", broken)
+    argv = ["check", "--target", "catalog:CLAIM_NOT_ATOMIC", "--max-examples", "40", "--json"]
+    code = cli.main([*argv, "--report", str(tmp_path)])
+    obj = json.loads(capsys.readouterr().out)
+    assert code == 1 and obj["verdict"] == "violation" and obj["report"] is None
+    assert obj["error"]["kind"] == "report"
+    assert obj["error"]["message"].endswith("OSError: No space left on device")
+    assert list(tmp_path.iterdir()) == []

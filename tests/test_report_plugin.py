@@ -24,7 +24,7 @@ from qmodel.machine import machine_for
 from qmodel.profiles import register
 
 register()
-QUICK = settings(settings.get_profile("ci"), max_examples=300, phases=[Phase.generate])
+QUICK = settings(settings.get_profile("qmodel-ci"), max_examples=300, phases=[Phase.generate])
 
 claims = entry("CLAIM_NOT_ATOMIC")
 TestClaims = machine_for(

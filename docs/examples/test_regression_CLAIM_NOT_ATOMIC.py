@@ -17,7 +17,7 @@ from pathlib import Path
 from qmodel.replay import regression_check
 
 TRACE = Path(__file__).with_name("CLAIM_NOT_ATOMIC.json")
-TARGET = os.environ.get("QMODEL_TARGET") or "catalog:CLAIM_NOT_ATOMIC"
+TARGET = os.environ.get("QMODEL_TARGET") or 'catalog:CLAIM_NOT_ATOMIC'
 
 
 def test_regression_CLAIM_NOT_ATOMIC() -> None:

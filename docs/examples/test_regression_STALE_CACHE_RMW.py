@@ -17,7 +17,7 @@ from pathlib import Path
 from qmodel.replay import regression_check
 
 TRACE = Path(__file__).with_name("STALE_CACHE_RMW.json")
-TARGET = os.environ.get("QMODEL_TARGET") or "catalog:STALE_CACHE_RMW"
+TARGET = os.environ.get("QMODEL_TARGET") or 'catalog:STALE_CACHE_RMW'
 
 
 def test_regression_STALE_CACHE_RMW() -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 from qmodel.replay import regression_check
 
 TRACE = Path(__file__).with_name("TS_KEY_404.json")
-TARGET = os.environ.get("QMODEL_TARGET") or "catalog:TS_KEY_404"
+TARGET = os.environ.get("QMODEL_TARGET") or 'catalog:TS_KEY_404'
 
 
 def test_regression_TS_KEY_404() -> None:

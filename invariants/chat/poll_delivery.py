@@ -2,7 +2,7 @@
 each acknowledged message, human or AI, that it did not post itself. A violation names the
 first frontend (by name) that never received some of them, and lists those messages.
 
-What a frontend received is :attr:`~invariants.base.Settled.seen`: the ids its polls
+What a frontend received is :attr:`~qmodel.protocols.chat.observe.Settled.seen`: the ids its polls
 (``GET /api/comments?after=...``) returned up to the end of the settled run. Its own posts are
 left out on both sides: a frontend shows its own message at once, without a poll.
 

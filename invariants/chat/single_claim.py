@@ -4,7 +4,7 @@ pending period.
 
 A pending period starts when the message is posted and again when its claimer gives it back
 (a ``fail`` answered ``pending``) or its claim's lease runs out (the claim is older than
-:attr:`qmodel.spec.SpecState.lease_ms`); :attr:`qmodel.spec.MessageSpec.claims` holds the
+:attr:`qmodel.protocols.chat.spec.SpecState.lease_ms`); :attr:`qmodel.protocols.chat.spec.MessageSpec.claims` holds the
 claims of the current period, so two entries there are two bots that both believe they own the
 message. While a ``fail`` of the message is sent and not yet answered, the period may already
 have ended, so the check waits for its answer. A claim of a finished message counts too: it

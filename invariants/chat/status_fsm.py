@@ -3,7 +3,7 @@ complete; a fail sends it back to pending or on to failed; once complete or fail
 A violation is an acknowledged change out of a terminal status, or a message completed while
 pending (a complete that no claim preceded).
 
-The changes are :attr:`qmodel.spec.SpecState.transitions`: the status each acknowledged
+The changes are :attr:`qmodel.protocols.chat.spec.SpecState.transitions`: the status each acknowledged
 exchange implies, in history order. Legal moves: pending → processing (claim), processing →
 complete (complete or PATCH), processing → pending or failed (fail), pending → complete by a
 PATCH (the PATCH era has no claim), pending → failed (fail), and a claim taking over an expired

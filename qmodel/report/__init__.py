@@ -18,6 +18,7 @@ trace with the KV stores' recorder on (:mod:`qmodel.report.detail`), never durin
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -53,7 +54,12 @@ def report_id(trace: Trace) -> str:
 def write_report(trace: Trace, directory: str | Path) -> ReportFiles:
     """Write the report, the trace and the regression test of ``trace`` into ``directory``
     (created if missing). The trace is replayed first (strictly) to collect the detail; a
-    trace that does not replay raises :class:`~qmodel.replay.ReplayMismatch`."""
+    trace that does not replay raises :class:`~qmodel.replay.ReplayMismatch`.
+
+    Each file is replaced whole or not at all: all three are written beside their final names
+    first and renamed into place only once every one is written, so a run stopped half-way (or
+    a full disk) never leaves a truncated trace that ``qmodel replay`` would refuse.
+    """
     detail = collect(trace)
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
@@ -63,9 +69,26 @@ def write_report(trace: Trace, directory: str | Path) -> ReportFiles:
         trace=out / f"{rid}.json",
         test=out / f"test_regression_{rid}.py",
     )
-    trace.write(files.trace)
-    files.markdown.write_text(
-        render(detail, Paths(str(files.trace), str(files.test))), encoding="utf-8"
-    )
-    files.test.write_text(regression_test(trace, rid), encoding="utf-8")
+    pending: list[tuple[Path, Path]] = []
+    try:
+        for final, write in (
+            (files.trace, trace.write),
+            (
+                files.markdown,
+                lambda p: p.write_text(
+                    render(detail, Paths(str(files.trace), str(files.test))), encoding="utf-8"
+                ),
+            ),
+            (files.test, lambda p: p.write_text(regression_test(trace, rid), encoding="utf-8")),
+        ):
+            # Beside the final name (a rename within one folder is atomic); the process id keeps
+            # two runs writing into one folder apart.
+            temp = out / f".{final.name}.{os.getpid()}.tmp"
+            pending.append((temp, final))
+            write(temp)
+        for temp, final in pending:
+            os.replace(temp, final)
+    finally:
+        for temp, _ in pending:
+            temp.unlink(missing_ok=True)
     return files

@@ -187,7 +187,7 @@ def collect(trace: Trace) -> Detail:
 
 class KvTap:
     """The KV stores' tap during a report's replay: one :class:`KvOp` per call, with notes on
-    what made it surprising (§1.3-§1.8, §2.2 of ``reference/workers-kv-semantics.md``)."""
+    what made it surprising (§1.3-§1.8, §2.2 of ``docs/reference/workers-kv-semantics.md``)."""
 
     def __init__(self, store: Any, ops: list[KvOp], events: list[tuple[str, Any]]) -> None:
         self.store = store

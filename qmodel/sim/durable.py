@@ -1,6 +1,6 @@
 """Durable Objects: one single-threaded instance per id, transactional storage, input gates.
 
-The rules, from ``reference/workers-kv-semantics.md`` §5:
+The rules, from ``docs/reference/workers-kv-semantics.md`` §5:
 
 * One instance per id; every request for the id goes to it (§5.1, [DO-BLOG]). The instance is
   created on the first request, ``cls(state, env)``, and keeps its in-memory fields until it is

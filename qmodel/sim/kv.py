@@ -1,6 +1,6 @@
 """A simulator of Workers KV with the platform's real semantics.
 
-Every rule here comes from ``reference/workers-kv-semantics.md`` (cited as §N) and is a knob of
+Every rule here comes from ``docs/reference/workers-kv-semantics.md`` (cited as §N) and is a knob of
 :class:`KvConfig` whose default is the production value. The model:
 
 * **Central store** (§1.1, §1.7): one ``SortedDict`` keyed by the UTF-8 bytes of the key.

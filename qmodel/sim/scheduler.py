@@ -4,7 +4,7 @@ A target's KV binding, a Durable Object's storage, ``sleep`` and outgoing HTTP c
 ``async``: each call *suspends* the task and hands an :class:`Op` to the scheduler. A *step*
 resumes one task: it performs the task's pending operation now (a KV read sees the store as it
 is at this step) and runs the task's code up to its next suspension. Code between two awaits is
-atomic, exactly as in a Worker isolate ([W-HOW] in ``reference/workers-kv-semantics.md`` §6:
+atomic, exactly as in a Worker isolate ([W-HOW] in ``docs/reference/workers-kv-semantics.md`` §6:
 "other requests may (or may not) be processed during awaiting any async tasks").
 
 Which runnable task steps next is a choice (label ``step``; options are the runnable tasks in
