@@ -24,8 +24,8 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 from qmodel import protocols
 from qmodel.check import Invariant, Violation, select
 from qmodel.driver import Example, InvariantViolation
-from qmodel.protocol import Protocol
 from qmodel.exampledb import database_key, target_name
+from qmodel.protocol import Protocol
 from qmodel.sim.choices import HypothesisBackend
 from qmodel.testcase import test_case_for
 from qmodel.world import World, WorldConfig

@@ -1,9 +1,8 @@
 """The ten invariants of ``invariants/`` and their registry, on hand-built histories.
 
-Each history is a list of :class:`~qmodel.history.Exchange` made by :class:`Run` (which numbers
-them and moves a virtual clock), folded with :func:`qmodel.protocols.chat.spec.replay`; each invariant gets at
-least one history it accepts and one it rejects, with the exact violation.
-"""
+Each history is a list of :class:`~qmodel.history.Exchange` made by :class:`Run` (which numbers them
+and moves a virtual clock), folded with :func:`qmodel.protocols.chat.spec.replay`; each invariant
+gets at least one history it accepts and one it rejects, with the exact violation."""
 
 from __future__ import annotations
 

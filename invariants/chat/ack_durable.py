@@ -2,11 +2,11 @@
 whose POST was answered 200 is either answered or still where the bot can find it (in the
 listing or the pending queue). A violation lists the acknowledged messages that are neither.
 
-"Answered" is :attr:`qmodel.protocols.chat.spec.MessageSpec.answered`: terminal, replied to, or PATCHed
-``processed``. "Where the bot can find it" is the settled probes of
-:class:`~qmodel.protocols.chat.observe.Settled`: the message's id in ``listing`` (``GET /api/comments``) or in
-``pending`` (``GET /api/queue/pending``). A probe that got no usable answer (``None``) finds
-nothing, so a target that cannot show its messages once settled breaks this too.
+"Answered" is :attr:`qmodel.protocols.chat.spec.MessageSpec.answered`: terminal, replied to, or
+PATCHed ``processed``. "Where the bot can find it" is the settled probes of
+:class:`~qmodel.protocols.chat.observe.Settled`: the message's id in ``listing`` (``GET
+/api/comments``) or in ``pending`` (``GET /api/queue/pending``). A probe that got no usable answer
+(``None``) finds nothing, so a target that cannot show its messages once settled breaks this too.
 
 This is the weaker sibling of ``pending-visible``: a message still waiting in the queue passes
 here, and fails there only if the bot never gets to it.

@@ -3,9 +3,9 @@ a finished message shows its final status, and no recent message has been erased
 violation is, in the settled listing, a duplicated id, a stale status on a complete or failed
 human message, or one of the newest acknowledged messages missing.
 
-The settled listing is :attr:`~qmodel.protocols.chat.observe.Settled.listing` (``GET /api/comments?limit=200``
-from a location that never read before, after every staleness window): what the cache, not any
-single message key, says. The three rules, reported in this order:
+The settled listing is :attr:`~qmodel.protocols.chat.observe.Settled.listing` (``GET
+/api/comments?limit=200`` from a location that never read before, after every staleness window):
+what the cache, not any single message key, says. The three rules, reported in this order:
 
 (a) **unique**: no id is listed twice (the first duplicated id, in listing order);
 (b) **converged**: every listed human message the spec knows whose spec status is terminal

@@ -2,9 +2,10 @@
 is settled unless the queue gave up on it (status failed). A violation is a message with two
 or more acknowledged replies, or, once settled, a message that is not failed and has none.
 
-A reply counts when its POST (``message-type: AI``, ``replyTo`` the human message's id) was
-answered 200: that is what users see in the chat. The count comes from
-:attr:`qmodel.protocols.chat.spec.MessageSpec.replies`, so it does not depend on what any cache shows.
+A reply counts when its POST (``message-type: AI``, ``replyTo`` the human message's id) was answered
+200: that is what users see in the chat. The count comes from
+:attr:`qmodel.protocols.chat.spec.MessageSpec.replies`, so it does not depend on what any cache
+shows.
 
 Two replies come from a bot answering a message again after a 404 (``TS_KEY_404``), two bots
 both winning a claim (``CLAIM_NOT_ATOMIC``) or a crash between reply and complete

@@ -3,10 +3,10 @@ claim of it succeeds. A violation is a message with two or more claims answered 
 pending period.
 
 A pending period starts when the message is posted and again when its claimer gives it back
-(a ``fail`` answered ``pending``) or its claim's lease runs out (the claim is older than
-:attr:`qmodel.protocols.chat.spec.SpecState.lease_ms`); :attr:`qmodel.protocols.chat.spec.MessageSpec.claims` holds the
-claims of the current period, so two entries there are two bots that both believe they own the
-message. While a ``fail`` of the message is sent and not yet answered, the period may already
+(a ``fail`` answered ``pending``) or its claim's lease runs out (the claim is older than the
+spec's ``SpecState.lease_ms``); the spec's ``MessageSpec.claims``
+(:mod:`qmodel.protocols.chat.spec`) holds the claims of the current period, so two entries
+there are two bots that both believe they own the message. While a ``fail`` of the message is sent and not yet answered, the period may already
 have ended, so the check waits for its answer. A claim of a finished message counts too: it
 lands in the same period as the claim that finished it.
 

@@ -3,14 +3,13 @@ complete; a fail sends it back to pending or on to failed; once complete or fail
 A violation is an acknowledged change out of a terminal status, or a message completed while
 pending (a complete that no claim preceded).
 
-The changes are :attr:`qmodel.protocols.chat.spec.SpecState.transitions`: the status each acknowledged
-exchange implies, in history order. Legal moves: pending → processing (claim), processing →
-complete (complete or PATCH), processing → pending or failed (fail), pending → complete by a
-PATCH (the PATCH era has no claim), pending → failed (fail), and a claim taking over an expired
+The changes are :attr:`qmodel.protocols.chat.spec.SpecState.transitions`: the status each
+acknowledged exchange implies, in history order. Legal moves: pending → processing (claim),
+processing → complete (complete or PATCH), processing → pending or failed (fail), pending → complete
+by a PATCH (the PATCH era has no claim), pending → failed (fail), and a claim taking over an expired
 lease (processing stays processing). Illegal: anything from complete or failed (a claim, fail or
-complete of a finished message answered 200), and pending → complete by ``complete``, which
-means a claimer whose claim was already given back finished the message behind the queue's back.
-"""
+complete of a finished message answered 200), and pending → complete by ``complete``, which means a
+claimer whose claim was already given back finished the message behind the queue's back."""
 
 from __future__ import annotations
 
