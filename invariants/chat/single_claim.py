@@ -2,13 +2,13 @@
 claim of it succeeds. A violation is a message with two or more claims answered 200 in the same
 pending period.
 
-A pending period starts when the message is posted and again when its claimer gives it back
-(a ``fail`` answered ``pending``) or its claim's lease runs out (the claim is older than the
-spec's ``SpecState.lease_ms``); the spec's ``MessageSpec.claims``
-(:mod:`qmodel.protocols.chat.spec`) holds the claims of the current period, so two entries
-there are two bots that both believe they own the message. While a ``fail`` of the message is sent and not yet answered, the period may already
-have ended, so the check waits for its answer. A claim of a finished message counts too: it
-lands in the same period as the claim that finished it.
+A pending period starts when the message is posted and again when its claimer gives it back (a
+``fail`` answered ``pending``) or its claim's lease runs out (the claim is older than the spec's
+``SpecState.lease_ms``); the spec's ``MessageSpec.claims`` (:mod:`qmodel.protocols.chat.spec`) holds
+the claims of the current period, so two entries there are two bots that both believe they own the
+message. While a ``fail`` of the message is sent and not yet answered, the period may already have
+ended, so the check waits for its answer. A claim of a finished message counts too: it lands in the
+same period as the claim that finished it.
 
 Two winners come from a claim that reads, checks ``pending`` and writes without atomicity
 (``CLAIM_NOT_ATOMIC``); two winners mean two replies.
