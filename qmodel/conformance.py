@@ -62,12 +62,14 @@ def conform(target: Any, protocol: Protocol, config: WorldConfig) -> World:
     )
     if failed is not None:
         return world
-    refused = next(
-        (ex for ex in world.history.exchanges if not 200 <= (ex.status or 0) < 300), None
+    # The request that should have stored the unit of work says most: writes before reads.
+    refusals = [ex for ex in world.history.exchanges if not 200 <= (ex.status or 0) < 300]
+    refused = next((ex for ex in refusals if ex.method != "GET"), None) or next(
+        iter(refusals), None
     )
     unit = protocol.unit
     if refused is not None:
-        answer = f"{refused.status} {_short(refused.answer)}"
+        answer = f"{refused.status} {_short(refused)}"
         errors = f" ({'; '.join(refused.errors[:2])})" if refused.errors else ""
         raise NotConformant(
             f"{refused.method} {_path(refused)} answered {answer}{errors}: does this worker "
@@ -78,7 +80,7 @@ def conform(target: Any, protocol: Protocol, config: WorldConfig) -> World:
     if not acknowledged:
         first = world.history.exchanges[0] if world.history.exchanges else None
         said = (
-            f"; {first.method} {_path(first)} answered {first.status} {_short(first.answer)}"
+            f"; {first.method} {_path(first)} answered {first.status} {_short(first)}"
             if first is not None
             else "; no request reached it"
         )
@@ -99,6 +101,10 @@ def _path(ex: Exchange) -> str:
     return ex.path.split("?", 1)[0]
 
 
-def _short(answer: Any) -> str:
-    text = answer if isinstance(answer, str) else json.dumps(answer, separators=(",", ":"))
+def _short(ex: Exchange) -> str:
+    """The answer's body, quoted and cut at 60 characters."""
+    if ex.text is not None:
+        text = ex.text
+    else:
+        text = json.dumps(ex.answer, separators=(",", ":"))
     return json.dumps(text[:60] + ("..." if len(text) > 60 else ""))

@@ -22,7 +22,7 @@ from qmodel.protocol import Protocol, Verb
 from qmodel.sim.choices import Backend
 from qmodel.world import World, WorldConfig
 
-__all__ = ["Example", "InvariantViolation", "VERB_LABEL", "verb_label"]
+__all__ = ["ActorDied", "Example", "InvariantViolation", "VERB_LABEL", "verb_label"]
 
 #: The label of the choice of a verb; its argument's label is ``verb.NAME``.
 VERB_LABEL = "verb"
@@ -31,6 +31,19 @@ VERB_LABEL = "verb"
 def verb_label(name: str) -> str:
     """The label of the choice of verb ``name``'s argument."""
     return f"{VERB_LABEL}.{name}"
+
+
+class ActorDied(QmodelError, RuntimeError):
+    """An actor of the protocol ended with an exception of its own: the protocol's client code
+    is broken, so the run proves nothing. ``task`` names it, ``error`` is what it raised."""
+
+    def __init__(self, task: str, error: BaseException) -> None:
+        super().__init__(
+            f"the protocol's actor task {task} died of {type(error).__name__}: {error}; the "
+            "run proves nothing until the protocol's client code is fixed"
+        )
+        self.task = task
+        self.error = error
 
 
 class InvariantViolation(QmodelError, AssertionError):
@@ -114,6 +127,10 @@ class Example:
 
     def _check(self, checks: Iterable[Invariant]) -> None:
         world = self.world
+        dead = world.dead_actor()
+        if dead is not None:
+            assert dead.error is not None
+            raise ActorDied(dead.name, dead.error)
         ctx = world.context()
         for inv in checks:
             found = inv.check(ctx)

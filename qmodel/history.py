@@ -72,6 +72,9 @@ class Exchange:
     errors: tuple[str, ...] = ()
     #: The worker's console output while it served the request, up to its answer.
     logs: tuple[str, ...] = ()
+    #: The answer's body when it is not JSON (its first 200 characters), for messages that
+    #: quote what the target said; ``None`` for a JSON answer or no answer.
+    text: str | None = None
 
     @property
     def ok(self) -> bool:

@@ -97,6 +97,8 @@ class World:
     verbs: list[tuple[str, int]] = attrs.field(factory=list)
     #: What the protocol observed of the settled world (``None`` until :meth:`settle`).
     settled: Any = None
+    #: Every task started for the protocol's actors (loops and client actions), in order.
+    actor_tasks: list[Task] = attrs.field(factory=list)
 
     @classmethod
     def create(
@@ -125,12 +127,28 @@ class World:
         self._start(actor)
 
     def _start(self, actor: Any) -> None:
-        self.tasks[actor.name] = self.platform.scheduler.spawn(actor.run, actor.name, kind="actor")
+        self.tasks[actor.name] = self.spawn(actor.name, actor.run)
 
     def spawn(self, name: str, action: Callable[[], Any]) -> Task:
         """Start ``action`` (an ``async`` callable) as a client task beside the actors' loops;
         a task named ``"{actor}:..."`` dies with that actor's crash."""
-        return self.platform.scheduler.spawn(action, name, kind="actor")
+        task = self.platform.scheduler.spawn(action, name, kind="actor")
+        self.actor_tasks.append(task)
+        return task
+
+    def dead_actor(self) -> Task | None:
+        """The first actor task that ended with an exception of its own (not killed by a crash
+        or the step limit): an actor of the protocol is broken, and nothing it should have done
+        was done, so no verdict may rest on the run."""
+        for task in self.actor_tasks:
+            error = task.error
+            if (
+                task.finished
+                and error is not None
+                and not isinstance(error, TaskCancelled | GeneratorExit | StepLimitExceeded)
+            ):
+                return task
+        return None
 
     def crash(self, group: str, index: int) -> None:
         """Actor ``index`` (modulo the group's size) of ``group`` dies where it stands and
@@ -222,8 +240,19 @@ class World:
         self._landed(flight)
         assert op.child is not None
         answer = response.json_body()
+        text = response.body[:200] if answer is None and response.body else None
         self._record(
-            actor, kind, request, body, sent, response.status, answer, mid, op.child.invocation, ()
+            actor,
+            kind,
+            request,
+            body,
+            sent,
+            response.status,
+            answer,
+            mid,
+            op.child.invocation,
+            (),
+            text=text,
         )
         return response.status, answer
 
@@ -246,6 +275,8 @@ class World:
         mid: str | None,
         inv: Any,
         extra_errors: tuple[str, ...],
+        *,
+        text: str | None = None,
     ) -> None:
         if inv is None:  # never sent: nothing of the worker to report
             inv = Invocation(0, actor.location, "unsent")
@@ -270,6 +301,7 @@ class World:
             writes=tuple(KvWrite(k, s) for k, s in inv.writes),
             errors=tuple(inv.errors) + extra_errors,
             logs=tuple(inv.logs),
+            text=text,
         )
         self.history.add(ex)
         self.spec = self.protocol.step(self.spec, ex)

@@ -136,8 +136,12 @@ class _RecordingWorld(World):
         mid: str | None,
         inv: Any,
         extra_errors: tuple[str, ...],
+        *,
+        text: str | None = None,
     ) -> None:
-        super()._record(actor, kind, request, body, sent, status, answer, mid, inv, extra_errors)
+        super()._record(
+            actor, kind, request, body, sent, status, answer, mid, inv, extra_errors, text=text
+        )
         seq = len(self.history)
         self.exchange_iid[seq] = inv.iid if inv is not None else 0
         self.log_exchange[len(self.log) - 1] = seq
