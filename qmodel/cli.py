@@ -292,9 +292,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "catalog":
             return _catalog(args)
         if args.command == "replay":
-            from qmodel.replay import replay_main
-
-            return replay_main(args)
+            return _replay(args)
         return _check(args)
     except KeyboardInterrupt:
         return _interrupted({}, wants_json)
@@ -556,6 +554,18 @@ class _Watchdog:
         scheduler.unhalt()
 
 
+def _in_gc_callback(frame: Any) -> bool:
+    """Whether ``frame`` runs inside a garbage-collection callback (Hypothesis times the
+    collector with one), where an exception raised is printed and ignored."""
+    for _ in range(8):
+        if frame is None:
+            return False
+        if frame.f_code.co_name == "gc_callback":
+            return True
+        frame = frame.f_back
+    return False
+
+
 class _CtrlC:
     """While a search runs, the first Ctrl-C ends it at the end of the running example (a
     KeyboardInterrupt raised anywhere in Hypothesis can land in its garbage-collection
@@ -572,15 +582,14 @@ class _CtrlC:
         from qmodel.sim import scheduler
 
         # Inside a worker's step (which may block for ever) the interrupt is raised at once;
-        # halted first, it stops the run instead of being taken for the worker's failure.
-        if (
-            self.requested
-            or scheduler.in_step()
-            or (self.watchdog is not None and self.watchdog.fired)
-        ):
+        # halted first, it stops the run instead of being taken for the worker's failure. Not
+        # inside a garbage-collection callback, where Python would print and drop it.
+        urgent = self.requested or (self.watchdog is not None and self.watchdog.fired)
+        in_worker = scheduler.in_step() and not _in_gc_callback(frame)
+        self.requested = True
+        if urgent or in_worker:
             scheduler.halt("interrupted (Ctrl-C)")
             raise KeyboardInterrupt
-        self.requested = True
 
     def check(self) -> None:
         """Raise ``KeyboardInterrupt`` if a Ctrl-C came during the example that just ended."""
@@ -641,6 +650,63 @@ def _check(args: argparse.Namespace) -> int:
         print(f"Trace:  {report['trace']}   (qmodel replay {report['trace']})", file=say)
         print(f"Test:   {report['test']}   (pytest {report['test']})", file=say)
     return EXIT_VIOLATION if out["verdict"] == "violation" else EXIT_OK
+
+
+def _replay(args: argparse.Namespace) -> int:
+    """``qmodel replay TRACE.json [--target T] [--json] [--report DIR]``: exit 1 when the
+    recorded violation is shown again; a trace that cannot be used or does not match raises
+    (answered exit 2 with the message)."""
+    from qmodel.replay import protocol_of, replay_strict, retrace
+    from qmodel.story import relative_times
+    from qmodel.trace import load
+
+    if args.report:
+        _check_report_dir(args.report)
+    trace = load(args.trace)
+    started = time.perf_counter()  # wall-clock-ok: reporting only
+    outcome = replay_strict(trace, target=args.target)
+    seconds = time.perf_counter() - started  # wall-clock-ok: reporting only
+    v = outcome.violation
+    assert v is not None  # replay_strict compared it with the record
+    log = list(outcome.world.log)
+    report: dict[str, str] | None = None
+    if args.report:
+        from qmodel.report import write_report
+
+        files = write_report(retrace(trace, outcome), args.report)
+        report = {
+            "markdown": str(files.markdown),
+            "trace": str(files.trace),
+            "test": str(files.test),
+        }
+    if args.json:
+        out = _answer(
+            verdict="violation",
+            invariant=v.invariant,
+            target=trace.target,
+            seed=trace.search.seed,
+            examples=1,
+            found_at_example=1,
+            steps=len(log),
+            seconds=round(seconds, 3),
+            trace=log,
+            report=report,
+        )
+        print(json.dumps(out))
+    else:
+        inv = protocol_of(trace).invariant(v.invariant)
+        print(
+            f"VIOLATION of {inv.id} ({inv.kind}) against {trace.target} reproduced exactly: "
+            f"{len(log)} steps, caught at {outcome.at}"
+        )
+        print(f"  {v.render()}")
+        print()
+        for i, line in enumerate(relative_times(log), 1):
+            print(f"  {i:3}. {line}")
+    if report is not None:
+        say = sys.stderr if args.json else sys.stdout
+        print(f"Report: {report['markdown']}", file=say)
+    return EXIT_VIOLATION
 
 
 def _validate(args: argparse.Namespace) -> None:

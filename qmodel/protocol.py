@@ -23,15 +23,18 @@ A protocol is written against the public names of :mod:`qmodel.protocol`, :mod:`
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import attrs
 
 from qmodel.check import Invariant
 from qmodel.history import Exchange
 
-if TYPE_CHECKING:
-    from qmodel.world import World, WorldConfig
+#: The :class:`qmodel.world.World` a verb or a protocol's hook acts on. The world is built on
+#: protocols, not the other way round, so it is named here without being imported.
+World = Any
+#: The :class:`qmodel.world.WorldConfig` a protocol's spec starts from.
+WorldConfig = Any
 
 __all__ = ["ADVANCE", "RUN", "Protocol", "Route", "Verb", "TICKS_MS"]
 

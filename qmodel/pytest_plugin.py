@@ -24,15 +24,13 @@ search until a test fails with the option given.
 
 from __future__ import annotations
 
-import inspect
-import sys
 from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-__all__ = ["target_spec"]
+__all__: list[str] = []
 
 _LISTED = pytest.StashKey[list[str]]()
 #: The ``user_properties`` names a report's paths are recorded under (in JUnit XML too).
@@ -163,7 +161,7 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
 
 def _violation(exc: BaseException) -> Any:
     """The :class:`InvariantViolation` in ``exc`` (possibly inside an exception group)."""
-    from qmodel.machine import InvariantViolation
+    from qmodel.driver import InvariantViolation
 
     if isinstance(exc, InvariantViolation):
         return exc
@@ -178,6 +176,7 @@ def _violation(exc: BaseException) -> Any:
 def _write(item: pytest.Item, found: Any, directory: str) -> Any:
     from qmodel.replay import trace_of
     from qmodel.report import write_report
+    from qmodel.targets import target_spec
     from qmodel.trace import Search
 
     checked = getattr(found, "checked", None) or found.world.protocol.invariants
@@ -189,35 +188,3 @@ def _write(item: pytest.Item, found: Any, directory: str) -> Any:
         search=Search(command=f"pytest {item.nodeid}"),
     )
     return write_report(trace, directory)
-
-
-def target_spec(target: Any) -> str:
-    """A ``--target`` text naming ``target`` again: ``catalog:ID`` or ``sound`` for a catalog
-    design, ``seed-000`` for the default worker, else ``pkg.module:Class`` (or the file path
-    when the module cannot be imported by name)."""
-    from qmodel.catalog import CATALOG
-    from qmodel.targets import DEFAULT_TARGET, resolve
-
-    text = repr(target)
-    for e in CATALOG.values():
-        if repr(e.target()) == text:
-            return "sound" if e.id == "sound" else f"catalog:{e.id}"
-    if repr(resolve(None).factory()) == text:
-        return DEFAULT_TARGET
-    if inspect.ismodule(target):
-        return _importable(target.__name__, getattr(target, "__file__", None), None)
-    cls = type(target)
-    module = inspect.getmodule(cls)
-    return _importable(cls.__module__, getattr(module, "__file__", None), cls.__qualname__)
-
-
-def _importable(modname: str, path: str | None, attr: str | None) -> str:
-    from importlib.machinery import PathFinder
-
-    # On the path, not merely in sys.modules (a worker file is loaded under a made-up name).
-    top = modname.split(".", 1)[0]
-    ok = modname != "__main__" and (
-        top in sys.builtin_module_names or PathFinder.find_spec(top) is not None
-    )
-    where = modname if ok or path is None else path
-    return f"{where}:{attr}" if attr else where

@@ -21,7 +21,6 @@ Only the verbs and the choices come from the trace.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -45,7 +44,6 @@ __all__ = [
     "expected_of",
     "regression_check",
     "replay_faithful",
-    "replay_main",
     "retrace",
     "replay_strict",
     "trace_of",
@@ -506,48 +504,3 @@ def regression_check(trace_path: str | Path, target: str | None = None) -> Outco
             f"of {Path(trace_path).name}, replayed with {how}:\n  {v.render()}"
         )
     return outcome
-
-
-def replay_main(args: Any) -> int:
-    """``qmodel replay TRACE.json [--target T] [--json] [--report DIR]``: exit 1 when the
-    recorded violation is shown again; a trace that cannot be used or does not match raises
-    (the command line answers exit 2 with the message)."""
-    import json
-    import time
-
-    trace = load(args.trace)
-    started = time.perf_counter()  # wall-clock-ok: reporting only
-    outcome = replay_strict(trace, target=args.target)
-    seconds = time.perf_counter() - started  # wall-clock-ok: reporting only
-    v = outcome.violation
-    assert v is not None  # replay_strict compared it with the record
-    log = list(outcome.world.log)
-    out = {
-        "verdict": "violation",
-        "invariant": v.invariant,
-        "target": trace.target,
-        "seed": trace.search.seed,
-        "examples": 1,
-        "steps": len(log),
-        "seconds": round(seconds, 3),
-        "trace": log,
-    }
-    if args.json:
-        print(json.dumps(out))
-    else:
-        inv = protocol_of(trace).invariant(v.invariant)
-        print(
-            f"VIOLATION of {inv.id} ({inv.kind}) reproduced exactly: {len(log)} steps, "
-            f"caught at {outcome.at}"
-        )
-        print(f"  {v.render()}")
-        print()
-        for i, line in enumerate(log, 1):
-            print(f"  {i:3}. {line}")
-    if args.report:
-        from qmodel.report import write_report
-
-        files = write_report(retrace(trace, outcome), args.report)
-        say = sys.stderr if args.json else sys.stdout
-        print(f"Report: {files.markdown}", file=say)
-    return 1

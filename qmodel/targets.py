@@ -33,7 +33,7 @@ from qmodel.errors import InvalidTarget
 from qmodel.sim.runtime import check_target
 from qmodel.workers import CommentsWorker, Fixes
 
-__all__ = ["DEFAULT_TARGET", "ResolvedTarget", "resolve"]
+__all__ = ["DEFAULT_TARGET", "ResolvedTarget", "resolve", "target_spec"]
 
 DEFAULT_TARGET = "seed-000"
 
@@ -207,3 +207,34 @@ def _as_factory(obj: Any, spec: str, where: str) -> Callable[[], Any]:
         "async def fetch(request, env, ctx), or a function that returns one",
         target=spec,
     )
+
+
+def target_spec(target: Any) -> str:
+    """A ``--target`` text naming ``target`` again: ``catalog:ID`` or ``sound`` for a catalog
+    design, ``seed-000`` for the default worker, else ``pkg.module:Class`` (or the file path
+    when the module cannot be imported by name)."""
+    from qmodel.catalog import CATALOG
+
+    text = repr(target)
+    for e in CATALOG.values():
+        if repr(e.target()) == text:
+            return "sound" if e.id == "sound" else f"catalog:{e.id}"
+    if repr(resolve(None).factory()) == text:
+        return DEFAULT_TARGET
+    if inspect.ismodule(target):
+        return _importable(target.__name__, getattr(target, "__file__", None), None)
+    cls = type(target)
+    module = inspect.getmodule(cls)
+    return _importable(cls.__module__, getattr(module, "__file__", None), cls.__qualname__)
+
+
+def _importable(modname: str, path: str | None, attr: str | None) -> str:
+    from importlib.machinery import PathFinder
+
+    # On the path, not merely in sys.modules (a worker file is loaded under a made-up name).
+    top = modname.split(".", 1)[0]
+    ok = modname != "__main__" and (
+        top in sys.builtin_module_names or PathFinder.find_spec(top) is not None
+    )
+    where = modname if ok or path is None else path
+    return f"{where}:{attr}" if attr else where

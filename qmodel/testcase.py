@@ -56,7 +56,7 @@ def _report_hint() -> str:
 def test_case_for(machine: type[Any]) -> type[unittest.TestCase]:
     """A ``TestCase`` class running ``machine`` (a :class:`~qmodel.machine.QueueMachine`
     subclass) under qmodel's bounded settings."""
-    from qmodel.machine import InvariantViolation
+    from qmodel.driver import InvariantViolation
 
     class MachineTestCase(unittest.TestCase):
         #: Settings for this machine; ``None`` means the profile chosen, else ``qmodel-ci``.
@@ -94,8 +94,8 @@ def test_case_for(machine: type[Any]) -> type[unittest.TestCase]:
 
 
 def _story(found: Any) -> str:
-    from qmodel.pytest_plugin import target_spec
     from qmodel.story import story
+    from qmodel.targets import target_spec
 
     try:
         name = target_spec(found.world.target)

@@ -8,11 +8,11 @@ import shutil
 from pathlib import Path
 
 import pytest
+from qmodel.invariants.chat import single_claim, status_fsm
 
 from qmodel import cli, protocols
 from qmodel.check import CheckContext
 from qmodel.history import Exchange, History
-from qmodel.invariants.chat import single_claim, status_fsm
 from qmodel.machine import machine_for
 from qmodel.protocol import RUN, Protocol, Verb
 from qmodel.protocols.chat.spec import replay as chat_replay

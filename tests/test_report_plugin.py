@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from qmodel.pytest_plugin import target_spec
-from qmodel.targets import resolve
+from qmodel.targets import resolve, target_spec
 from qmodel.trace import load
 
 pytest_plugins = ["pytester"]
