@@ -263,7 +263,17 @@ def _parser() -> argparse.ArgumentParser:
         description="Run a trace written by --report again, exactly.",
     )
     r.add_argument("trace", metavar="TRACE.json", help="the trace file")
-    r.add_argument("--target", help="refuse to run unless the trace's target is this one")
+    r.add_argument(
+        "--target",
+        help="the trace's target, named by you: a target whose code did not ship with qmodel "
+        "(a worker file, a module) is run only when named here, and must be the trace's",
+    )
+    r.add_argument(
+        "--protocol",
+        metavar="NAME",
+        help="the trace's protocol when it is your own (package.module:NAME): loaded only when "
+        "named here",
+    )
     r.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     r.add_argument("--report", metavar="DIR", help="write the report files again into DIR")
     cat = sub.add_parser("catalog", help="list the known bugs", description="List the known bugs.")
@@ -656,7 +666,7 @@ def _replay(args: argparse.Namespace) -> int:
     """``qmodel replay TRACE.json [--target T] [--json] [--report DIR]``: exit 1 when the
     recorded violation is shown again; a trace that cannot be used or does not match raises
     (answered exit 2 with the message)."""
-    from qmodel.replay import protocol_of, replay_strict, retrace
+    from qmodel.replay import replay_strict, retrace
     from qmodel.story import relative_times
     from qmodel.trace import load
 
@@ -664,7 +674,7 @@ def _replay(args: argparse.Namespace) -> int:
         _check_report_dir(args.report)
     trace = load(args.trace)
     started = time.perf_counter()  # wall-clock-ok: reporting only
-    outcome = replay_strict(trace, target=args.target)
+    outcome = replay_strict(trace, target=args.target, protocol=args.protocol)
     seconds = time.perf_counter() - started  # wall-clock-ok: reporting only
     v = outcome.violation
     assert v is not None  # replay_strict compared it with the record
@@ -694,7 +704,7 @@ def _replay(args: argparse.Namespace) -> int:
         )
         print(json.dumps(out))
     else:
-        inv = protocol_of(trace).invariant(v.invariant)
+        inv = outcome.world.protocol.invariant(v.invariant)
         print(
             f"VIOLATION of {inv.id} ({inv.kind}) against {trace.target} reproduced exactly: "
             f"{len(log)} steps, caught at {outcome.at}"
@@ -711,8 +721,14 @@ def _replay(args: argparse.Namespace) -> int:
 
 def _validate(args: argparse.Namespace) -> None:
     """Refuse option values argparse lets through, before anything runs."""
-    if args.bots < 0 or args.frontends < 1:
-        raise _UsageError("--bots must be >= 0 and --frontends >= 1")
+    from qmodel.world import MAX_ACTORS
+
+    if not 1 <= args.bots <= MAX_ACTORS or not 1 <= args.frontends <= MAX_ACTORS:
+        raise _UsageError(
+            f"--bots and --frontends must be from 1 to {MAX_ACTORS} (got {args.bots} and "
+            f"{args.frontends}): with no bot nothing does the work, and more than "
+            f"{MAX_ACTORS} add nothing a race needs"
+        )
     if args.max_examples is not None and args.max_examples < 1:
         raise _UsageError("--max-examples must be at least 1")
     if args.step_limit < 10:

@@ -33,7 +33,17 @@ from qmodel.driver import VERB_LABEL, Example, InvariantViolation
 from qmodel.errors import InvalidTarget, QmodelError, TraceMismatch
 from qmodel.protocol import Protocol
 from qmodel.sim.choices import Backend, Choice, FirstOptionBackend, RecordedBackend
-from qmodel.trace import Expected, Search, Trace, TraceFileError, fingerprint, jsonable, load
+from qmodel.trace import (
+    Expected,
+    Search,
+    Trace,
+    TraceFileError,
+    fingerprint,
+    fingerprint_unrun,
+    jsonable,
+    load,
+    runs_code,
+)
 from qmodel.world import World, WorldConfig
 
 __all__ = [
@@ -145,12 +155,25 @@ def world_config(raw: dict[str, Any]) -> WorldConfig:
         ) from None
     defaults = WorldConfig()
     for name, value in raw.items():
+        if name == "skews_ms" and isinstance(value, tuple | list):
+            if not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+                raise TraceFileError(
+                    f"field 'config.skews_ms' is {value!r}; it should be a list of integers",
+                    field="config.skews_ms",
+                )
+            continue
         default = getattr(defaults, name)
         if default is not None and value is not None and type(value) is not type(default):
             raise TraceFileError(
                 f"field 'config.{name}' is {value!r}; it should be a {type(default).__name__}",
                 field=f"config.{name}",
             )
+    problems = config.problems()
+    if problems:
+        raise TraceFileError(
+            f"field 'config': {'; '.join(problems)}; the file was edited: record it again",
+            field="config",
+        )
     return config
 
 
@@ -205,9 +228,20 @@ def drive(
     return Outcome(found, at, world, first_at)
 
 
-def protocol_of(trace: Trace) -> Protocol:
-    """The protocol the trace was recorded with (:class:`TraceFileError` if unknown here)."""
+def protocol_of(trace: Trace, *, confirmed: str | None = None) -> Protocol:
+    """The protocol the trace was recorded with (:class:`TraceFileError` if unknown here).
+
+    A protocol of the user's own (``package.module:NAME``) is code: it is loaded only when the
+    user names it (``confirmed``), never on the word of a trace file.
+    """
     name = str(trace.config.get("protocol", ""))
+    if name not in protocols.BUILTIN and confirmed != name:
+        raise TraceFileError(
+            f"field 'config.protocol': the trace names the protocol {name!r}, which is code of "
+            "your own that loading it would run; name it yourself to confirm: --protocol "
+            f"{name}",
+            field="config.protocol",
+        )
     try:
         return protocols.get(name)
     except protocols.UnknownProtocol as err:
@@ -225,8 +259,7 @@ def _verbs_known(trace: Trace, protocol: Protocol) -> None:
             )
 
 
-def _checked(trace: Trace) -> tuple[Invariant, ...]:
-    protocol = protocol_of(trace)
+def _checked(trace: Trace, protocol: Protocol) -> tuple[Invariant, ...]:
     _verbs_known(trace, protocol)
     try:
         return select(protocol.invariants, list(trace.invariants), protocol=protocol.name)
@@ -251,15 +284,35 @@ def _resolve(spec: str, bindings: Mapping[str, Any] | None = None) -> Any:
 
 
 def check_identity(trace: Trace, target: str | None = None) -> Any:
-    """Resolve the trace's target and make sure it is the recorded design; return the resolved
-    target. A different ``target`` than recorded, or a design that changed, raises
-    :class:`ReplayMismatch` naming the field."""
+    """Make sure the trace's target is the one the user named and the recorded design, then
+    resolve it; return the resolved target.
+
+    Nothing of the target runs before that is known: a target whose code did not ship with
+    qmodel is resolved only when the user names it (``target``), and a file target's
+    fingerprint is compared from its files before it is imported. A different ``target`` than
+    recorded, an unnamed code target, or a design that changed raises :class:`ReplayMismatch`
+    naming the field."""
+    if target is None and runs_code(trace.target):
+        raise ReplayMismatch(
+            f"field 'target': the trace names the target {trace.target}, whose code a replay "
+            "runs; a trace file alone never makes qmodel run code. Name the target yourself to "
+            f"confirm: qmodel replay TRACE.json --target {trace.target}",
+            field="target",
+        )
     if target is not None and target != trace.target:
         raise ReplayMismatch(
             f"field 'target': the trace was recorded against {trace.target}, not {target}; a "
             "replay runs the recorded target. To run this counterexample's verbs against "
             f"another worker, run its regression test with QMODEL_TARGET={target}",
             field="target",
+        )
+    before = fingerprint_unrun(trace.target, trace.bindings)
+    if before is not None and before != trace.design:
+        raise ReplayMismatch(
+            f"field 'design': the trace was recorded against {trace.design}, but {trace.target} "
+            f"is now {before}; nothing of it was run. Check the new design with qmodel check, "
+            "or run the regression test to see whether the counterexample still breaks it",
+            field="design",
         )
     try:
         resolved = _resolve(trace.target, trace.bindings)
@@ -284,6 +337,7 @@ def replay_strict(
     trace: Trace,
     *,
     target: str | None = None,
+    protocol: str | None = None,
     world_type: type[World] = World,
     on_world: Callable[[World], None] | None = None,
     on_violation: Callable[[World, Violation, str], None] | None = None,
@@ -291,15 +345,20 @@ def replay_strict(
 ) -> Outcome:
     """Replay ``trace`` exactly; with ``compare`` (the default) anything that differs from the
     recorded run raises :class:`ReplayMismatch` (or :class:`TraceFileError` for a field this
-    qmodel cannot use)."""
-    resolved = check_identity(trace, target)
+    qmodel cannot use).
+
+    ``target`` and ``protocol`` are what the user named: a trace's own target or protocol that
+    is code of the user's is run only when named (see :func:`check_identity` and
+    :func:`protocol_of`); everything else of the trace is checked first."""
+    proto = protocol_of(trace, confirmed=protocol)
     config = world_config(dict(trace.config))
-    checked = _checked(trace)
+    checked = _checked(trace, proto)
+    resolved = check_identity(trace, target)
     backend = RecordedBackend(trace.choices)
     try:
         outcome = drive(
             resolved.factory(),
-            protocol_of(trace),
+            proto,
             config,
             backend,
             len(trace.verbs),
@@ -407,7 +466,7 @@ def trace_of(
     reproduce the machine's run raises :class:`ReplayMismatch` (a determinism bug to report).
     """
     draft = _record(world, violation, "", target, tuple(i.id for i in checked), search)
-    outcome = replay_strict(draft, compare=False)
+    outcome = replay_strict(draft, target=target, protocol=world.config.protocol, compare=False)
     if outcome.at is None:
         raise ReplayMismatch(
             "the counterexample did not break any invariant when replayed; the run is not "
@@ -466,17 +525,14 @@ def replay_faithful(trace: Trace, target: str | None = None) -> tuple[Outcome, F
     """Apply the trace's verbs to ``target`` (default: the recorded one) with the recorded
     choices while they still apply (see :class:`FaithfulBackend`); check the recorded
     invariants as the machine does."""
+    # A regression test is the user's own file: the trace it names is theirs to trust.
+    proto = protocol_of(trace, confirmed=str(trace.config.get("protocol", "")))
+    config = world_config(dict(trace.config))
+    checked = _checked(trace, proto)
     spec = target or trace.target
     resolved = _resolve(spec, trace.bindings if spec == trace.target else None)
     backend = FaithfulBackend(trace.choices)
-    outcome = drive(
-        resolved.factory(),
-        protocol_of(trace),
-        world_config(dict(trace.config)),
-        backend,
-        len(trace.verbs),
-        _checked(trace),
-    )
+    outcome = drive(resolved.factory(), proto, config, backend, len(trace.verbs), checked)
     return outcome, backend
 
 

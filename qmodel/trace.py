@@ -50,6 +50,8 @@ __all__ = [
     "Trace",
     "TraceFileError",
     "fingerprint",
+    "fingerprint_unrun",
+    "runs_code",
     "load",
     "loads",
 ]
@@ -57,6 +59,9 @@ __all__ = [
 FORMAT = "qmodel-trace"
 #: The version of the trace format this qmodel reads and writes.
 VERSION = 2
+#: The largest trace file read (bytes): a shrunk counterexample is kilobytes; a settle-heavy
+#: one a few megabytes.
+MAX_BYTES = 64 * 1024 * 1024
 
 #: The targets that name a design shipped with qmodel (fingerprinted by the design's repr).
 _BUILTIN_PREFIXES = ("catalog:",)
@@ -230,6 +235,14 @@ def load(path: str | Path) -> Trace:
     """
     p = Path(path)
     try:
+        size = p.stat().st_size
+        if size > MAX_BYTES:
+            raise TraceFileError(
+                f"trace file {p} is {size} bytes, more than the {MAX_BYTES} a trace may have "
+                "(a counterexample of qmodel check is far smaller); it is not a trace qmodel "
+                "wrote",
+                field="size",
+            )
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise TraceFileError(
@@ -242,8 +255,17 @@ def load(path: str | Path) -> Trace:
 
 def loads(text: str, *, source: str = "<trace>") -> Trace:
     """Parse and validate a trace given as JSON text (see :func:`load`)."""
+    if len(text) > MAX_BYTES:
+        raise TraceFileError(
+            f"{source} has {len(text)} characters, more than the {MAX_BYTES} a trace may have",
+            field="size",
+        )
     try:
         raw = json.loads(text)
+    except RecursionError:
+        raise TraceFileError(
+            f"{source} nests its JSON too deeply to be a trace qmodel wrote", field="format"
+        ) from None
     except json.JSONDecodeError as exc:
         raise TraceFileError(
             f"{source} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}); "
@@ -444,6 +466,39 @@ def fingerprint(spec: str, instance: Any) -> str:
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
         return f"sha256:{digest} {path.name}"
     return f"{type(instance).__module__}.{type(instance).__qualname__}"
+
+
+def runs_code(spec: str) -> bool:
+    """Whether resolving the target ``spec`` runs code that did not ship with qmodel (a worker
+    file, a module, a JavaScript module): a replay runs such a target only when the user names
+    it."""
+    return not (spec.startswith(_BUILTIN_PREFIXES) or spec in _BUILTIN_NAMES)
+
+
+def fingerprint_unrun(spec: str, bindings: Mapping[str, Any] | None = None) -> str | None:
+    """The fingerprint of the target ``spec`` computed from its files alone, without importing
+    or running any of it (``None`` when that cannot be done: a built-in design, or a module
+    named by import path). A replay compares it with the trace's before it resolves the target,
+    so a trace recorded against other code runs none of this code."""
+    if not runs_code(spec):
+        return None
+    if spec.endswith((".mjs", ".js")):
+        from qmodel.node.config import bindings_for
+        from qmodel.node.target import JsModule
+
+        path = Path(spec)
+        if not path.is_file():
+            return None
+        kv = list(bindings["kv"]) if bindings else None
+        do = [f"{n}={c}" for n, c in bindings["do"].items()] if bindings else None
+        found = bindings_for(path, kv=kv, durable=do)
+        return _js_fingerprint(JsModule(path, path.resolve().as_uri(), found, ""))
+    path_part = spec.rsplit(":", 1)[0] if spec.count(":") and not _is_drive(spec) else spec
+    candidate = Path(path_part)
+    if candidate.suffix == ".py" and candidate.is_file():
+        digest = hashlib.sha256(candidate.read_bytes()).hexdigest()
+        return f"sha256:{digest} {candidate.name}"
+    return None
 
 
 def _js_fingerprint(module: Any) -> str:

@@ -35,6 +35,9 @@ __all__ = ["Client", "World", "WorldConfig"]
 #: The fair run ends ``settle_ms`` after the last status change, and at the latest this many
 #: times ``settle_ms`` after it began.
 SETTLE_CAP = 10
+#: The most actors of each group a world has: more adds nothing a race needs (two suffice for
+#: every race of the catalog) and makes each example slower.
+MAX_ACTORS = 16
 
 
 @attrs.frozen(kw_only=True)
@@ -62,6 +65,29 @@ class WorldConfig:
 
     def kv_config(self) -> KvConfig:
         return KvConfig.named(self.kv)
+
+    def problems(self) -> list[str]:
+        """What is wrong with this configuration, in words (empty when nothing is)."""
+        found = []
+        if not 1 <= self.bots <= MAX_ACTORS:
+            found.append(
+                f"bots is {self.bots}; it must be from 1 to {MAX_ACTORS} (with no bot nothing "
+                "does the work, and every run would break the eventual invariants)"
+            )
+        if not 1 <= self.frontends <= MAX_ACTORS:
+            found.append(f"frontends is {self.frontends}; it must be from 1 to {MAX_ACTORS}")
+        if self.kv not in ("strict", "local"):
+            found.append(f"kv is {self.kv!r}; it must be 'strict' (production) or 'local'")
+        if self.max_task_steps < 10:
+            found.append(f"max_task_steps is {self.max_task_steps}; it must be at least 10")
+        if self.lease_ms is not None and self.lease_ms < 1:
+            found.append(f"lease_ms is {self.lease_ms}; it must be positive or null")
+        for name in ("bot_poll_ms", "frontend_poll_ms", "settle_poll_ms"):
+            if getattr(self, name) < 1:
+                found.append(f"{name} is {getattr(self, name)}; it must be positive")
+        if not self.skews_ms:
+            found.append("skews_ms is empty; give at least one clock offset (0)")
+        return found
 
 
 @attrs.define(eq=False)

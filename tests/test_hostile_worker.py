@@ -221,3 +221,103 @@ def test_ctrl_c_inside_a_worker_stops_the_run_and_is_no_finding(tmp_path: Path) 
     assert err.startswith("qmodel: interrupted") and err.count("\n") == 1, err
     answer = json.loads(out)
     assert answer["verdict"] == "unknown" and answer["error"]["kind"] == "interrupted"
+
+
+# -- traces run nothing until they are validated -----------------------------------------------
+
+
+def _doctored(tmp_path: Path, target: str) -> Path:
+    """A committed example trace whose target is changed to ``target``."""
+    example = Path(__file__).resolve().parent.parent / "docs" / "examples"
+    raw = json.loads((example / "CLAIM_NOT_ATOMIC.json").read_text())
+    raw["target"] = target
+    path = tmp_path / "doctored.json"
+    path.write_text(json.dumps(raw))
+    return path
+
+
+def _evil(tmp_path: Path) -> tuple[Path, Path]:
+    marker = tmp_path / "ran"
+    evil = tmp_path / "evil.py"
+    evil.write_text(
+        f"open({str(marker)!r}, 'w').write('ran')\n\nasync def fetch(request, env, ctx):\n"
+        "    return None\n"
+    )
+    return evil, marker
+
+
+def test_a_doctored_trace_naming_another_target_runs_none_of_its_code(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A trace that names a worker file is replayed only when the user names the target, and a
+    named target whose files are not the recorded design is refused before it is imported: exit
+    2 each time, one JSON object, and the file's code never ran."""
+    evil, marker = _evil(tmp_path)
+    path = _doctored(tmp_path, str(evil))
+    code = cli.main(["replay", str(path), "--json"])
+    out, err = capsys.readouterr()
+    answer = json.loads(out)
+    assert code == 2 and answer["verdict"] == "error" and answer["error"]["kind"] == "trace"
+    assert "a trace file alone never makes qmodel run code" in answer["error"]["message"]
+    code = cli.main(["replay", str(path), "--json", "--target", str(evil)])
+    answer = json.loads(capsys.readouterr().out)
+    assert code == 2 and answer["error"]["message"].startswith(
+        f"field 'design': the trace was recorded against CommentsWorker(atomic_claim=False), "
+        f"but {evil} is now sha256:"
+    )
+    assert "nothing of it was run" in answer["error"]["message"]
+    assert not marker.exists()
+
+
+def test_a_doctored_trace_naming_a_protocol_module_loads_none_of_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A trace whose protocol is a module of the user's is not loaded on the trace's word."""
+    evil, marker = _evil(tmp_path)
+    example = Path(__file__).resolve().parent.parent / "docs" / "examples"
+    raw = json.loads((example / "CLAIM_NOT_ATOMIC.json").read_text())
+    raw["config"]["protocol"] = f"{evil}:P"
+    path = tmp_path / "doctored.json"
+    path.write_text(json.dumps(raw))
+    code = cli.main(["replay", str(path), "--json"])
+    answer = json.loads(capsys.readouterr().out)
+    assert code == 2 and "--protocol" in answer["error"]["message"]
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda raw: raw["config"].__setitem__("kv", "nope"), "kv is 'nope'; it must be 'strict'"),
+        (lambda raw: raw["config"].__setitem__("bots", 1000), "bots is 1000; it must be from 1"),
+        (lambda raw: raw["config"].__setitem__("skews_ms", ["x"]), "should be a list of integers"),
+    ],
+    ids=["kv", "bots", "skews"],
+)
+def test_a_trace_with_an_impossible_configuration_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], edit: Any, message: str
+) -> None:
+    """A configuration no world can have is refused naming the field, never a traceback."""
+    example = Path(__file__).resolve().parent.parent / "docs" / "examples"
+    raw = json.loads((example / "CLAIM_NOT_ATOMIC.json").read_text())
+    edit(raw)
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps(raw))
+    code = cli.main(["replay", str(path), "--json"])
+    out, err = capsys.readouterr()
+    answer = json.loads(out)
+    assert (
+        code == 2 and answer["error"]["kind"] == "trace" and message in answer["error"]["message"]
+    )
+    assert "Traceback" not in err
+
+
+def test_a_trace_nested_too_deeply_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """JSON nested past Python's recursion limit is refused as no trace, never a traceback."""
+    path = tmp_path / "t.json"
+    path.write_text("[" * 100_000 + "]" * 100_000)
+    code = cli.main(["replay", str(path), "--json"])
+    answer = json.loads(capsys.readouterr().out)
+    assert code == 2 and "nests its JSON too deeply" in answer["error"]["message"]

@@ -313,7 +313,7 @@ def test_report_replay_and_regression_test_of_a_javascript_trace(
     (trace_path,) = tmp_path.glob("*.json")
     report = trace_path.with_suffix(".md").read_text()
     assert f"`{found['invariant']}`" in report and "```mermaid" in report
-    assert "qmodel replay" in report
+    assert f"qmodel replay {trace_path} --target {SEED_000}" in report
     lines = report.splitlines()
     for i, line in enumerate(lines):  # no table without rows
         if line.startswith("|---"):
@@ -322,7 +322,10 @@ def test_report_replay_and_regression_test_of_a_javascript_trace(
     assert trace["bindings"] == {"kv": ["COMMENTS_KV"], "do": {}}
     assert trace["design"].startswith("sha256:") and trace["design"].endswith("seed-000-queue.mjs")
 
-    code = cli.main(["replay", str(trace_path), "--json", "--report", str(tmp_path / "again")])
+    code = cli.main(["replay", str(trace_path), "--json"])
+    assert code == 2 and "Name the target yourself to confirm" in capsys.readouterr().err
+    again = ["--target", str(SEED_000), "--report", str(tmp_path / "again")]
+    code = cli.main(["replay", str(trace_path), "--json", *again])
     replayed = json.loads(capsys.readouterr().out)
     assert code == 1 and replayed["invariant"] == found["invariant"]
     assert (tmp_path / "again" / trace_path.name).read_text() == trace_path.read_text()
@@ -356,14 +359,14 @@ def test_a_replay_keeps_the_bindings_given_by_flags(
     # The worker's console lines are notes of the steps that wrote them.
     assert "`console.log: posted " in trace_path.with_suffix(".md").read_text()
     assert json.loads(trace_path.read_text())["bindings"] == {"kv": ["MESSAGES"], "do": {}}
-    code = cli.main(["replay", str(trace_path), "--json"])
+    code = cli.main(["replay", str(trace_path), "--json", "--target", str(worker)])
     assert code == 1 and json.loads(capsys.readouterr().out)["invariant"] == found["invariant"]
 
     # Without the flag the worker's env has COMMENTS_KV only: a different design.
     text = json.loads(trace_path.read_text())
     del text["bindings"]
     trace_path.write_text(json.dumps(text))
-    code = cli.main(["replay", str(trace_path), "--json"])
+    code = cli.main(["replay", str(trace_path), "--json", "--target", str(worker)])
     assert code == 2 and "field 'design'" in capsys.readouterr().err
 
 

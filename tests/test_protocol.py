@@ -114,7 +114,22 @@ def test_a_protocol_written_outside_qmodel_gets_search_report_and_replay(
     assert markdown.startswith("# single-take: job ")
     assert "```mermaid" in markdown
     assert json.loads(trace.read_text())["config"]["protocol"] == f"{spec}:TINY"
-    code, again, _ = run(capsys, "replay", str(trace), "--report", str(tmp_path / "again"))
+    assert f"--target {spec}:racy --protocol {spec}:TINY" in markdown
+    code, refused, _ = run(capsys, "replay", str(trace), "--target", f"{spec}:racy")
+    assert code == 2 and refused["error"]["message"].startswith(
+        f"field 'config.protocol': the trace names the protocol '{spec}:TINY', which is code"
+    )
+    code, again, _ = run(
+        capsys,
+        "replay",
+        str(trace),
+        "--target",
+        f"{spec}:racy",
+        "--protocol",
+        f"{spec}:TINY",
+        "--report",
+        str(tmp_path / "again"),
+    )
     assert code == 1 and again["invariant"] == "single-take"
     assert (tmp_path / "again" / trace.name).read_bytes() == trace.read_bytes()
 

@@ -166,8 +166,15 @@ def collect(trace: Trace) -> Detail:
             Snapshot(kv=dict(kv), spec=world.spec, now_ms=now, invariant=violation.invariant)
         )
 
+    # The caller vouches for the trace (it comes from a search, or from a replay of a target
+    # and protocol the user named), so its own target and protocol are the ones run.
     outcome = replay_strict(
-        trace, world_type=_RecordingWorld, on_world=on_world, on_violation=on_violation
+        trace,
+        target=trace.target,
+        protocol=str(trace.config.get("protocol", "")),
+        world_type=_RecordingWorld,
+        on_world=on_world,
+        on_violation=on_violation,
     )
     world = outcome.world
     assert isinstance(world, _RecordingWorld)

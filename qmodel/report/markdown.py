@@ -322,11 +322,12 @@ def render(detail: Detail, paths: Paths) -> str:
         "",
     ]
     trace_path, test_path = shlex.quote(paths.trace), shlex.quote(paths.test)
+    named = _named(trace)
     lines += [
         "## Reproduce",
         "",
         "```sh",
-        f"qmodel replay {trace_path}    # this run, exactly: exit 1 with the same violation",
+        f"qmodel replay {trace_path}{named}    # this run, exactly: exit 1 with the same violation",
         f"pytest {test_path}    # the regression test: fails while the bug is there",
         f"QMODEL_TARGET=path/to/fixed_worker.py pytest {test_path}    # the same, against a fix",
         f"{_search_command(trace)}    # the search that found it",
@@ -386,8 +387,24 @@ def _search_command(trace: Any) -> str:
     return " ".join(shlex.quote(c) for c in cmd)
 
 
+def _named(trace: Any) -> str:
+    """The ``--target``/``--protocol`` a replay needs: those whose code did not ship with
+    qmodel run only when the user names them."""
+    from qmodel.protocols import BUILTIN
+    from qmodel.trace import runs_code
+
+    out = ""
+    if runs_code(trace.target):
+        out += f" --target {shlex.quote(trace.target)}"
+    protocol = str(trace.config.get("protocol", ""))
+    if protocol not in BUILTIN:
+        out += f" --protocol {shlex.quote(protocol)}"
+    return out
+
+
 def _all_ids(trace: Any) -> tuple[str, ...]:
     """Every invariant id of the trace's protocol (a report's command names a selection only)."""
     from qmodel.replay import protocol_of
 
-    return tuple(i.id for i in protocol_of(trace).invariants)
+    protocol = protocol_of(trace, confirmed=str(trace.config.get("protocol", "")))
+    return tuple(i.id for i in protocol.invariants)
