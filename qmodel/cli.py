@@ -674,7 +674,8 @@ def _replay(args: argparse.Namespace) -> int:
         _check_report_dir(args.report)
     trace = load(args.trace)
     started = time.perf_counter()  # wall-clock-ok: reporting only
-    outcome = replay_strict(trace, target=args.target, protocol=args.protocol)
+    with contextlib.redirect_stdout(sys.stderr):  # a worker's prints are no part of the answer
+        outcome = replay_strict(trace, target=args.target, protocol=args.protocol)
     seconds = time.perf_counter() - started  # wall-clock-ok: reporting only
     v = outcome.violation
     assert v is not None  # replay_strict compared it with the record
@@ -717,6 +718,23 @@ def _replay(args: argparse.Namespace) -> int:
         say = sys.stderr if args.json else sys.stdout
         print(f"Report: {report['markdown']}", file=say)
     return EXIT_VIOLATION
+
+
+def _same_protocol_as_the_catalog(args: argparse.Namespace, protocol: str) -> None:
+    """A catalog bug shows only under its own protocol: another one would search a design for
+    a bug it cannot show, and say ok."""
+    from qmodel.catalog import CATALOG
+
+    spec = args.target or ""
+    if not spec.startswith("catalog:") or args.protocol is None:
+        return
+    e = CATALOG.get(spec.split(":", 1)[1])
+    if e is not None and e.protocol != protocol:
+        raise _UsageError(
+            f"{spec} is a bug of the {e.protocol} protocol; under --protocol {protocol} its "
+            f"actors never make the requests that show it, so the search would say ok. Drop "
+            f"--protocol, or pass --protocol {e.protocol}"
+        )
 
 
 def _validate(args: argparse.Namespace) -> None:
@@ -851,10 +869,14 @@ def run_check(args: argparse.Namespace, progress: Any = None) -> dict[str, Any]:
     from qmodel.world import WorldConfig
 
     _validate(args)
-    target = resolve(args.target, kv_bindings=args.kv_binding, do_bindings=args.do_binding)
+    # What a worker prints while it is imported is no part of the answer: stdout is ours.
+    with contextlib.redirect_stdout(sys.stderr):
+        target = resolve(args.target, kv_bindings=args.kv_binding, do_bindings=args.do_binding)
     name = target.name if args.target else DEFAULT_TARGET
     protocol = args.protocol or target.protocol
-    proto = protocols.get(protocol)
+    _same_protocol_as_the_catalog(args, protocol)
+    with contextlib.redirect_stdout(sys.stderr):
+        proto = protocols.get(protocol)
     checked = _checked(args, proto)
     register()
     chosen = settings.get_profile(hypothesis_name(args.profile))

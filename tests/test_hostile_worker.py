@@ -321,3 +321,37 @@ def test_a_trace_nested_too_deeply_exits_2(
     code = cli.main(["replay", str(path), "--json"])
     answer = json.loads(capsys.readouterr().out)
     assert code == 2 and "nests its JSON too deeply" in answer["error"]["message"]
+
+
+def test_what_a_worker_prints_stays_off_stdout(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A worker printing at import and in fetch leaves --json stdout one JSON object."""
+    path = tmp_path / "talks.py"
+    path.write_text(
+        "print('hello from import')\n"
+        "from qmodel.workers import SoundWorker\n"
+        "_s = SoundWorker()\n"
+        "durable_objects = SoundWorker.durable_objects\n\n"
+        "async def fetch(request, env, ctx):\n"
+        "    print('hello from fetch')\n"
+        "    return await _s.fetch(request, env, ctx)\n"
+    )
+    code = cli.main(
+        ["check", "--target", str(path), "--profile", "dev", "--max-examples", "3", "--json"]
+    )
+    out, err = capsys.readouterr()
+    [line] = out.splitlines()
+    assert code == 0 and json.loads(line)["verdict"] == "ok"
+    assert "hello from import" in err
+
+
+def test_a_catalog_bug_under_another_protocol_is_refused(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """--protocol do on a bug of the patch era would hide it: exit 2, naming its protocol."""
+    code = cli.main(["check", "--target", "catalog:TS_KEY_404", "--protocol", "do", "--json"])
+    answer = json.loads(capsys.readouterr().out)
+    assert code == 2 and answer["error"]["message"].startswith(
+        "catalog:TS_KEY_404 is a bug of the patch protocol; under --protocol do its actors never"
+    )
