@@ -69,6 +69,7 @@ JSON_FIELDS = (
     "seconds",
     "trace",
     "report",
+    "violations",
     "error",
     "versions",
 )
@@ -249,7 +250,20 @@ def _parser() -> argparse.ArgumentParser:
         "--report",
         metavar="DIR",
         help="on a violation, write DIR/<id>.md (bug report), DIR/<id>.json (trace) and "
-        "DIR/test_regression_<id>.py (DIR is checked before the search)",
+        "DIR/test_regression_<id>.py (DIR is checked before the search); for every distinct "
+        "bug found",
+    )
+    bugs = c.add_mutually_exclusive_group()
+    bugs.add_argument(
+        "--stop-at-first",
+        action="store_true",
+        help="stop at the first violation (the default of profile dev)",
+    )
+    bugs.add_argument(
+        "--all-bugs",
+        action="store_true",
+        help="after a violation, search on within the budget for every distinct bug (invariant "
+        "and rule), each with its own shrunk run and report (the default of ci and nightly)",
     )
     c.add_argument(
         "--step-limit",
@@ -362,7 +376,7 @@ def _kind(err: QmodelError) -> str:
 def _answer(**fields: Any) -> dict[str, Any]:
     """One ``--json`` object: every field of :data:`JSON_FIELDS`, ``None`` where not known."""
     out: dict[str, Any] = {k: None for k in JSON_FIELDS}
-    out.update(trace=[], versions=versions())
+    out.update(trace=[], violations=[], versions=versions())
     out.update({k: v for k, v in fields.items() if k in out})
     return out
 
@@ -637,7 +651,11 @@ def _check(args: argparse.Namespace) -> int:
     error: dict[str, str] | None = None
     if args.report and result["violation"] is not None:
         try:
-            report = _write_report(args, result)
+            for i, (found, summary) in enumerate(
+                zip(result["found"], result["violations"], strict=True)
+            ):
+                summary["report"] = _write_report(args, result, found, first=i == 0)
+            report = result["violations"][0]["report"]
         except KeyboardInterrupt:
             raise
         except Exception as err:  # noqa: BLE001 - the verdict stands; say why no report
@@ -659,6 +677,9 @@ def _check(args: argparse.Namespace) -> int:
         print(f"Report: {report['markdown']}", file=say)
         print(f"Trace:  {report['trace']}   (qmodel replay {report['trace']})", file=say)
         print(f"Test:   {report['test']}   (pytest {report['test']})", file=say)
+        for more in result["violations"][1:]:
+            if more["report"] is not None:
+                print(f"Report: {more['report']['markdown']}   ({more['invariant']})", file=say)
     return EXIT_VIOLATION if out["verdict"] == "violation" else EXIT_OK
 
 
@@ -778,14 +799,20 @@ def _check_report_dir(directory: str) -> None:
         )
 
 
-def _write_report(args: argparse.Namespace, result: dict[str, Any]) -> dict[str, str]:
+def _write_report(
+    args: argparse.Namespace, result: dict[str, Any], found: dict[str, Any], *, first: bool
+) -> dict[str, str]:
+    """Write the report of one bug ``found`` of the search; the first bug takes the usual name,
+    each other one a name with its invariant and rule in it."""
+    import re
+
     from qmodel.replay import trace_of
-    from qmodel.report import write_report
+    from qmodel.report import report_id, write_report
     from qmodel.trace import Search
 
     trace = trace_of(
-        result["world"],
-        result["violation"],
+        found["world"],
+        found["violation"],
         target=result["target"],
         checked=result["checked"],
         search=Search(
@@ -796,7 +823,12 @@ def _write_report(args: argparse.Namespace, result: dict[str, Any]) -> dict[str,
             command=check_command(args),
         ),
     )
-    files = write_report(trace, args.report)
+    name = None
+    if not first:
+        v = found["violation"]
+        rule = v.values.get("rule")
+        name = re.sub(r"\W", "_", f"{report_id(trace)}__{v.invariant}_{rule or ''}".rstrip("_"))
+    files = write_report(trace, args.report, name=name)
     return {"markdown": str(files.markdown), "trace": str(files.trace), "test": str(files.test)}
 
 
@@ -863,6 +895,7 @@ def run_check(args: argparse.Namespace, progress: Any = None) -> dict[str, Any]:
     from qmodel import machine as machine_mod
     from qmodel import protocols
     from qmodel.conformance import conform
+    from qmodel.driver import bug_of
     from qmodel.exampledb import database_key
     from qmodel.profiles import hypothesis_name, register, shrink_budget
     from qmodel.targets import DEFAULT_TARGET, resolve
@@ -913,26 +946,31 @@ def run_check(args: argparse.Namespace, progress: Any = None) -> dict[str, Any]:
             if state["first_at"] is None:
                 state["first_at"] = state["examples"]
 
-    cls = type(
-        "CheckMachine",
-        (machine_mod.QueueMachine,),
-        {
-            "target_factory": staticmethod(_constructing(target.factory, name)),
-            "protocol": proto,
-            "config": config,
-            "checked": checked,
-            "on_world": staticmethod(on_world),
-            # Saved examples are keyed by target and configuration, not by this class's name
-            # (the same for every target), which Hypothesis's own key would use.
-            "_hypothesis_internal_add_digest": database_key(
-                name, repr(config), (i.id for i in checked)
-            ),
-            # The search's seed, as @seed sets it, but without @seed's turning off the example
-            # database: a failure saved by an earlier run is tried first.
-            "_hypothesis_internal_use_seed": args.seed,
-        },
-    )
-    test = get_state_machine_test(cls, settings=chosen)
+    def search(known: frozenset[tuple[str, str | None]], budget: int) -> Any:
+        key = database_key(name, repr(config), (i.id for i in checked))
+        if known:  # another search: its saved failures are its own
+            key += ("|" + ",".join(f"{i}:{r}" for i, r in sorted(known, key=str))).encode()
+        cls = type(
+            "CheckMachine",
+            (machine_mod.QueueMachine,),
+            {
+                "target_factory": staticmethod(_constructing(target.factory, name)),
+                "protocol": proto,
+                "config": config,
+                "checked": checked,
+                "on_world": staticmethod(on_world),
+                "known": known,
+                # Saved examples are keyed by target and configuration, not by this class's
+                # name (the same for every target), which Hypothesis's own key would use.
+                "_hypothesis_internal_add_digest": key,
+                # The search's seed, as @seed sets it, but without @seed's turning off the
+                # example database: a failure saved by an earlier run is tried first.
+                "_hypothesis_internal_use_seed": args.seed,
+            },
+        )
+        return get_state_machine_test(cls, settings=settings(chosen, max_examples=budget))
+
+    found: list[dict[str, Any]] = []
     started = time.perf_counter()  # wall-clock-ok: reporting only
 
     def partial() -> dict[str, Any]:
@@ -960,9 +998,29 @@ def run_check(args: argparse.Namespace, progress: Any = None) -> dict[str, Any]:
             # No verdict without evidence: a target that cannot do one unit of work on a quiet
             # platform is refused before the search, naming the request it refused.
             conform(_constructing(target.factory, name)(), proto, config)
-            test()
-    except machine_mod.InvariantViolation as exc:
-        error = exc
+            # Every distinct bug in one run: after each violation the search goes on, within
+            # the budget, with the bugs found so far ending an example without failing it.
+            budget = chosen.max_examples
+            while True:
+                state["failure"], state["first_at"], before = None, None, state["examples"]
+                try:
+                    search(frozenset(bug_of(f["violation"]) for f in found), budget)()
+                    break
+                except machine_mod.InvariantViolation as exc:
+                    error = error or exc
+                world, violation = state["failure"]
+                first = state["first_at"] - before
+                found.append(
+                    {"world": world, "violation": violation, "first_at": state["first_at"]}
+                )
+                budget -= first
+                if _first_only(args) or budget < 1 or len(found) >= MAX_DISTINCT_BUGS:
+                    break
+            if found:
+                state["failure"], state["first_at"] = (
+                    (found[0]["world"], found[0]["violation"]),
+                    found[0]["first_at"],
+                )
     except Flaky as exc:
         seen = state["failure"][1].invariant if state["failure"] else "an invariant"
         raise _NoVerdict(
@@ -1009,6 +1067,37 @@ def run_check(args: argparse.Namespace, progress: Any = None) -> dict[str, Any]:
         "world": failure[0] if failure else None,
         "checked": checked,
         "protocol": proto,
+        "found": found,
+        "violations": [_violation_summary(f) for f in found],
+    }
+
+
+#: The most distinct bugs one ``qmodel check`` reports before it stops searching.
+MAX_DISTINCT_BUGS = 8
+
+
+def _first_only(args: argparse.Namespace) -> bool:
+    """Whether the search stops at its first violation: asked for, or the dev profile's way
+    (fast feedback while editing) unless every bug was asked for."""
+    if getattr(args, "stop_at_first", False):
+        return True
+    if getattr(args, "all_bugs", False):
+        return False
+    return args.profile == "dev"
+
+
+def _violation_summary(found: dict[str, Any]) -> dict[str, Any]:
+    """One entry of ``violations`` in ``--json``: the bug, the shrunk run, its KV operations."""
+    world, v = found["world"], found["violation"]
+    rule = v.values.get("rule")
+    return {
+        "invariant": v.invariant,
+        "rule": None if rule is None else str(rule),
+        "found_at_example": found["first_at"],
+        "steps": len(world.log),
+        "kv_ops": sum(e.kv_reads + e.kv_writes + e.kv_lists + e.kv_deletes for e in world.history),
+        "trace": list(world.log),
+        "report": None,
     }
 
 
@@ -1058,6 +1147,16 @@ def _human(result: dict[str, Any], args: argparse.Namespace) -> None:
     print()
     print("Replay it (the same seed and profile give the same run):")
     print("  " + check_command(args))
+    others = result["violations"][1:]
+    if others:
+        print()
+        print(f"The same search found {len(others)} other distinct bug(s):")
+        for more in others:
+            rule = f" (rule {more['rule']})" if more["rule"] else ""
+            print(
+                f"  {more['invariant']}{rule}: {more['steps']} steps, {more['kv_ops']} KV "
+                f"operations, first seen at example {more['found_at_example']}"
+            )
 
 
 def check_command(args: argparse.Namespace) -> str:
@@ -1079,6 +1178,10 @@ def check_command(args: argparse.Namespace) -> str:
     cmd += ["--profile", args.profile, "--seed", str(args.seed)]
     if args.max_examples:
         cmd += ["--max-examples", str(args.max_examples)]
+    if getattr(args, "stop_at_first", False):
+        cmd += ["--stop-at-first"]
+    if getattr(args, "all_bugs", False):
+        cmd += ["--all-bugs"]
     return " ".join(shlex.quote(c) for c in cmd)
 
 

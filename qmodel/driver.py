@@ -22,7 +22,7 @@ from qmodel.protocol import Protocol, Verb
 from qmodel.sim.choices import Backend
 from qmodel.world import World, WorldConfig
 
-__all__ = ["ActorDied", "Example", "InvariantViolation", "VERB_LABEL", "verb_label"]
+__all__ = ["ActorDied", "Example", "InvariantViolation", "VERB_LABEL", "bug_of", "verb_label"]
 
 #: The label of the choice of a verb; its argument's label is ``verb.NAME``.
 VERB_LABEL = "verb"
@@ -59,14 +59,26 @@ class InvariantViolation(QmodelError, AssertionError):
         self.checked = checked
 
 
+def bug_of(violation: Violation) -> tuple[str, str | None]:
+    """What makes a violation a distinct bug: its invariant and the rule it broke (``None``
+    for an invariant without rules)."""
+    rule = violation.values.get("rule")
+    return violation.invariant, None if rule is None else str(rule)
+
+
 @attrs.define(eq=False)
 class Example:
-    """One example against a target: the world, what is checked, and whether it failed."""
+    """One example against a target: the world, what is checked, and whether it failed.
+
+    ``known`` holds bugs (see :func:`bug_of`) already found: an example that meets one of them
+    ends there without failing, so a search goes on to the bugs it has not found yet.
+    """
 
     world: World
     checked: tuple[Invariant, ...]
     #: Called with the world and the violation (``None`` when it held) as the example ends.
     on_end: Callable[[World, Violation | None], None] | None = None
+    known: frozenset[tuple[str, str | None]] = frozenset()
     failed: bool = False
     safety: tuple[Invariant, ...] = attrs.field(init=False)
     eventual: tuple[Invariant, ...] = attrs.field(init=False)
@@ -86,12 +98,13 @@ class Example:
         *,
         world_type: type[World] = World,
         on_end: Callable[[World, Violation | None], None] | None = None,
+        known: frozenset[tuple[str, str | None]] = frozenset(),
     ) -> Example:
         """A fresh world of ``protocol`` around ``target``; ``checked`` defaults to all of the
         protocol's invariants."""
         world = world_type.create(target, config, backend, protocol)
         chosen = protocol.invariants if checked is None else tuple(checked)
-        return cls(world, chosen, on_end)
+        return cls(world, chosen, on_end, known)
 
     @property
     def protocol(self) -> Protocol:
@@ -126,6 +139,8 @@ class Example:
         self._check(self.safety)
 
     def _check(self, checks: Iterable[Invariant]) -> None:
+        if self.failed:  # a known bug ended the example; nothing more is judged
+            return
         world = self.world
         dead = world.dead_actor()
         if dead is not None:
@@ -136,6 +151,10 @@ class Example:
             found = inv.check(ctx)
             if found is not None:
                 self.failed = True
+                if bug_of(found) in self.known:
+                    if self.on_end is not None:
+                        self.on_end(world, None)
+                    return
                 if self.on_end is not None:
                     self.on_end(world, found)
                 raise InvariantViolation(found, world, self.checked)

@@ -42,6 +42,8 @@ class QueueMachine(RuleBasedStateMachine):
     checked: ClassVar[tuple[Invariant, ...]] = ()
     #: Called with each world when an example ends (the CLI keeps the last failing one).
     on_world: ClassVar[Callable[[World, Violation | None], None] | None] = None
+    #: Bugs already found (``(invariant, rule)``): an example meeting one ends without failing.
+    known: ClassVar[frozenset[tuple[str, str | None]]] = frozenset()
 
     def __init__(self) -> None:
         super().__init__()
@@ -54,6 +56,7 @@ class QueueMachine(RuleBasedStateMachine):
             self.backend,
             cls.checked or None,
             on_end=cls.on_world,
+            known=cls.known,
         )
 
     @property

@@ -102,7 +102,14 @@ def test_bad_option_value_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -
 def test_json_violation_object(capsys: pytest.CaptureFixture[str]) -> None:
     """--json prints exactly one object with the documented fields, and exit 1 on a violation."""
     code, out, _ = run(
-        capsys, "check", "--target", "catalog:CLAIM_NOT_ATOMIC", "--max-examples", "40", "--json"
+        capsys,
+        "check",
+        "--target",
+        "catalog:CLAIM_NOT_ATOMIC",
+        "--max-examples",
+        "40",
+        "--stop-at-first",
+        "--json",
     )
     assert code == 1
     lines = out.strip().splitlines()

@@ -26,7 +26,15 @@ from qmodel import cli
 from qmodel.exampledb import InvalidExampleDatabase, example_database, shared_database
 from qmodel.profiles import register
 
-CLAIM = ["check", "--target", "catalog:CLAIM_NOT_ATOMIC", "--profile", "ci", "--json"]
+CLAIM = [
+    "check",
+    "--target",
+    "catalog:CLAIM_NOT_ATOMIC",
+    "--profile",
+    "ci",
+    "--stop-at-first",
+    "--json",
+]
 
 
 def _free_port() -> int:

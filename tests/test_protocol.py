@@ -165,7 +165,13 @@ def test_a_racy_worker_answering_ok_true_is_counted_under_the_ids_sent(
     """A POST answered {"ok": true} acknowledges the message its client sent: the claim race is
     found, never ok."""
     code, obj, _ = run(
-        capsys, "check", "--target", f"{TARGETS / 'answers_ok_true.py'}:Worker", "--profile", "ci"
+        capsys,
+        "check",
+        "--target",
+        f"{TARGETS / 'answers_ok_true.py'}:Worker",
+        "--profile",
+        "ci",
+        "--stop-at-first",
     )
     assert code == 1 and obj["verdict"] == "violation"
     assert obj["invariant"] in ("single-claim", "one-reply", "platform")

@@ -28,7 +28,7 @@ def test_check_report_writes_the_files(
     """check --report DIR --json: exit 1, one JSON object on stdout, the three files in DIR
     (their paths on stderr), and a trace that records the search's seed and command."""
     argv = ["check", "--target", "catalog:CLAIM_NOT_ATOMIC", "--max-examples", "40"]
-    code = cli.main([*argv, "--json", "--report", str(tmp_path)])
+    code = cli.main([*argv, "--stop-at-first", "--json", "--report", str(tmp_path)])
     out, err = capsys.readouterr()
     assert code == 1
     obj = json.loads(out)
@@ -44,7 +44,8 @@ def test_check_report_writes_the_files(
     assert trace.expected.steps == obj["steps"] and list(trace.expected.log) == obj["trace"]
     assert trace.search.seed == 0 and trace.search.profile == "ci"
     assert trace.search.command == (
-        "qmodel check --target catalog:CLAIM_NOT_ATOMIC --profile ci --seed 0 --max-examples 40"
+        "qmodel check --target catalog:CLAIM_NOT_ATOMIC --profile ci --seed 0 --max-examples 40 "
+        "--stop-at-first"
     )
     md = (tmp_path / "CLAIM_NOT_ATOMIC.md").read_text()
     assert f"`{trace.search.command}` after {obj['examples']} examples" in md
@@ -121,13 +122,15 @@ def test_default_check_report_has_no_empty_table(
     a world where only another app's messages exist: the report's state section says so instead
     of printing a table without rows, and no table of the report is empty."""
     code = cli.main(["check", "--json", "--report", str(tmp_path)])
-    capsys.readouterr()
+    answer = json.loads(capsys.readouterr().out)
     assert code == 1
-    (md,) = tmp_path.glob("*.md")
+    md = Path(answer["report"]["markdown"])
+    for each in tmp_path.glob("*.md"):  # every distinct bug's report
+        lines = each.read_text().splitlines()
+        for i, line in enumerate(lines):
+            if line.startswith("|---"):
+                assert lines[i + 1].startswith("| "), f"empty table under {lines[i - 1]!r}"
     lines = md.read_text().splitlines()
-    for i, line in enumerate(lines):
-        if line.startswith("|---"):
-            assert lines[i + 1].startswith("| "), f"empty table under {lines[i - 1]!r}"
     assert any(line.startswith("When the violation was caught") for line in lines)
     assert "no message of the actors was in play" in md.read_text()
 
@@ -170,3 +173,25 @@ def test_a_report_that_cannot_be_written_keeps_the_verdict(
     assert obj["error"]["kind"] == "report"
     assert obj["error"]["message"].endswith("OSError: No space left on device")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_every_distinct_bug_gets_its_own_report(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], quick_shrink: None
+) -> None:
+    """--all-bugs: after the first violation the search goes on within its budget; each
+    distinct (invariant, rule) is listed in violations with its own shrunk run and report
+    files, the first under the catalog id, the others under the id and their invariant."""
+    argv = ["check", "--target", "catalog:CLAIM_NOT_ATOMIC", "--max-examples", "60"]
+    code = cli.main([*argv, "--all-bugs", "--json", "--report", str(tmp_path)])
+    answer = json.loads(capsys.readouterr().out)
+    assert code == 1 and answer["verdict"] == "violation"
+    bugs = answer["violations"]
+    assert len(bugs) >= 2 and bugs[0]["invariant"] == answer["invariant"]
+    assert len({(b["invariant"], b["rule"]) for b in bugs}) == len(bugs)
+    assert [b["found_at_example"] for b in bugs] == sorted(b["found_at_example"] for b in bugs)
+    for b in bugs:
+        assert b["steps"] == len(b["trace"]) and b["kv_ops"] > 0
+        assert Path(b["report"]["markdown"]).is_file()
+        assert load(b["report"]["trace"]).expected.invariant == b["invariant"]
+    assert Path(bugs[0]["report"]["markdown"]).name == "CLAIM_NOT_ATOMIC.md"
+    assert Path(bugs[1]["report"]["markdown"]).name.startswith("CLAIM_NOT_ATOMIC__")

@@ -51,9 +51,10 @@ def report_id(trace: Trace) -> str:
     return rid if rid[:1].isalpha() or rid[:1] == "_" else f"t_{rid}"
 
 
-def write_report(trace: Trace, directory: str | Path) -> ReportFiles:
+def write_report(trace: Trace, directory: str | Path, *, name: str | None = None) -> ReportFiles:
     """Write the report, the trace and the regression test of ``trace`` into ``directory``
-    (created if missing). The trace is replayed first (strictly) to collect the detail; a
+    (created if missing), named ``name`` (default :func:`report_id`). The trace is replayed
+    first (strictly) to collect the detail; a
     trace that does not replay raises :class:`~qmodel.replay.ReplayMismatch`.
 
     Each file is replaced whole or not at all: all three are written beside their final names
@@ -63,7 +64,7 @@ def write_report(trace: Trace, directory: str | Path) -> ReportFiles:
     detail = collect(trace)
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
-    rid = report_id(trace)
+    rid = name or report_id(trace)
     files = ReportFiles(
         markdown=out / f"{rid}.md",
         trace=out / f"{rid}.json",
