@@ -1,0 +1,795 @@
+"""``qmodel explore``: a bounded exhaustive breadth-first search over the driver's own choices.
+
+Every nondeterministic decision of an example is a numbered choice from one source (the verb
+and its argument, which task steps, which cached copy a read sees, page sizes, faults), so the
+examples within a scope form a tree, and a node is the prefix of choices that leads to it. A
+world holds coroutines and cannot be copied, so a node is reached by running its prefix again
+from a fresh world: :class:`PathBackend` answers the prefix, then takes the first option of
+every new choice and notes the others, so one run walks one transition (one verb) and finds
+its siblings. States are compared by :mod:`qmodel.fingerprint`; a state reached before (by
+another interleaving) is not explored again.
+
+The search goes level by level, one verb per level, and every verb of the scope's ``run`` is
+one scheduler step, so the first violation found has the fewest verbs of any in the scope. The
+safety invariants are checked after every verb, as the driver does; the eventual ones at every
+quiescent state (no request, client action or background work left, only the actors' loops):
+the world is settled there exactly as an example's end settles it.
+
+A counterexample is recorded with :func:`qmodel.replay.trace_of`, as ``qmodel check`` records
+its own, so ``qmodel replay`` runs it again byte for byte and ``--report`` writes the same
+report, trace and regression test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import heapq
+import json
+import shlex
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import attrs
+
+from qmodel.check import Invariant, Violation, select
+from qmodel.driver import VERB_LABEL, Example, InvariantViolation, verb_label
+from qmodel.errors import QmodelError
+from qmodel.fingerprint import Fingerprinter, Observations, digest
+from qmodel.protocol import Protocol
+from qmodel.world import World, WorldConfig
+
+__all__ = [
+    "DEFAULT_PINNED",
+    "Explorer",
+    "Found",
+    "PathBackend",
+    "Result",
+    "Scope",
+    "ScopeError",
+    "add_parser",
+    "explore_main",
+]
+
+#: Choices the default scope does not branch on (it takes option 0, the unsurprising one):
+#: the client clock's straddle between id and timestamp, how long a generation takes and how
+#: it ends. Each multiplies the space and none is needed by the races of the catalog that a
+#: strongly consistent store shows; ``--options LABEL=K`` widens any of them.
+DEFAULT_PINNED: Mapping[str, int] = {
+    "frontend.clock_straddle": 1,
+    "bot.generate_ms": 1,
+    "bot.generate": 1,
+}
+
+#: The verbs a scope may use: posts (up to the scope's count), single scheduler steps, and
+#: crashes (up to the scope's count). The clock moves only where nothing can run (``run``
+#: jumps to the next wake-up), within the scope's horizon.
+SCOPE_VERBS = ("post", "run", "crash")
+
+
+#: Task kinds whose answers nobody else reads as they arrive (see :meth:`Explorer._eager`).
+_LOCAL_KINDS = ("request", "background")
+
+
+class ScopeError(QmodelError, ValueError):
+    """A scope flag that cannot be explored (the message says which and what to give)."""
+
+
+@attrs.frozen(kw_only=True)
+class Scope:
+    """What the search covers: the world's shape and the bounds of an example.
+
+    ``posts`` messages are posted (by any frontend, at any point); ``run`` verbs are single
+    scheduler steps; ``crashes`` bot crashes may happen; the clock may jump to a sleeping
+    task's wake-up while it stays within ``horizon_ms`` of the start. ``depth`` bounds the
+    verbs of an example, ``max_states`` the distinct states, ``max_seconds`` the wall time.
+    ``options`` caps how many options of a choice label are explored (the first ``K``).
+    """
+
+    bots: int = 0
+    frontends: int = 2
+    posts: int = 2
+    crashes: int = 0
+    depth: int = 40
+    kv: str = "local"
+    horizon_ms: int = 0
+    max_states: int = 200_000
+    max_seconds: float = 60.0
+    dedup: bool = True
+    #: Take steps nothing else can observe at once (see :meth:`Explorer._eager`).
+    reduce: bool = True
+    options: Mapping[str, int] = attrs.field(factory=lambda: dict(DEFAULT_PINNED))
+
+    def check(self) -> None:
+        """Refuse a scope that cannot be explored, saying which flag and what to give."""
+        if not 0 <= self.bots <= 4:
+            raise ScopeError(f"--bots {self.bots}: give 0 to 4 bots")
+        if not 1 <= self.frontends <= 4:
+            raise ScopeError(f"--frontends {self.frontends}: give 1 to 4 frontends")
+        if self.posts < 0:
+            raise ScopeError(f"--posts {self.posts}: give 0 or more posts")
+        if self.crashes < 0:
+            raise ScopeError(f"--crashes {self.crashes}: give 0 or more crashes")
+        if self.crashes and not self.bots:
+            raise ScopeError("--crashes needs a bot to crash: give --bots 1 or more")
+        if self.depth < 1:
+            raise ScopeError(f"--depth {self.depth}: give at least 1 verb")
+        if self.kv not in ("local", "strict"):
+            raise ScopeError(f"--kv {self.kv}: give local or strict")
+        if self.horizon_ms < 0:
+            raise ScopeError(f"--horizon-ms {self.horizon_ms}: give 0 or more milliseconds")
+        if self.max_states < 1:
+            raise ScopeError(f"--max-states {self.max_states}: give at least 1")
+        if self.max_seconds <= 0:
+            raise ScopeError(f"--max-seconds {self.max_seconds}: give a positive number")
+        for label, k in self.options.items():
+            if k < 1:
+                raise ScopeError(f"--options {label}={k}: explore at least 1 option")
+
+    def describe(self) -> str:
+        """The scope in one line, for the progress line and reports."""
+        return (
+            f"{self.frontends} frontends, {self.bots} bots, {self.posts} posts, "
+            f"{self.crashes} crashes, depth {self.depth}, kv {self.kv}, "
+            f"horizon {self.horizon_ms} ms"
+        )
+
+
+@attrs.define
+class PathBackend:
+    """Answers ``prefix``, then the first allowed option of every new choice, noting the
+    other allowed options as ``branches`` (``(position, options)``); ``taken`` is every index
+    given, in order (the choices of a run, since one-option choices never reach a backend)."""
+
+    prefix: Sequence[int]
+    allowed: Callable[[str, int], Sequence[int]]
+    taken: list[int] = attrs.field(factory=list)
+    branches: list[tuple[int, tuple[int, ...], int]] = attrs.field(factory=list)
+    #: The verb being taken (0-based), noted with each branch.
+    verb: int = 0
+
+    def pick(self, label: str, n: int, weights: tuple[int, ...] | None) -> int:
+        i = len(self.taken)
+        if i < len(self.prefix):
+            index = self.prefix[i]
+        else:
+            options = self.allowed(label, n)
+            if len(options) > 1:
+                self.branches.append((i, tuple(options[1:]), self.verb))
+            index = options[0]
+        self.taken.append(index)
+        return index
+
+
+@attrs.frozen
+class Found:
+    """A counterexample: the world it broke in, the violation, and where it was caught
+    (``"verb N"`` or ``"settled"``); ``kv_ops`` counts the KV operations before the settle
+    (the story), ``settle_kv_ops`` those of the settle (the fair run every example ends with)."""
+
+    world: World
+    violation: Violation
+    at: str
+    kv_ops: int
+    settle_kv_ops: int
+
+
+@attrs.frozen
+class Result:
+    """What a search found: ``verdict`` is ``violation``, ``ok`` (with ``exhaustive``: the
+    whole scope was covered) or ``unknown`` (``bound`` names the bound that was hit)."""
+
+    verdict: str
+    exhaustive: bool
+    states: int
+    transitions: int
+    executions: int
+    levels: int
+    seconds: float
+    found: Found | None
+    bound: str | None
+
+
+@attrs.define
+class _Run:
+    example: Example
+    backend: PathBackend
+    observed: Observations
+    fingerprinter: Fingerprinter
+
+
+class Explorer:
+    """The breadth-first search of ``scope`` against fresh targets from ``factory``."""
+
+    def __init__(
+        self,
+        factory: Callable[[], Any],
+        protocol: Protocol,
+        scope: Scope,
+        checked: Sequence[Invariant],
+        *,
+        step_limit: int = 10_000,
+        progress: Callable[[int, int, int, int, float], None] | None = None,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        scope.check()
+        self.factory = factory
+        self.protocol = protocol
+        self.scope = scope
+        self.checked = tuple(checked)
+        self.config = WorldConfig(
+            protocol=protocol.name,
+            bots=scope.bots,
+            frontends=scope.frontends,
+            kv=scope.kv,
+            max_task_steps=step_limit,
+        )
+        self.progress = progress
+        self._clock = clock
+        self._run: _Run | None = None
+        self._start_ms = 0
+        names = {v.name for v in protocol.verbs}
+        missing = [v for v in ("post", "run") if v not in names]
+        if missing:
+            raise ScopeError(
+                f"protocol {protocol.name!r} has no {' or '.join(missing)} verb; the explorer "
+                "posts messages and runs single steps (its verbs: "
+                f"{', '.join(sorted(names))})"
+            )
+
+    # -- the choices a scope allows ------------------------------------------------------------
+
+    def _verb_allowed(self, world: World, name: str) -> bool:
+        s = self.scope
+        if name == "post":
+            # Posts come first: with the clock still, a post task made now and stepped later is
+            # the same as a post made later, so posting after a step adds no behaviour.
+            return world.counts.get("post", 0) < s.posts and not world.counts.get("run", 0)
+        if name == "crash":
+            return world.counts.get("crash", 0) < s.crashes
+        if name == "run":
+            sched = world.platform.scheduler
+            if sched.runnable():
+                return True
+            wake = sched.next_wakeup()
+            return wake is not None and wake - self._start_ms <= s.horizon_ms
+        return False
+
+    def allowed_verbs(self, example: Example) -> list[int]:
+        """Indices into ``example.enabled()`` of the verbs the scope allows now."""
+        world = example.world
+        return [
+            i
+            for i, v in enumerate(example.enabled())
+            if v.name in SCOPE_VERBS and self._verb_allowed(world, v.name)
+        ]
+
+    def _allowed(self, label: str, n: int) -> Sequence[int]:
+        run = self._run
+        assert run is not None
+        if label == VERB_LABEL:
+            return self.allowed_verbs(run.example)
+        if label == verb_label("post"):
+            # Frontends in order (post by 0 then 1, never 1 then 0): the two orders only swap
+            # which task was spawned first, so one of them stands for both.
+            posted = [a for v, a in run.example.world.verbs if v == "post"]
+            return range(posted[-1] if posted else 0, min(n, self.scope.frontends))
+        if label == verb_label("run"):
+            return (0,)  # one scheduler step per verb: levels are steps
+        if label == verb_label("crash"):
+            return range(min(n, max(self.scope.bots, 1)))
+        if label == "step" and self.scope.reduce:
+            eager = self._eager(run.example.world)
+            if eager is not None:
+                return (eager,)
+        cap = self.scope.options.get(label)
+        return range(n if cap is None else min(n, cap))
+
+    def _eager(self, world: World) -> int | None:
+        """The index among the runnable tasks of one whose next step nothing else can observe
+        or disturb, or ``None``.
+
+        Such a step commutes with every other task's step, so taking it first loses no
+        behaviour (an ample set of one, as in partial-order reduction): a client task or
+        background work that has not started yet (its first step only builds a request and
+        sends it), a Durable Object's storage call (it holds the object's input gate), and a request (or its background work) taking the answer of a call it
+        made to a Durable Object or a timer that ran out (the answer is fixed once given; what
+        runs next is the request's own code up to its next platform call). Durable Object
+        tasks are never eager (their first step may touch the object's memory), nor an
+        actor taking an answer (that is when the exchange enters the history the invariants
+        read).
+        """
+        for i, t in enumerate(world.platform.scheduler.runnable()):
+            if t.owner is not None:
+                # A storage call holds the object's input gate: no other task of the object
+                # can run until it is done, and nothing outside the object reads its storage.
+                if t.pending is not None and t.pending.kind == "storage":
+                    return i
+                continue
+            if not t.started:
+                return i
+            op = t.pending
+            if op is not None and op.kind in ("join", "sleep") and t.kind in _LOCAL_KINDS:
+                return i
+        return None
+
+    # -- one run -------------------------------------------------------------------------------
+
+    def _begin(self, prefix: Sequence[int]) -> _Run:
+        backend = PathBackend(prefix, self._allowed)
+        example = Example.begin(self.factory(), self.protocol, self.config, backend, self.checked)
+        fp = Fingerprinter({})
+        observed = Observations(fp.of)
+        run = _Run(example, backend, observed, fp)
+        self._tokens(run)
+        example.world.platform.scheduler.observe = observed
+        self._run = run
+        return run
+
+    def _tokens(self, run: _Run) -> None:
+        world = run.example.world
+        p = world.platform
+        tokens: dict[int, Any] = {
+            id(world): ("@world",),
+            id(p): ("@platform",),
+            id(p.scheduler): ("@scheduler",),
+            id(p.clock): ("@clock",),
+            id(p.choices): ("@choices",),
+            id(world.target): ("@target",),
+            id(world.history): ("@history",),
+        }
+        for name, store in p.kv.items():
+            tokens[id(store)] = ("@kv", name)
+        for group in world.actors.values():
+            for actor in group:
+                tokens[id(actor)] = ("@actor", actor.name)
+        run.fingerprinter.tokens = tokens
+
+    def state(self, run: _Run) -> bytes:
+        """The digest of the world's state now (see :mod:`qmodel.fingerprint`)."""
+        self._tokens(run)
+        world = run.example.world
+        fp = run.fingerprinter.of
+        p = world.platform
+        sched = p.scheduler
+        live = sched.tasks
+        seen = run.observed
+        seen.forget([t for t in seen.seen if t.finished])
+        tasks = tuple(
+            (
+                t.name,
+                t.kind,
+                t.started,
+                t.pending.describe() if t.pending is not None else None,
+                t.deadline_ms,
+                # How a task was started matters until it starts; from then on, what it has
+                # observed says where it stands.
+                None if t.started else fp(t.factory),
+                seen.of(t),
+            )
+            for t in live
+        )
+        inside = run.fingerprinter.inside
+        actors = tuple(inside(a) for group in world.actors.values() for a in group)
+        target = world.target
+        whole = (
+            p.clock.now_ms,
+            sched.id_counter,
+            tuple((name, inside(store)) for name, store in p.kv.items()),
+            tuple((name, fp(ns.instances)) for name, ns in p.namespaces.items()),
+            tasks,
+            actors,
+            inside(target),
+            fp(world.spec),
+            tuple(fp(ex) for ex in world.history),
+            tuple(sorted(world.in_flight.items(), key=repr)),
+            # How many verbs of each budget were spent (runs are the path, not the state).
+            tuple(sorted((v, n) for v, n in world.counts.items() if v not in ("run", "advance"))),
+            world.crashes,
+        )
+        return digest(whole)
+
+    def _quiescent(self, world: World) -> bool:
+        loops = set(world.tasks.values())
+        return all(t in loops for t in world.platform.scheduler.tasks)
+
+    # -- the search ----------------------------------------------------------------------------
+
+    def _forced(self, example: Example) -> bool:
+        """Whether the next verb has one allowed form only: a single step the scope leaves no
+        choice about (no post or crash left to make, one task that may step)."""
+        world = example.world
+        verbs = self.allowed_verbs(example)
+        if len(verbs) != 1 or example.enabled()[verbs[0]].name != "run":
+            return False
+        ready = world.platform.scheduler.runnable()
+        return len(ready) <= 1 or (self.scope.reduce and self._eager(world) is not None)
+
+    def run(self) -> Result:
+        """Search the scope in order of verbs; return the violation with the fewest verbs.
+
+        A node is a state where the search branches; from it, one run per transition. A run
+        replays the node's prefix, takes one verb (noting the other options of each new
+        choice as siblings, explored from the same node), then keeps taking verbs while the
+        next one is forced (a single step nothing can observe, or the only step possible), so
+        a chain of forced steps costs one run, not one per step. Nodes are taken in order of
+        their verbs, so once a violation is found, only nodes that could still give a shorter
+        one are expanded.
+        """
+        started = self._clock()
+        s = self.scope
+        best: tuple[int, int] | None = None  # (verbs, kv_ops) of the best counterexample
+        found: Found | None = None
+        seen: dict[bytes, int] = {}
+        states = transitions = executions = 0
+        heap: list[tuple[int, int, tuple[int, ...], bytes | None]] = []
+        serial = 0
+        bound: str | None = None
+        deepest = 0
+
+        def result(verdict: str) -> Result:
+            return Result(
+                verdict=verdict,
+                exhaustive=verdict == "ok",
+                states=states,
+                transitions=transitions,
+                executions=executions,
+                levels=deepest,
+                seconds=self._clock() - started,
+                found=found,
+                bound=bound,
+            )
+
+        # The root: the fresh world, checked as the driver checks it before any verb.
+        run = self._begin(())
+        self._start_ms = run.example.world.platform.clock.now_ms
+        executions += 1
+        try:
+            run.example.check_safety()
+        except InvariantViolation as exc:
+            found = self._found(run, exc.violation, "start")
+            return result("violation")
+        root = self.state(run)
+        seen[root] = 0
+        states = 1
+        heapq.heappush(heap, (0, serial, (), root))
+        while heap:
+            verbs, _, prefix, node = heapq.heappop(heap)
+            if best is not None and verbs + 1 >= best[0]:
+                break
+            if node is not None and seen[node] < verbs:
+                continue  # reached again with fewer verbs: that node stands for this one
+            stack: list[tuple[tuple[int, ...], int]] = [(prefix, verbs)]
+            while stack:
+                if self._clock() - started > s.max_seconds:
+                    bound = f"--max-seconds {s.max_seconds:g}"
+                    return result("unknown" if found is None else "violation")
+                q, base = stack.pop()
+                run = self._begin(q)
+                executions += 1
+                example = run.example
+                b = run.backend
+                done = base
+                try:
+                    example.check_safety()
+                    for i in range(base):
+                        b.verb = i
+                        example.step()
+                    while True:
+                        b.verb = done
+                        done += 1
+                        example.step()
+                        if done >= s.depth or self._quiescent(example.world):
+                            break
+                        if not self._forced(example):
+                            break
+                except InvariantViolation as exc:
+                    kv = example.world.platform.kv_stats().operations
+                    if best is None or (done, kv) < best:
+                        best = (done, kv)
+                        found = self._found(run, exc.violation, f"verb {done}")
+                    self._siblings(b, stack)
+                    continue
+                self._siblings(b, stack)
+                transitions += 1
+                deepest = max(deepest, done)
+                key = self.state(run) if s.dedup else None
+                if key is not None:
+                    if seen.get(key, done + 1) <= done:
+                        continue
+                    seen[key] = done
+                states += 1
+                world = example.world
+                terminal = not self.allowed_verbs(example)
+                if self._quiescent(world) or terminal:
+                    kv_before = world.platform.kv_stats().operations
+                    try:
+                        example.finish()
+                    except InvariantViolation as exc:
+                        total = world.platform.kv_stats().operations
+                        if best is None or (done, kv_before) < best:
+                            best = (done, kv_before)
+                            found = Found(
+                                world, exc.violation, "settled", kv_before, total - kv_before
+                            )
+                        continue
+                if terminal:
+                    continue
+                if done >= s.depth:
+                    bound = f"--depth {s.depth}"
+                    continue
+                if states >= s.max_states:
+                    bound = f"--max-states {s.max_states}"
+                    continue
+                serial += 1
+                heapq.heappush(heap, (done, serial, tuple(b.taken), key))
+                if self.progress is not None and states % 256 == 0:
+                    self.progress(done, states, transitions, len(heap), self._clock() - started)
+        if found is not None:
+            return result("violation")
+        return result("unknown" if bound else "ok")
+
+    @staticmethod
+    def _siblings(b: PathBackend, stack: list[tuple[tuple[int, ...], int]]) -> None:
+        # The options of the latest choice first (last in, first out), each replayed up to the
+        # verb it belongs to, which is then its transition.
+        for pos, options, verb in b.branches:
+            for option in reversed(options):
+                stack.append(((*b.taken[:pos], option), verb))
+
+    def _found(
+        self, run: _Run, violation: Violation, at: str, kv_before: int | None = None
+    ) -> Found:
+        world = run.example.world
+        total = world.platform.kv_stats().operations
+        before = total if kv_before is None else kv_before
+        return Found(world, violation, at, before, total - before)
+
+
+# -- the command line --------------------------------------------------------------------------
+
+
+def add_parser(sub: Any) -> None:
+    """Add ``qmodel explore`` to the command line's subparsers ``sub``."""
+    e = sub.add_parser(
+        "explore",
+        help="search a bounded scope exhaustively, breadth-first: the shortest counterexample",
+        description="Search every interleaving of a small scope, breadth-first, so the first "
+        "violation found is the shortest; ok with exhaustive: true when the whole scope was "
+        "covered, unknown when a bound was hit.",
+    )
+    e.add_argument("--target", help="as for qmodel check (default seed-000)")
+    e.add_argument("--protocol", metavar="NAME", help="as for qmodel check (default: the target's)")
+    e.add_argument("--bots", type=int, default=0, help="bot processes (default 0)")
+    e.add_argument("--frontends", type=int, default=2, help="frontends (default 2)")
+    e.add_argument("--posts", type=int, default=2, help="messages posted (default 2)")
+    e.add_argument("--crashes", type=int, default=0, help="bot crashes (default 0)")
+    e.add_argument("--depth", type=int, default=40, help="verbs per example at most (default 40)")
+    e.add_argument("--kv", choices=("strict", "local"), default="local", help="default local")
+    e.add_argument(
+        "--horizon-ms",
+        type=int,
+        default=0,
+        help="how far the clock may jump to a sleeping task's wake-up (default 0: never)",
+    )
+    e.add_argument(
+        "--options",
+        action="append",
+        metavar="LABEL=K",
+        help="explore the first K options of choice LABEL (repeatable; the default scope "
+        f"takes option 0 of {', '.join(DEFAULT_PINNED)})",
+    )
+    e.add_argument("--invariant", action="append", metavar="ID", help="check only this one")
+    e.add_argument("--skip-invariant", action="append", metavar="ID", help="do not check it")
+    e.add_argument("--max-states", type=int, default=200_000, help="default 200000")
+    e.add_argument("--max-seconds", type=float, default=60.0, help="wall seconds (default 60)")
+    e.add_argument(
+        "--no-dedup",
+        action="store_true",
+        help="explore every interleaving, even of states already seen (to measure)",
+    )
+    e.add_argument(
+        "--no-reduce",
+        action="store_true",
+        help="branch on every step, even one nothing else can observe (to measure)",
+    )
+    e.add_argument("--step-limit", type=int, default=10_000, help="as for qmodel check")
+    e.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout")
+    e.add_argument("--report", metavar="DIR", help="on a violation, write the report files")
+
+
+def _options(raw: Sequence[str] | None) -> dict[str, int]:
+    out = dict(DEFAULT_PINNED)
+    for item in raw or ():
+        label, sep, k = item.partition("=")
+        if not sep or not label or not k.strip().lstrip("-").isdigit():
+            raise ScopeError(f"--options {item}: give LABEL=K, e.g. bot.generate=3")
+        out[label] = int(k)
+    return out
+
+
+def scope_of(args: argparse.Namespace) -> Scope:
+    """The :class:`Scope` a command line asks for (:class:`ScopeError` if it cannot be)."""
+    scope = Scope(
+        bots=args.bots,
+        frontends=args.frontends,
+        posts=args.posts,
+        crashes=args.crashes,
+        depth=args.depth,
+        kv=args.kv,
+        horizon_ms=args.horizon_ms,
+        max_states=args.max_states,
+        max_seconds=args.max_seconds,
+        dedup=not args.no_dedup,
+        reduce=not args.no_reduce,
+        options=_options(args.options),
+    )
+    scope.check()
+    if args.step_limit < 10:
+        raise ScopeError(f"--step-limit {args.step_limit}: give at least 10")
+    return scope
+
+
+def explore_command(args: argparse.Namespace) -> str:
+    """The ``qmodel explore`` command line that runs the same search as ``args``."""
+    cmd = ["qmodel", "explore"]
+    if args.target:
+        cmd += ["--target", args.target]
+    if args.protocol:
+        cmd += ["--protocol", args.protocol]
+    cmd += ["--bots", str(args.bots), "--frontends", str(args.frontends)]
+    cmd += ["--posts", str(args.posts), "--depth", str(args.depth), "--kv", args.kv]
+    if args.crashes:
+        cmd += ["--crashes", str(args.crashes)]
+    if args.horizon_ms:
+        cmd += ["--horizon-ms", str(args.horizon_ms)]
+    for item in args.options or ():
+        cmd += ["--options", item]
+    for i in args.invariant or ():
+        cmd += ["--invariant", i]
+    for i in args.skip_invariant or ():
+        cmd += ["--skip-invariant", i]
+    return " ".join(shlex.quote(c) for c in cmd)
+
+
+class _Line:
+    """The progress line on a terminal (standard error), cleared at the end."""
+
+    def __init__(self, shown: bool) -> None:
+        self.shown = shown
+
+    def __call__(self, level: int, states: int, transitions: int, queued: int, secs: float) -> None:
+        if not self.shown:
+            return
+        rate = states / secs if secs > 0 else 0.0
+        sys.stderr.write(
+            f"\rexplore: level {level}, {states} states, {transitions} transitions, "
+            f"{queued} queued, {rate:,.0f} states/s, {secs:.1f} s "
+        )
+        sys.stderr.flush()
+
+    def done(self) -> None:
+        if self.shown:
+            sys.stderr.write("\r\033[K")
+            sys.stderr.flush()
+
+
+def explore_main(args: argparse.Namespace) -> int:
+    """Run ``qmodel explore``: exit 0 for ok (or unknown: a bound was hit, said on stderr and in
+    ``verdict``), 1 for a violation; a bad flag or target raises a
+    :class:`~qmodel.errors.QmodelError` the command line answers with exit 2."""
+    from qmodel import protocols
+    from qmodel.cli import EXIT_OK, EXIT_VIOLATION, _check_report_dir, versions
+    from qmodel.targets import DEFAULT_TARGET, resolve
+
+    scope = scope_of(args)
+    if args.report:
+        _check_report_dir(args.report)
+    target = resolve(args.target)
+    name = target.name if args.target else DEFAULT_TARGET
+    proto = protocols.get(args.protocol or target.protocol)
+    checked = select(
+        proto.invariants, args.invariant, skipped=args.skip_invariant or (), protocol=proto.name
+    )
+    if not checked:
+        raise ScopeError("--skip-invariant leaves no invariant to check; skip fewer")
+    line = _Line(sys.stderr.isatty() and not args.json)
+    explorer = Explorer(
+        target.factory, proto, scope, checked, step_limit=args.step_limit, progress=line
+    )
+    started = time.perf_counter()  # wall-clock-ok: reporting only
+    try:
+        result = explorer.run()
+    finally:
+        line.done()
+    out: dict[str, Any] = {
+        "verdict": result.verdict,
+        "exhaustive": result.exhaustive,
+        "invariant": None,
+        "target": name,
+        "scope": attrs.asdict(scope),
+        "states": result.states,
+        "transitions": result.transitions,
+        "executions": result.executions,
+        "levels": result.levels,
+        "states_per_second": round(result.states / result.seconds) if result.seconds else None,
+        "seconds": None,
+        "steps": None,
+        "scheduler_steps": None,
+        "kv_ops": None,
+        "settle_kv_ops": None,
+        "at": None,
+        "bound": result.bound,
+        "trace": [],
+        "report": None,
+        "error": None,
+        "versions": versions(),
+    }
+    found = result.found
+    if found is not None:
+        from qmodel.replay import trace_of
+        from qmodel.trace import Search
+
+        trace = trace_of(
+            found.world,
+            found.violation,
+            target=name,
+            checked=checked,
+            search=Search(examples=result.executions, command=explore_command(args)),
+        )
+        log = list(trace.expected.log)
+        out.update(
+            invariant=found.violation.invariant,
+            steps=len(log),
+            scheduler_steps=sum(1 for v, _ in trace.verbs if v == "run"),
+            kv_ops=found.kv_ops,
+            settle_kv_ops=found.settle_kv_ops,
+            at=trace.expected.at,
+            trace=log,
+        )
+        if args.report:
+            from qmodel.report import write_report
+
+            files = write_report(trace, args.report)
+            out["report"] = {
+                "markdown": str(files.markdown),
+                "trace": str(files.trace),
+                "test": str(files.test),
+            }
+    out["seconds"] = round(time.perf_counter() - started, 3)  # wall-clock-ok
+    if args.json:
+        print(json.dumps(out))
+    else:
+        _human(out, found)
+    if result.verdict == "unknown":
+        sys.stderr.write(
+            f"qmodel: no verdict: the search hit {result.bound} before covering the scope; "
+            "raise it, or narrow the scope\n"
+        )
+    return EXIT_VIOLATION if found is not None else EXIT_OK
+
+
+def _human(out: dict[str, Any], found: Found | None) -> None:
+    rate = out["states_per_second"]
+    counts = f"{out['states']} states, {out['transitions']} transitions, {out['seconds']:.2f} s" + (
+        f", {rate:,} states/s" if rate else ""
+    )
+    if found is None:
+        what = "exhaustive" if out["exhaustive"] else f"bound hit: {out['bound']}"
+        print(f"{out['verdict']}: no invariant broke ({what}; {counts})")
+        return
+    print(
+        f"VIOLATION of {out['invariant']} (caught at {out['at']}): the shortest counterexample "
+        f"in this scope, {out['scheduler_steps']} scheduler steps, {out['kv_ops']} KV "
+        f"operations ({counts})"
+    )
+    print(f"  {found.violation.render()}")
+    print()
+    for i, text in enumerate(out["trace"], 1):
+        print(f"  {i:3}. {text}")
+    if out["report"]:
+        r = out["report"]
+        print(f"Report: {r['markdown']}")
+        print(f"Trace:  {r['trace']}   (qmodel replay {r['trace']})")
+        print(f"Test:   {r['test']}   (pytest {r['test']})")
