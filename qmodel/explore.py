@@ -38,6 +38,7 @@ from qmodel.driver import VERB_LABEL, Example, InvariantViolation, verb_label
 from qmodel.errors import QmodelError
 from qmodel.fingerprint import Fingerprinter, Observations, digest
 from qmodel.protocol import Protocol
+from qmodel.sim.scheduler import Join
 from qmodel.world import World, WorldConfig
 
 __all__ = [
@@ -91,7 +92,7 @@ class Scope:
     frontends: int = 2
     posts: int = 2
     crashes: int = 0
-    depth: int = 40
+    depth: int = 80
     kv: str = "local"
     horizon_ms: int = 0
     max_states: int = 200_000
@@ -226,6 +227,9 @@ class Explorer:
             max_task_steps=step_limit,
         )
         self.progress = progress
+        #: Only eventual invariants need a settled world; with safety ones alone the search
+        #: covers the scope's own schedules and does not settle.
+        self._settles = any(i.kind == "eventual" for i in self.checked)
         self._clock = clock
         self._run: _Run | None = None
         self._start_ms = 0
@@ -323,7 +327,10 @@ class Explorer:
         observed = Observations(fp.of)
         run = _Run(example, backend, observed, fp)
         self._tokens(run)
-        example.world.platform.scheduler.observe = observed
+        sched = example.world.platform.scheduler
+        sched.observe = observed
+        # Step records are for reports; a counterexample is replayed with them on.
+        sched.record = False
         self._run = run
         return run
 
@@ -356,12 +363,15 @@ class Explorer:
         live = sched.tasks
         seen = run.observed
         seen.forget([t for t in seen.seen if t.finished])
-        tasks = tuple(
+        # As a set, not in spawn order: two requests that spawned their calls in the other
+        # order are in the same place (the order only renumbers the options of a step).
+        tasks = list(
             (
                 t.name,
                 t.kind,
                 t.started,
                 t.pending.describe() if t.pending is not None else None,
+                _answer(t.pending, fp),
                 t.deadline_ms,
                 # How a task was started matters until it starts; from then on, what it has
                 # observed says where it stands.
@@ -370,6 +380,7 @@ class Explorer:
             )
             for t in live
         )
+        tasks.sort(key=repr)
         inside = run.fingerprinter.inside
         actors = tuple(inside(a) for group in world.actors.values() for a in group)
         target = world.target
@@ -378,11 +389,13 @@ class Explorer:
             sched.id_counter,
             tuple((name, inside(store)) for name, store in p.kv.items()),
             tuple((name, fp(ns.instances)) for name, ns in p.namespaces.items()),
-            tasks,
+            tuple(tasks),
             actors,
             inside(target),
-            fp(world.spec),
-            tuple(fp(ex) for ex in world.history),
+            # The spec and the exchanges are frozen values of plain data, whose repr (made
+            # by attrs) says everything; cheaper than walking them.
+            repr(world.spec),
+            repr(tuple(world.history)),
             tuple(sorted(world.in_flight.items(), key=repr)),
             # How many verbs of each budget were spent (runs are the path, not the state).
             tuple(sorted((v, n) for v, n in world.counts.items() if v not in ("run", "advance"))),
@@ -502,7 +515,7 @@ class Explorer:
                 states += 1
                 world = example.world
                 terminal = not self.allowed_verbs(example)
-                if self._quiescent(world) or terminal:
+                if self._settles and (self._quiescent(world) or terminal):
                     kv_before = world.platform.kv_stats().operations
                     try:
                         example.finish()
@@ -547,6 +560,15 @@ class Explorer:
         return Found(world, violation, at, before, total - before)
 
 
+def _answer(op: Any, fp: Callable[[Any], Any]) -> Any:
+    """What a task waiting on another will be handed: the awaited task's answer once it has
+    one (it lives in the finished task, which no longer appears among the live ones)."""
+    if not isinstance(op, Join) or op.child is None or not op.child.finished:
+        return None
+    child = op.child
+    return (child.killed, fp(child.result), fp(child.error))
+
+
 # -- the command line --------------------------------------------------------------------------
 
 
@@ -565,7 +587,7 @@ def add_parser(sub: Any) -> None:
     e.add_argument("--frontends", type=int, default=2, help="frontends (default 2)")
     e.add_argument("--posts", type=int, default=2, help="messages posted (default 2)")
     e.add_argument("--crashes", type=int, default=0, help="bot crashes (default 0)")
-    e.add_argument("--depth", type=int, default=40, help="verbs per example at most (default 40)")
+    e.add_argument("--depth", type=int, default=80, help="verbs per example at most (default 80)")
     e.add_argument("--kv", choices=("strict", "local"), default="local", help="default local")
     e.add_argument(
         "--horizon-ms",

@@ -206,7 +206,12 @@ class Observations:
         self.seen: dict[Task, list[Any]] = {}
 
     def __call__(self, task: Task, value: Any, error: BaseException | None) -> None:
-        got = self._fp(value) if error is None else ("!", type(error).__name__, str(error))
+        if error is not None:
+            got: Any = ("!", type(error).__name__, str(error))
+        elif value is None or type(value) is str:
+            got = value  # the common answers (a step's start, a KV read), taken as they are
+        else:
+            got = self._fp(value)
         self.seen.setdefault(task, []).append(got)
 
     def of(self, task: Task) -> tuple[Any, ...]:
