@@ -50,6 +50,7 @@ __all__ = [
     "Scope",
     "ScopeError",
     "add_parser",
+    "cited_kv_ops",
     "explore_main",
 ]
 
@@ -88,8 +89,8 @@ class Scope:
     ``options`` caps how many options of a choice label are explored (the first ``K``).
     """
 
-    bots: int = 0
-    frontends: int = 2
+    bots: int = 1
+    frontends: int = 1
     posts: int = 2
     crashes: int = 0
     depth: int = 80
@@ -98,6 +99,9 @@ class Scope:
     max_states: int = 200_000
     max_seconds: float = 60.0
     dedup: bool = True
+    #: The first ``landed`` posts are answered before any other task steps (a message already
+    #: stored when the race begins, as a hand-written model starts).
+    landed: int = 0
     #: Take steps nothing else can observe at once (see :meth:`Explorer._eager`).
     reduce: bool = True
     options: Mapping[str, int] = attrs.field(factory=lambda: dict(DEFAULT_PINNED))
@@ -110,6 +114,8 @@ class Scope:
             raise ScopeError(f"--frontends {self.frontends}: give 1 to 4 frontends")
         if self.posts < 0:
             raise ScopeError(f"--posts {self.posts}: give 0 or more posts")
+        if not 0 <= self.landed <= self.posts:
+            raise ScopeError(f"--landed {self.landed}: give 0 to --posts ({self.posts})")
         if self.crashes < 0:
             raise ScopeError(f"--crashes {self.crashes}: give 0 or more crashes")
         if self.crashes and not self.bots:
@@ -198,6 +204,21 @@ class _Run:
     backend: PathBackend
     observed: Observations
     fingerprinter: Fingerprinter
+    #: The client task of each post, in the order of the posts.
+    clients: list[Any] = attrs.field(factory=list)
+    #: Whether the posts that land first are answered.
+    landed: bool = False
+
+    def step(self) -> None:
+        """Take the next verb, noting the client task a post starts."""
+        self.example.step()
+        world = self.example.world
+        if world.verbs[-1][0] == "post":
+            loops = set(world.tasks.values())
+            newest = [
+                t for t in world.platform.scheduler.tasks if t not in loops and t.parent is None
+            ]
+            self.clients.append(newest[-1])
 
 
 class Explorer:
@@ -283,26 +304,54 @@ class Explorer:
             return (0,)  # one scheduler step per verb: levels are steps
         if label == verb_label("crash"):
             return range(min(n, max(self.scope.bots, 1)))
-        if label == "step" and self.scope.reduce:
-            eager = self._eager(run.example.world)
-            if eager is not None:
-                return (eager,)
+        if label == "step":
+            landing = self._landing(run)
+            if landing is not None:
+                return (landing,)
+            if self.scope.reduce:
+                eager = self._eager(run.example.world)
+                if eager is not None:
+                    return (eager,)
         cap = self.scope.options.get(label)
         return range(n if cap is None else min(n, cap))
+
+    def _landing(self, run: _Run) -> int | None:
+        """While the scope's first ``landed`` posts are not answered: the index among the
+        runnable tasks of the first one that serves them (nothing else steps), else ``None``."""
+        if not self.scope.landed or run.landed:
+            return None
+        first = run.clients[: self.scope.landed]
+        if len(first) < self.scope.landed:
+            return None  # still posting
+        sched = run.example.world.platform.scheduler
+        for i, t in enumerate(sched.runnable()):
+            root = t
+            while root.parent is not None:
+                root = root.parent
+            if root in first:
+                return i
+        if all(t.finished for t in first):
+            run.landed = True  # they are answered: from now on every task may step
+        return None
 
     def _eager(self, world: World) -> int | None:
         """The index among the runnable tasks of one whose next step nothing else can observe
         or disturb, or ``None``.
 
         Such a step commutes with every other task's step, so taking it first loses no
-        behaviour (an ample set of one, as in partial-order reduction): a client task or
-        background work that has not started yet (its first step only builds a request and
-        sends it), a Durable Object's storage call (it holds the object's input gate), and a request (or its background work) taking the answer of a call it
-        made to a Durable Object or a timer that ran out (the answer is fixed once given; what
-        runs next is the request's own code up to its next platform call). Durable Object
-        tasks are never eager (their first step may touch the object's memory), nor an
-        actor taking an answer (that is when the exchange enters the history the invariants
-        read).
+        behaviour (an ample set of one, as in partial-order reduction):
+
+        * a client task or background work that has not started yet (its first step only
+          builds a request and sends it);
+        * a Durable Object's storage call (it holds the object's input gate, so no other task
+          of the object can run, and nothing outside the object reads its storage);
+        * a request (or its background work) taking the answer of a call it made to a Durable
+          Object, or waking from a timer (the answer is fixed once given; what runs next is the
+          request's own code up to its next platform call).
+
+        A Durable Object task's first step is never eager (it may touch the object's memory),
+        nor an actor taking an answer (that is when the exchange enters the history the
+        invariants read, in order).
         """
         for i, t in enumerate(world.platform.scheduler.runnable()):
             if t.owner is not None:
@@ -417,7 +466,12 @@ class Explorer:
         if len(verbs) != 1 or example.enabled()[verbs[0]].name != "run":
             return False
         ready = world.platform.scheduler.runnable()
-        return len(ready) <= 1 or (self.scope.reduce and self._eager(world) is not None)
+        if len(ready) <= 1:
+            return True
+        assert self._run is not None
+        if self._landing(self._run) is not None:
+            return True
+        return self.scope.reduce and self._eager(world) is not None
 
     def run(self) -> Result:
         """Search the scope in order of verbs; return the violation with the fewest verbs.
@@ -488,11 +542,11 @@ class Explorer:
                     example.check_safety()
                     for i in range(base):
                         b.verb = i
-                        example.step()
+                        run.step()
                     while True:
                         b.verb = done
                         done += 1
-                        example.step()
+                        run.step()
                         if done >= s.depth or self._quiescent(example.world):
                             break
                         if not self._forced(example):
@@ -560,6 +614,17 @@ class Explorer:
         return Found(world, violation, at, before, total - before)
 
 
+def cited_kv_ops(world: World, violation: Violation) -> int:
+    """The KV operations of the requests the violation cites (for ``single-claim``, the two
+    claims): the race itself, without the posts and polls that set it up."""
+    cited = set(violation.exchanges)
+    return sum(
+        ex.kv_reads + ex.kv_writes + ex.kv_lists + ex.kv_deletes
+        for ex in world.history
+        if ex.seq in cited
+    )
+
+
 def _answer(op: Any, fp: Callable[[Any], Any]) -> Any:
     """What a task waiting on another will be handed: the awaited task's answer once it has
     one (it lives in the finished task, which no longer appears among the live ones)."""
@@ -583,10 +648,16 @@ def add_parser(sub: Any) -> None:
     )
     e.add_argument("--target", help="as for qmodel check (default seed-000)")
     e.add_argument("--protocol", metavar="NAME", help="as for qmodel check (default: the target's)")
-    e.add_argument("--bots", type=int, default=0, help="bot processes (default 0)")
-    e.add_argument("--frontends", type=int, default=2, help="frontends (default 2)")
+    e.add_argument("--bots", type=int, default=1, help="bot processes (default 1)")
+    e.add_argument("--frontends", type=int, default=1, help="frontends (default 1)")
     e.add_argument("--posts", type=int, default=2, help="messages posted (default 2)")
     e.add_argument("--crashes", type=int, default=0, help="bot crashes (default 0)")
+    e.add_argument(
+        "--landed",
+        type=int,
+        default=0,
+        help="the first N posts are answered before anything else steps (default 0)",
+    )
     e.add_argument("--depth", type=int, default=80, help="verbs per example at most (default 80)")
     e.add_argument("--kv", choices=("strict", "local"), default="local", help="default local")
     e.add_argument(
@@ -644,6 +715,7 @@ def scope_of(args: argparse.Namespace) -> Scope:
         max_states=args.max_states,
         max_seconds=args.max_seconds,
         dedup=not args.no_dedup,
+        landed=args.landed,
         reduce=not args.no_reduce,
         options=_options(args.options),
     )
@@ -664,6 +736,8 @@ def explore_command(args: argparse.Namespace) -> str:
     cmd += ["--posts", str(args.posts), "--depth", str(args.depth), "--kv", args.kv]
     if args.crashes:
         cmd += ["--crashes", str(args.crashes)]
+    if args.landed:
+        cmd += ["--landed", str(args.landed)]
     if args.horizon_ms:
         cmd += ["--horizon-ms", str(args.horizon_ms)]
     for item in args.options or ():
@@ -741,6 +815,7 @@ def explore_main(args: argparse.Namespace) -> int:
         "scheduler_steps": None,
         "kv_ops": None,
         "settle_kv_ops": None,
+        "cited_kv_ops": None,
         "at": None,
         "bound": result.bound,
         "trace": [],
@@ -767,6 +842,7 @@ def explore_main(args: argparse.Namespace) -> int:
             scheduler_steps=sum(1 for v, _ in trace.verbs if v == "run"),
             kv_ops=found.kv_ops,
             settle_kv_ops=found.settle_kv_ops,
+            cited_kv_ops=cited_kv_ops(found.world, found.violation),
             at=trace.expected.at,
             trace=log,
         )
