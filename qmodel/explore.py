@@ -772,11 +772,12 @@ class _Line:
 
 
 def explore_main(args: argparse.Namespace) -> int:
-    """Run ``qmodel explore``: exit 0 for ok (or unknown: a bound was hit, said on stderr and in
-    ``verdict``), 1 for a violation; a bad flag or target raises a
-    :class:`~qmodel.errors.QmodelError` the command line answers with exit 2."""
+    """Run ``qmodel explore``: exit 0 for ok, 1 for a violation, 2 for unknown (a bound was hit
+    before the scope was covered; said on stderr and in ``verdict``, as ``check`` says a search
+    without a verdict); a bad flag or target raises a :class:`~qmodel.errors.QmodelError` the
+    command line answers with exit 2."""
     from qmodel import protocols
-    from qmodel.cli import EXIT_OK, EXIT_VIOLATION, _check_report_dir, versions
+    from qmodel.cli import EXIT_OK, EXIT_USAGE, EXIT_VIOLATION, _check_report_dir, versions
     from qmodel.targets import DEFAULT_TARGET, resolve
 
     scope = scope_of(args)
@@ -855,17 +856,22 @@ def explore_main(args: argparse.Namespace) -> int:
                 "trace": str(files.trace),
                 "test": str(files.test),
             }
+    if result.verdict == "unknown":
+        out["error"] = {
+            "kind": "unknown",
+            "message": f"the search hit {result.bound} before covering the scope; raise it, or "
+            "narrow the scope",
+        }
     out["seconds"] = round(time.perf_counter() - started, 3)  # wall-clock-ok
     if args.json:
         print(json.dumps(out))
     else:
         _human(out, found)
     if result.verdict == "unknown":
-        sys.stderr.write(
-            f"qmodel: no verdict: the search hit {result.bound} before covering the scope; "
-            "raise it, or narrow the scope\n"
-        )
-    return EXIT_VIOLATION if found is not None else EXIT_OK
+        sys.stderr.write(f"qmodel: no verdict: {out['error']['message']}\n")
+    if found is not None:
+        return EXIT_VIOLATION
+    return EXIT_USAGE if result.verdict == "unknown" else EXIT_OK
 
 
 def _human(out: dict[str, Any], found: Found | None) -> None:

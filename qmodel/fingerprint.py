@@ -25,6 +25,7 @@ from typing import Any
 
 import attrs
 
+from qmodel.sim.http import Response
 from qmodel.sim.scheduler import Task
 
 __all__ = ["Fingerprinter", "Observations", "digest"]
@@ -210,6 +211,10 @@ class Observations:
             got: Any = ("!", type(error).__name__, str(error))
         elif value is None or type(value) is str:
             got = value  # the common answers (a step's start, a KV read), taken as they are
+        elif type(value) is Response:
+            # The answer of every request and Durable Object call: its status, body and
+            # headers are all a reader can see.
+            got = ("Response", value.status, value.body, tuple(value.headers._items.items()))
         else:
             got = self._fp(value)
         self.seen.setdefault(task, []).append(got)
