@@ -204,3 +204,25 @@ def test_path_backend_follows_the_prefix_then_notes_the_other_options() -> None:
     assert backend.pick("step", 3, None) == 0
     assert backend.taken == [2, 0]
     assert backend.branches == [(1, (1, 2), 5)]
+
+
+def test_progress_is_told_as_the_search_goes(capsys: pytest.CaptureFixture[str]) -> None:
+    """The progress callback sees the level, the states so far and the queue; the terminal
+    line shows them and is cleared at the end."""
+    from qmodel.explore import _Line
+
+    seen: list[tuple[int, int, int, int, float]] = []
+    resolved = targets.resolve("sound")
+    proto = protocols.get(resolved.protocol)
+    scope = Scope(kv="local", bots=1, frontends=1, posts=2, landed=1)
+    Explorer(
+        resolved.factory, proto, scope, proto.invariants, progress=lambda *a: seen.append(a)
+    ).run()
+    assert seen, "no progress was reported"
+    assert [s[1] for s in seen] == sorted(s[1] for s in seen)
+    line = _Line(True)
+    line(3, 128, 200, 7, 0.5)
+    line.done()
+    err = capsys.readouterr().err
+    assert "explore: level 3, 128 states, 200 transitions, 7 queued, 256 states/s" in err
+    assert err.endswith("\r\033[K")
