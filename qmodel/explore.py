@@ -522,6 +522,13 @@ class Explorer:
             found = self._found(run, exc.violation, "start")
             return result("violation")
         root = self.state(run)
+        if self._settles:
+            # The example without a verb ends settled too, as the driver's would.
+            try:
+                run.example.finish()
+            except InvariantViolation as exc:
+                found = self._found(run, exc.violation, "settled", 0)
+                return result("violation")
         seen[root] = 0
         states = 1
         heapq.heappush(heap, (0, serial, (), root))
@@ -567,10 +574,16 @@ class Explorer:
                 deepest = max(deepest, done)
                 key = self.state(run) if s.dedup else None
                 if key is not None:
-                    if seen.get(key, done + 1) <= done:
+                    before = seen.get(key)
+                    if before is not None and before <= done:
                         continue
+                    # A state reached again with fewer verbs is expanded again from there
+                    # (its story is shorter), but counted once.
                     seen[key] = done
-                states += 1
+                    if before is None:
+                        states += 1
+                else:
+                    states += 1
                 world = example.world
                 terminal = not self.allowed_verbs(example)
                 if self._settles and (self._quiescent(world) or terminal):
