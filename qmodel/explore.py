@@ -480,13 +480,14 @@ class Explorer:
     def run(self) -> Result:
         """Search the scope in order of verbs; return the violation with the fewest verbs.
 
-        A node is a state where the search branches; from it, one run per transition. A run
-        replays the node's prefix, takes one verb (noting the other options of each new
-        choice as siblings, explored from the same node), then keeps taking verbs while the
-        next one is forced (a single step nothing can observe, or the only step possible), so
-        a chain of forced steps costs one run, not one per step. Nodes are taken in order of
-        their verbs, so once a violation is found, only nodes that could still give a shorter
-        one are expanded.
+        An item is a prefix of choices and the verbs it replays; its run replays them, then
+        goes on as far as it can: it takes the first allowed option of every new choice
+        (noting the others as items of their own, from the verb they belong to), registers
+        each state where the search branches, and stops at a state seen before (with no more
+        verbs), at a violation, at a settled or final state, or at the depth. Steps nothing
+        can observe, and steps with no alternative, are taken without registering the state
+        between them. Items are taken in order of their verbs, so once a violation is found,
+        only items that could still give a shorter one are run.
         """
         started = self._clock()
         s = self.scope
@@ -533,94 +534,91 @@ class Explorer:
         states = 1
         heapq.heappush(heap, (0, serial, (), root))
         while heap:
-            verbs, _, prefix, node = heapq.heappop(heap)
-            if best is not None and verbs + 1 >= best[0]:
+            base, _, q, node = heapq.heappop(heap)
+            if best is not None and base + 1 >= best[0]:
                 break
-            if node is not None and seen[node] < verbs:
-                continue  # reached again with fewer verbs: that node stands for this one
-            stack: list[tuple[tuple[int, ...], int]] = [(prefix, verbs)]
-            while stack:
-                if self._clock() - started > s.max_seconds:
-                    bound = f"--max-seconds {s.max_seconds:g}"
-                    return result("unknown" if found is None else "violation")
-                q, base = stack.pop()
-                run = self._begin(q)
-                executions += 1
-                example = run.example
-                b = run.backend
-                done = base
-                try:
-                    # The prefix was checked when it was first run: replay it unchecked.
-                    for i in range(base):
-                        b.verb = i
-                        run.step(check=False)
-                    while True:
-                        b.verb = done
-                        done += 1
-                        run.step()
-                        if done >= s.depth or self._quiescent(example.world):
-                            break
-                        if not self._forced(example):
-                            break
-                except InvariantViolation as exc:
-                    kv = example.world.platform.kv_stats().operations
-                    if best is None or (done, kv) < best:
-                        best = (done, kv)
-                        found = self._found(run, exc.violation, f"verb {done}")
-                    self._siblings(b, stack)
-                    continue
-                self._siblings(b, stack)
-                transitions += 1
-                deepest = max(deepest, done)
-                key = self.state(run) if s.dedup else None
-                if key is not None:
-                    before = seen.get(key)
-                    if before is not None and before <= done:
-                        continue
-                    # A state reached again with fewer verbs is expanded again from there
-                    # (its story is shorter), but counted once.
-                    seen[key] = done
-                    if before is None:
+            if node is not None and seen[node] < base:
+                continue  # reached again with fewer verbs: that item stands for this one
+            if self._clock() - started > s.max_seconds:
+                bound = f"--max-seconds {s.max_seconds:g}"
+                return result("unknown" if found is None else "violation")
+            run = self._begin(q)
+            executions += 1
+            example = run.example
+            world = example.world
+            b = run.backend
+            done = base
+            try:
+                # The prefix was checked when it was first run: replay it unchecked.
+                for i in range(base):
+                    b.verb = i
+                    run.step(check=False)
+                while True:
+                    b.verb = done
+                    done += 1
+                    run.step()
+                    quiet = self._quiescent(world)
+                    if done < s.depth and not quiet and self._forced(example):
+                        continue  # a chain of forced steps: nothing to register between
+                    transitions += 1
+                    deepest = max(deepest, done)
+                    key = self.state(run) if s.dedup else None
+                    if key is not None:
+                        before = seen.get(key)
+                        if before is not None and before <= done:
+                            break  # explored from there already, with no more verbs
+                        # A state reached again with fewer verbs is explored again from here
+                        # (its stories are shorter), but counted once.
+                        seen[key] = done
+                        if before is None:
+                            states += 1
+                    else:
                         states += 1
-                else:
-                    states += 1
-                world = example.world
-                terminal = not self.allowed_verbs(example)
-                if self._settles and (self._quiescent(world) or terminal):
-                    kv_before = world.platform.kv_stats().operations
-                    try:
-                        example.finish()
-                    except InvariantViolation as exc:
-                        total = world.platform.kv_stats().operations
-                        if best is None or (done, kv_before) < best:
-                            best = (done, kv_before)
-                            found = Found(
-                                world, exc.violation, "settled", kv_before, total - kv_before
-                            )
-                        continue
-                if terminal:
-                    continue
-                if done >= s.depth:
-                    bound = f"--depth {s.depth}"
-                    continue
-                if states >= s.max_states:
-                    bound = f"--max-states {s.max_states}"
-                    continue
-                serial += 1
-                heapq.heappush(heap, (done, serial, tuple(b.taken), key))
-                if self.progress is not None and states % 64 == 0:
-                    self.progress(done, states, transitions, len(heap), self._clock() - started)
+                    terminal = not self.allowed_verbs(example)
+                    if self._settles and (quiet or terminal):
+                        kv_before = world.platform.kv_stats().operations
+                        try:
+                            example.finish()
+                        except InvariantViolation as exc:
+                            total = world.platform.kv_stats().operations
+                            if best is None or (done, kv_before) < best:
+                                best = (done, kv_before)
+                                found = Found(
+                                    world, exc.violation, "settled", kv_before, total - kv_before
+                                )
+                            break
+                        if not terminal and done < s.depth and states < s.max_states:
+                            # A settled world cannot go on: its state is run again from there.
+                            serial += 1
+                            heapq.heappush(heap, (done, serial, tuple(b.taken), key))
+                        elif not terminal:
+                            bound = self._bound(done, states)
+                        break
+                    if terminal:
+                        break
+                    if done >= s.depth or states >= s.max_states:
+                        bound = self._bound(done, states)
+                        break
+                    if self.progress is not None and states % 64 == 0:
+                        self.progress(done, states, transitions, len(heap), self._clock() - started)
+            except InvariantViolation as exc:
+                kv = world.platform.kv_stats().operations
+                if best is None or (done, kv) < best:
+                    best = (done, kv)
+                    found = self._found(run, exc.violation, f"verb {done}")
+            # The other options of every new choice: each replayed up to the verb it belongs
+            # to, which is then the first verb it takes.
+            for pos, options, verb in b.branches:
+                for option in options:
+                    serial += 1
+                    heapq.heappush(heap, (verb, serial, (*b.taken[:pos], option), None))
         if found is not None:
             return result("violation")
         return result("unknown" if bound else "ok")
 
-    @staticmethod
-    def _siblings(b: PathBackend, stack: list[tuple[tuple[int, ...], int]]) -> None:
-        # The options of the latest choice first (last in, first out), each replayed up to the
-        # verb it belongs to, which is then its transition.
-        for pos, options, verb in b.branches:
-            for option in reversed(options):
-                stack.append(((*b.taken[:pos], option), verb))
+    def _bound(self, done: int, states: int) -> str:
+        s = self.scope
+        return f"--depth {s.depth}" if done >= s.depth else f"--max-states {s.max_states}"
 
     def _found(
         self, run: _Run, violation: Violation, at: str, kv_before: int | None = None
