@@ -226,3 +226,30 @@ def test_progress_is_told_as_the_search_goes(capsys: pytest.CaptureFixture[str])
     err = capsys.readouterr().err
     assert "explore: level 3, 128 states, 200 transitions, 7 queued, 256 states/s" in err
     assert err.endswith("\r\033[K")
+
+
+def test_the_explorer_does_not_use_hypothesis() -> None:
+    """A whole exploration, its trace and report included, runs without importing Hypothesis
+    (the command line imports it only to print its version)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, tempfile\n"
+        "from qmodel import catalog, protocols\n"
+        "from qmodel.check import select\n"
+        "from qmodel.explore import Explorer, Scope\n"
+        "from qmodel.replay import trace_of\n"
+        "from qmodel.report import write_report\n"
+        "e = catalog.entry('CACHE_LOST_UPDATE')\n"
+        "p = protocols.get(e.protocol)\n"
+        "checked = select(p.invariants, ['cache-coherent'], protocol=p.name)\n"
+        "r = Explorer(e.target, p, Scope(bots=0), checked).run()\n"
+        "t = trace_of(r.found.world, r.found.violation, target='catalog:CACHE_LOST_UPDATE',\n"
+        "             checked=checked)\n"
+        "with tempfile.TemporaryDirectory() as d:\n"
+        "    write_report(t, d)\n"
+        "print(r.verdict, 'hypothesis' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["violation", "False"]
