@@ -5,15 +5,19 @@ and its argument, which task steps, which cached copy a read sees, page sizes, f
 examples within a scope form a tree, and a node is the prefix of choices that leads to it. A
 world holds coroutines and cannot be copied, so a node is reached by running its prefix again
 from a fresh world: :class:`PathBackend` answers the prefix, then takes the first option of
-every new choice and notes the others, so one run walks one transition (one verb) and finds
-its siblings. States are compared by :mod:`qmodel.fingerprint`; a state reached before (by
-another interleaving) is not explored again.
+every new choice and notes the others, so one run replays a prefix once and then walks on as
+far as it can, noting every branch it passes. States are compared by
+:mod:`qmodel.fingerprint`; a state reached before (by another interleaving) is not explored
+again. The other reduction: a step nothing else can observe is taken at once, not interleaved
+(an ample set of one, see :meth:`Explorer._eager`).
 
-The search goes level by level, one verb per level, and every verb of the scope's ``run`` is
-one scheduler step, so the first violation found has the fewest verbs of any in the scope. The
-safety invariants are checked after every verb, as the driver does; the eventual ones at every
-quiescent state (no request, client action or background work left, only the actors' loops):
-the world is settled there exactly as an example's end settles it.
+The search goes in order of verbs, and every ``run`` of the scope is one scheduler step, so
+the violation reported has the fewest verbs of any in the scope among the schedules the
+reduction keeps (it keeps every behaviour, but a step it takes early that the story did not
+need can add one verb). The safety invariants are checked after every verb, as the driver
+does; the eventual ones at every quiescent state (no request, client action or background work
+left, only the actors' loops): the world is settled there exactly as an example's end settles
+it.
 
 A counterexample is recorded with :func:`qmodel.replay.trace_of`, as ``qmodel check`` records
 its own, so ``qmodel replay`` runs it again byte for byte and ``--report`` writes the same
