@@ -277,7 +277,8 @@ class Explorer:
         s = self.scope
         if name == "post":
             # Posts come first: with the clock still, a post task made now and stepped later is
-            # the same as a post made later, so posting after a step adds no behaviour.
+            # the same as a post made later, so posting after a step adds no behaviour. (With a
+            # horizon, a post after the clock moved is not in the scope.)
             return world.counts.get("post", 0) < s.posts and not world.counts.get("run", 0)
         if name == "crash":
             return world.counts.get("crash", 0) < s.crashes
