@@ -4,8 +4,9 @@ counterexample.
 For each race: ``qmodel explore`` in the scope listed below (end-to-end wall time of the
 command, states, states per second, the counterexample's length in KV operations before the
 settle, and those of the requests the violation cites), then ``qmodel check --target
-catalog:ID --profile ci --json --report DIR``, whose trace is replayed up to its last verb to
-count its KV operations the same way (before the settle).
+catalog:ID --profile ci --json --report DIR`` (its defaults: production KV, every invariant, so
+the invariant it reports may differ from the explorer's), whose trace is replayed up to its
+last verb to count its KV operations the same way (before the settle).
 
     python bench/bench_explore.py [--ids ID,ID] [--max-seconds S] [--no-check]
 
@@ -124,7 +125,7 @@ def main() -> None:
     print(f"load: {Path('/proc/loadavg').read_text().strip()}")
     header = (
         f"{'race':28} {'explore':>8} {'verdict':>9} {'states':>7} {'st/s':>6} {'kv_ops':>6} "
-        f"{'cited':>5} | {'check':>7} {'verdict':>9} {'kv_ops':>6}"
+        f"{'cited':>5} | {'check':>7} {'verdict':>9} {'invariant':>15} {'kv_ops':>6}"
     )
     print(header)
     print("-" * len(header))
@@ -155,7 +156,8 @@ def main() -> None:
             report = ck.get("report") or {}
             if report.get("trace"):
                 kv = str(story_kv_ops(report["trace"]))
-        print(f"{row} | {ck_s:6.1f}s {ck.get('verdict', '?'):>9} {kv:>6}", flush=True)
+        inv = ck.get("invariant") or "-"
+        print(f"{row} | {ck_s:6.1f}s {ck.get('verdict', '?'):>9} {inv:>15} {kv:>6}", flush=True)
 
 
 def _n(value: Any) -> str:
