@@ -266,7 +266,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--target", help="refuse to run unless the trace's target is this one")
     r.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     r.add_argument("--report", metavar="DIR", help="write the report files again into DIR")
-    from qmodel.explore import add_parser as add_explore
+    from qmodel.explore_cli import add_parser as add_explore
 
     add_explore(sub)
     cat = sub.add_parser("catalog", help="list the known bugs", description="List the known bugs.")
@@ -299,7 +299,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return replay_main(args)
         if args.command == "explore":
-            from qmodel.explore import explore_main
+            from qmodel.explore_cli import explore_main
 
             return explore_main(args)
         return _check(args)

@@ -209,7 +209,7 @@ def test_path_backend_follows_the_prefix_then_notes_the_other_options() -> None:
 def test_progress_is_told_as_the_search_goes(capsys: pytest.CaptureFixture[str]) -> None:
     """The progress callback sees the level, the states so far and the queue; the terminal
     line shows them and is cleared at the end."""
-    from qmodel.explore import _Line
+    from qmodel.explore_cli import _Line
 
     seen: list[tuple[int, int, int, int, float]] = []
     resolved = targets.resolve("sound")
