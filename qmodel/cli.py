@@ -182,7 +182,7 @@ def _parser() -> argparse.ArgumentParser:
         "breaks to its shortest story, and write the bug report.",
     )
     p.add_argument("--version", action="version", version=_version_text())
-    sub = p.add_subparsers(dest="command", required=True, metavar="{check,replay,catalog}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="{check,explore,replay,catalog}")
     c = sub.add_parser(
         "check",
         help="search a target for invariant violations",
@@ -290,6 +290,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     r.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     r.add_argument("--report", metavar="DIR", help="write the report files again into DIR")
+    from qmodel.explore_cli import add_parser as add_explore
+
+    add_explore(sub)
     cat = sub.add_parser("catalog", help="list the known bugs", description="List the known bugs.")
     cat.add_argument("--json", action="store_true", help="print the list as JSON")
     return p
@@ -301,7 +304,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     argv = list(sys.argv[1:] if argv is None else argv)
     wants_json = "--json" in argv
-    command = next((a for a in argv if a in ("check", "replay", "catalog")), "")
+    command = next((a for a in argv if a in ("check", "explore", "replay", "catalog")), "")
     try:
         args = _parser().parse_args(argv)
     except _ArgumentError as err:
@@ -317,6 +320,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _catalog(args)
         if args.command == "replay":
             return _replay(args)
+        if args.command == "explore":
+            from qmodel.explore_cli import explore_main
+
+            return explore_main(args)
         return _check(args)
     except KeyboardInterrupt:
         return _interrupted({}, wants_json)

@@ -289,7 +289,7 @@ def test_a_doctored_trace_naming_a_protocol_module_loads_none_of_it(
     ("edit", "message"),
     [
         (lambda raw: raw["config"].__setitem__("kv", "nope"), "kv is 'nope'; it must be 'strict'"),
-        (lambda raw: raw["config"].__setitem__("bots", 1000), "bots is 1000; it must be from 1"),
+        (lambda raw: raw["config"].__setitem__("bots", 1000), "bots is 1000; it must be from 0"),
         (lambda raw: raw["config"].__setitem__("skews_ms", ["x"]), "should be a list of integers"),
     ],
     ids=["kv", "bots", "skews"],

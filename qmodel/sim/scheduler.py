@@ -374,6 +374,9 @@ class Scheduler:
     id_counter: int = 0
     #: Tasks stopped by the step limit, with the error describing it.
     overruns: list[StepLimitExceeded] = attrs.field(factory=list)
+    #: Told ``(task, value, error)`` at every resume: what the task is about to observe (the
+    #: exhaustive explorer fingerprints what each task has seen); ``None`` costs nothing.
+    observe: Callable[[Task, Any, BaseException | None], None] | None = None
 
     # -- tasks ---------------------------------------------------------------------------------
 
@@ -466,6 +469,8 @@ class Scheduler:
                 if _HALT[0] is not None:
                     raise
                 error = UncaughtExit(exc)
+        if self.observe is not None:
+            self.observe(task, value, error)
         task.started = True
         task.pending = None
         self.steps += 1

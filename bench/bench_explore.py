@@ -1,0 +1,168 @@
+"""Benchmark: the exhaustive explorer on every catalog race, beside ``qmodel check``'s shrunk
+counterexample.
+
+For each race: ``qmodel explore`` in the scope listed below (end-to-end wall time of the
+command, states, states per second, the counterexample's length in KV operations before the
+settle, and those of the requests the violation cites), then ``qmodel check --target
+catalog:ID --profile ci --json --report DIR`` (its defaults: production KV, every invariant, so
+the invariant it reports may differ from the explorer's), whose trace is replayed up to its
+last verb to count its KV operations the same way (before the settle).
+
+    python bench/bench_explore.py [--ids ID,ID] [--max-seconds S] [--no-check]
+
+Prints one row per race; asserts nothing (speed is measured here, not in tests). A race the
+explorer cannot reach in its scope (it needs a burst, or more time than ``--max-seconds``)
+says so in its row: ``unknown`` (a bound was hit) or ``ok`` (the scope holds no violation).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from qmodel import protocols  # noqa: E402
+from qmodel.check import select  # noqa: E402
+from qmodel.driver import Example, InvariantViolation  # noqa: E402
+from qmodel.replay import world_config  # noqa: E402
+from qmodel.sim.choices import RecordedBackend  # noqa: E402
+from qmodel.targets import resolve  # noqa: E402
+from qmodel.trace import load  # noqa: E402
+
+#: Each race's invariant and the scope the explorer searches for it (flags of qmodel explore).
+SCOPES: dict[str, tuple[str, list[str]]] = {
+    "TS_KEY_404": (
+        "addressable",
+        ["--posts", "1", "--options", "frontend.clock_straddle=3", "--horizon-ms", "1000"],
+    ),
+    "LIST_FIRST_PAGE_404": ("addressable", ["--posts", "1", "--kv", "strict"]),
+    "CACHE_LOST_UPDATE": ("cache-coherent", ["--bots", "0", "--kv", "local"]),
+    "STATUS_WRITE_CLOBBERS_CACHE": (
+        "cache-coherent",
+        ["--posts", "2", "--landed", "1", "--kv", "local"],
+    ),
+    "GHOST_PENDING": ("cache-coherent", ["--posts", "1", "--kv", "local"]),
+    "CLAIM_NOT_ATOMIC": (
+        "single-claim",
+        ["--bots", "2", "--posts", "1", "--landed", "1", "--kv", "local"],
+    ),
+    "CRASH_AFTER_REPLY": (
+        "pending-visible",
+        ["--posts", "1", "--crashes", "1", "--horizon-ms", "1000", "--kv", "local"],
+    ),
+    "CACHE_TRIM_DROPS_PENDING": ("pending-visible", ["--posts", "1", "--kv", "local"]),
+    "STALE_CACHE_RMW": ("cache-coherent", ["--bots", "0", "--kv", "strict"]),
+    "POLL_MISSES_MESSAGE": (
+        "poll-delivery",
+        [
+            "--bots",
+            "0",
+            "--frontends",
+            "2",
+            "--options",
+            "frontend.clock_straddle=3",
+            "--kv",
+            "local",
+        ],
+    ),
+}
+
+
+def qmodel(*argv: str) -> tuple[dict[str, Any], float]:
+    """Run the command line in a fresh process; its JSON object and the wall seconds."""
+    started = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-m", "qmodel.cli", *argv],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        check=False,
+    )
+    seconds = time.perf_counter() - started
+    try:
+        return json.loads(done.stdout.strip().splitlines()[-1]), seconds
+    except (IndexError, ValueError):
+        return {"verdict": "error", "error": {"message": done.stderr[-300:]}}, seconds
+
+
+def story_kv_ops(trace_path: str) -> int:
+    """The KV operations of a trace's verbs (before its settle), as the explorer counts."""
+    trace = load(trace_path)
+    target = resolve(trace.target)
+    config = world_config(dict(trace.config))
+    proto = protocols.get(config.protocol)
+    checked = select(proto.invariants, list(trace.invariants), protocol=proto.name)
+    example = Example.begin(
+        target.factory(), proto, config, RecordedBackend(trace.choices), checked
+    )
+    try:
+        example.check_safety()
+        for _ in trace.verbs:
+            example.step()
+    except InvariantViolation:
+        pass
+    return example.world.platform.kv_stats().operations
+
+
+def main() -> None:
+    """Print one row per catalog race."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--ids", help="comma-separated catalog ids (default: every race)")
+    p.add_argument("--max-seconds", type=float, default=30.0, help="per exploration")
+    p.add_argument("--no-check", action="store_true", help="skip qmodel check (slow)")
+    args = p.parse_args()
+    ids = args.ids.split(",") if args.ids else list(SCOPES)
+    print(f"load: {Path('/proc/loadavg').read_text().strip()}")
+    header = (
+        f"{'race':28} {'explore':>8} {'verdict':>9} {'states':>7} {'st/s':>6} {'kv_ops':>6} "
+        f"{'cited':>5} | {'check':>7} {'verdict':>9} {'invariant':>15} {'kv_ops':>6}"
+    )
+    print(header)
+    print("-" * len(header))
+    for cid in ids:
+        invariant, flags = SCOPES[cid]
+        target = ["--target", f"catalog:{cid}"]
+        ex, ex_s = qmodel(
+            "explore",
+            *target,
+            "--invariant",
+            invariant,
+            *flags,
+            "--max-seconds",
+            str(args.max_seconds),
+            "--json",
+        )
+        row = (
+            f"{cid:28} {ex_s:7.2f}s {ex.get('verdict', '?'):>9} {ex.get('states') or 0:>7} "
+            f"{ex.get('states_per_second') or 0:>6} {_n(ex.get('kv_ops')):>6} "
+            f"{_n(ex.get('cited_kv_ops')):>5}"
+        )
+        if args.no_check:
+            print(row, flush=True)
+            continue
+        with tempfile.TemporaryDirectory() as tmp:
+            ck, ck_s = qmodel("check", *target, "--profile", "ci", "--json", "--report", tmp)
+            kv = "-"
+            report = ck.get("report") or {}
+            if report.get("trace"):
+                kv = str(story_kv_ops(report["trace"]))
+        inv = ck.get("invariant") or "-"
+        print(f"{row} | {ck_s:6.1f}s {ck.get('verdict', '?'):>9} {inv:>15} {kv:>6}", flush=True)
+
+
+def _n(value: Any) -> str:
+    return "-" if value is None else str(value)
+
+
+if __name__ == "__main__":
+    main()

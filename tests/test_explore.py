@@ -1,0 +1,255 @@
+"""The exhaustive explorer: it finds each race of the catalog a strongly consistent store shows,
+with the shortest story; covers the sound design's scope; its counterexample replays byte for
+byte; a bound hit gives no verdict; bad scope flags exit 2 with one JSON object."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from qmodel import catalog, cli, protocols, targets
+from qmodel.check import select
+from qmodel.explore import Explorer, PathBackend, Result, Scope, cited_kv_ops
+from qmodel.replay import replay_strict, retrace
+from qmodel.trace import load
+
+
+def explore(target: str, invariant: str | None, **scope: object) -> Result:
+    resolved = targets.resolve(target)
+    proto = protocols.get(resolved.protocol)
+    checked = select(proto.invariants, [invariant] if invariant else None, protocol=proto.name)
+    return Explorer(resolved.factory, proto, Scope(**scope), checked).run()  # type: ignore[arg-type]
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, dict, str]:
+    code = cli.main(["explore", *argv])
+    out, err = capsys.readouterr()
+    lines = out.splitlines()
+    assert len(lines) == 1, out  # exactly one JSON object
+    return code, json.loads(lines[0]), err
+
+
+# -- the races: found, with the named invariant, in at most the SPIN model's KV operations -------
+
+
+@pytest.mark.parametrize(
+    ("catalog_id", "invariant", "scope", "kv_ops", "cited"),
+    [
+        ("CACHE_LOST_UPDATE", "cache-coherent", {"bots": 0}, 6, 3),
+        # The post's write and the two pending polls' reads set the race up; the two claims
+        # (get, put each) are the 4 operations of the hand-written model.
+        ("CLAIM_NOT_ATOMIC", "single-claim", {"bots": 2, "posts": 1, "landed": 1}, 7, 4),
+        ("STATUS_WRITE_CLOBBERS_CACHE", "cache-coherent", {"posts": 2, "landed": 1}, 2, 1),
+    ],
+)
+def test_finds_each_race_with_its_invariant(
+    catalog_id: str, invariant: str, scope: dict[str, int], kv_ops: int, cited: int
+) -> None:
+    """The explorer finds the race, named by the catalog's invariant, with exactly the KV
+    operations of its shortest story."""
+    assert invariant in catalog.entry(catalog_id).invariants
+    result = explore(f"catalog:{catalog_id}", invariant, kv="local", **scope)
+    assert result.verdict == "violation"
+    assert result.found is not None
+    assert result.found.violation.invariant == invariant
+    assert result.found.kv_ops == kv_ops
+    assert cited_kv_ops(result.found.world, result.found.violation) == cited
+
+
+def test_the_counterexample_is_the_shortest() -> None:
+    """No counterexample with fewer verbs exists: a depth one verb short of the found one
+    covers its scope without a violation (it reports the bound, not ok)."""
+    found = explore("catalog:CACHE_LOST_UPDATE", "cache-coherent", kv="local", bots=0)
+    assert found.found is not None
+    verbs = len(found.found.world.verbs)
+    shorter = explore(
+        "catalog:CACHE_LOST_UPDATE", "cache-coherent", kv="local", bots=0, depth=verbs - 1
+    )
+    assert shorter.verdict == "unknown"
+    assert shorter.bound == f"--depth {verbs - 1}"
+
+
+def test_sound_is_ok_and_exhaustive_on_a_small_scope() -> None:
+    """The sound design breaks nothing in one post with one bot: ok, the scope covered."""
+    result = explore("sound", None, kv="local", bots=1, frontends=1, posts=1)
+    assert (result.verdict, result.exhaustive, result.bound) == ("ok", True, None)
+    assert result.states > 10
+
+
+def test_deduplication_explores_fewer_states_with_the_same_verdict() -> None:
+    """Interleavings that reach the same state are explored once: fewer runs, same verdict."""
+    scope = {"kv": "local", "bots": 1, "frontends": 1, "posts": 1}
+    merged = explore("sound", None, **scope)
+    every = explore("sound", None, dedup=False, **scope)
+    assert merged.verdict == every.verdict == "ok"
+    assert merged.executions < every.executions
+
+
+def test_the_reduction_keeps_the_verdict() -> None:
+    """Without the ample-set reduction the same race is found, with the same story length."""
+    reduced = explore("catalog:CACHE_LOST_UPDATE", "cache-coherent", kv="local", bots=0)
+    full = explore("catalog:CACHE_LOST_UPDATE", "cache-coherent", kv="local", bots=0, reduce=False)
+    assert reduced.found is not None and full.found is not None
+    assert full.found.kv_ops == reduced.found.kv_ops
+    assert reduced.executions < full.executions
+
+
+def test_the_search_is_deterministic() -> None:
+    """The same scope gives the same counts and the same counterexample."""
+    a = explore("catalog:CACHE_LOST_UPDATE", "cache-coherent", kv="local", bots=0)
+    b = explore("catalog:CACHE_LOST_UPDATE", "cache-coherent", kv="local", bots=0)
+    assert (a.states, a.transitions) == (b.states, b.transitions)
+    assert a.found is not None and b.found is not None
+    assert a.found.world.platform.choices.log == b.found.world.platform.choices.log
+
+
+# -- the command line ---------------------------------------------------------------------------
+
+
+def test_json_fields_and_a_replay_byte_for_byte(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--json has every field; --report writes a trace that qmodel replay runs again exactly
+    and writes again byte for byte."""
+    code, obj, err = run(
+        capsys,
+        "--target",
+        "catalog:CACHE_LOST_UPDATE",
+        "--kv",
+        "local",
+        "--bots",
+        "0",
+        "--invariant",
+        "cache-coherent",
+        "--json",
+        "--report",
+        str(tmp_path),
+    )
+    assert code == 1, err
+    assert obj["verdict"] == "violation" and obj["exhaustive"] is False
+    assert obj["invariant"] == "cache-coherent"
+    assert obj["kv_ops"] == 6
+    assert obj["states"] > 0 and obj["transitions"] >= obj["states"] - 1
+    assert obj["seconds"] > 0 and obj["steps"] == len(obj["trace"]) > 0
+    for field in ("scope", "states_per_second", "scheduler_steps", "at", "report", "versions"):
+        assert obj[field] is not None, field
+    trace_path = Path(obj["report"]["trace"])
+    trace = load(trace_path)
+    outcome = replay_strict(trace)
+    assert outcome.violation is not None and outcome.violation.invariant == "cache-coherent"
+    assert retrace(trace, outcome).dumps() == trace.dumps()
+    assert Path(obj["report"]["markdown"]).is_file() and Path(obj["report"]["test"]).is_file()
+    code = cli.main(["replay", str(trace_path), "--report", str(tmp_path / "again")])
+    capsys.readouterr()
+    assert code == 1
+    assert (tmp_path / "again" / trace_path.name).read_bytes() == trace_path.read_bytes()
+
+
+def test_sound_json_is_ok_and_exhaustive(capsys: pytest.CaptureFixture[str]) -> None:
+    """ok with exhaustive: true, exit 0, no counterexample."""
+    code, obj, _ = run(capsys, "--target", "sound", "--posts", "1", "--json")
+    assert code == 0
+    assert (obj["verdict"], obj["exhaustive"], obj["invariant"], obj["trace"]) == (
+        "ok",
+        True,
+        None,
+        [],
+    )
+
+
+def test_a_bound_hit_gives_unknown(capsys: pytest.CaptureFixture[str]) -> None:
+    """A depth too small to cover the scope: verdict unknown, exit 2, the bound named."""
+    code, obj, err = run(capsys, "--target", "sound", "--depth", "3", "--json")
+    assert code == 2
+    assert (obj["verdict"], obj["exhaustive"], obj["bound"]) == ("unknown", False, "--depth 3")
+    assert obj["error"]["kind"] == "unknown"
+    assert "qmodel: no verdict: the search hit --depth 3 before covering the scope" in err
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--bots", "9"], "--bots 9: give 0 to 4 bots"),
+        (["--frontends", "0"], "--frontends 0: give 1 to 4 frontends"),
+        (["--depth", "0"], "--depth 0: give at least 1 verb"),
+        (["--posts", "1", "--landed", "2"], "--landed 2: give 0 to --posts (1)"),
+        (["--bots", "0", "--crashes", "1"], "--crashes needs a bot to crash: give --bots 1"),
+        (["--options", "kv.node"], "--options kv.node: give LABEL=K, e.g. bot.generate=3"),
+        (["--options", "kv.node=0"], "--options kv.node=0: explore at least 1 option"),
+        (["--invariant", "no-such"], "no-such"),
+    ],
+)
+def test_bad_scope_flags_exit_2_with_one_json_object(
+    capsys: pytest.CaptureFixture[str], flags: list[str], message: str
+) -> None:
+    """A scope that cannot be explored exits 2 with one JSON object saying what to give."""
+    code, obj, err = run(capsys, "--target", "sound", *flags, "--json")
+    assert code == 2
+    assert obj["verdict"] == "error"
+    assert message in obj["error"]["message"]
+    assert message in err
+
+
+# -- the backend ----------------------------------------------------------------------------------
+
+
+def test_path_backend_follows_the_prefix_then_notes_the_other_options() -> None:
+    """The prefix is answered as given; past it the first allowed option is taken and the
+    others are noted with their position and verb."""
+    backend = PathBackend((2,), lambda label, n: range(n))
+    backend.verb = 5
+    assert backend.pick("step", 3, None) == 2
+    assert backend.pick("step", 3, None) == 0
+    assert backend.taken == [2, 0]
+    assert backend.branches == [(1, (1, 2), 5)]
+
+
+def test_progress_is_told_as_the_search_goes(capsys: pytest.CaptureFixture[str]) -> None:
+    """The progress callback sees the level, the states so far and the queue; the terminal
+    line shows them and is cleared at the end."""
+    from qmodel.explore_cli import _Line
+
+    seen: list[tuple[int, int, int, int, float]] = []
+    resolved = targets.resolve("sound")
+    proto = protocols.get(resolved.protocol)
+    scope = Scope(kv="local", bots=1, frontends=1, posts=2, landed=1)
+    Explorer(
+        resolved.factory, proto, scope, proto.invariants, progress=lambda *a: seen.append(a)
+    ).run()
+    assert seen, "no progress was reported"
+    assert [s[1] for s in seen] == sorted(s[1] for s in seen)
+    line = _Line(True)
+    line(3, 128, 200, 7, 0.5)
+    line.done()
+    err = capsys.readouterr().err
+    assert "explore: level 3, 128 states, 200 transitions, 7 queued, 256 states/s" in err
+    assert err.endswith("\r\033[K")
+
+
+def test_the_explorer_does_not_use_hypothesis() -> None:
+    """A whole exploration, its trace and report included, runs without importing Hypothesis
+    (the command line imports it only to print its version)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, tempfile\n"
+        "from qmodel import catalog, protocols\n"
+        "from qmodel.check import select\n"
+        "from qmodel.explore import Explorer, Scope\n"
+        "from qmodel.replay import trace_of\n"
+        "from qmodel.report import write_report\n"
+        "e = catalog.entry('CACHE_LOST_UPDATE')\n"
+        "p = protocols.get(e.protocol)\n"
+        "checked = select(p.invariants, ['cache-coherent'], protocol=p.name)\n"
+        "r = Explorer(e.target, p, Scope(bots=0), checked).run()\n"
+        "t = trace_of(r.found.world, r.found.violation, target='catalog:CACHE_LOST_UPDATE',\n"
+        "             checked=checked)\n"
+        "with tempfile.TemporaryDirectory() as d:\n"
+        "    write_report(t, d)\n"
+        "print(r.verdict, 'hypothesis' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["violation", "False"]
