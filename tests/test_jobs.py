@@ -5,6 +5,10 @@ design under a short search, and the detection figure of the done-when (``slow``
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -538,6 +542,34 @@ def test_search_finds_a_jobs_bug_with_its_own_invariant() -> None:
     """Without a script, the machine finds the lease race and names single-lease."""
     found = search(entry("JOBS_LEASE_RACE").target, examples=100)
     assert found is not None and found.violation.invariant == "single-lease"
+
+
+def test_a_jobs_report_replays_and_its_regression_test_passes_on_the_sound_design(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """check --report on a jobs bug writes the three files; replay gives the same invariant and
+    steps; the regression test fails on the bug and passes on jobs-sound."""
+    cid = "JOBS_LEASE_RACE"
+    report = tmp_path / "report"
+    args = ["--target", f"catalog:{cid}", "--profile", "dev", "--json", "--report", str(report)]
+    assert main(["check", *args]) == 1
+    found = json.loads(capsys.readouterr().out)
+    assert found["invariant"] == "single-lease"
+    assert sorted(p.name for p in report.iterdir()) == [
+        f"{cid}.json",
+        f"{cid}.md",
+        f"test_regression_{cid}.py",
+    ]
+    assert main(["replay", str(report / f"{cid}.json"), "--json"]) == 1
+    again = json.loads(capsys.readouterr().out)
+    assert (again["invariant"], again["steps"]) == (found["invariant"], found["steps"])
+    test = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
+    test.append(str(report / f"test_regression_{cid}.py"))
+    buggy = subprocess.run(test, capture_output=True, text=True, check=False)
+    assert buggy.returncode == 1 and "still breaks single-lease" in buggy.stdout, buggy.stdout
+    env = {**os.environ, "QMODEL_TARGET": "catalog:jobs-sound"}
+    fixed = subprocess.run(test, capture_output=True, text=True, check=False, env=env)
+    assert fixed.returncode == 0, fixed.stdout
 
 
 def test_jobs_fixes_describe_what_is_off() -> None:
