@@ -92,6 +92,7 @@ class JobQueue:
         self.env = env
 
     async def fetch(self, request: Request) -> Response:
+        """Serve one route of the object: a POST with a JSON body, answered with JSON."""
         route = URL(request.url).pathname
         body = await request.json() if request.body else {}
         handler = {
@@ -126,7 +127,8 @@ class JobQueue:
         await self.storage.put({f"job:{job_id}": job, f"key:{key}": job_id})
         return 200, {"id": job_id, "job": job}
 
-    async def _grant(self, job: dict[str, Any], body: dict[str, Any], now: int) -> dict[str, Any]:
+    def _grant(self, job: dict[str, Any], body: dict[str, Any], now: int) -> dict[str, Any]:
+        """The job leased to ``body["worker"]`` from ``now``, under a fresh token."""
         attempt = job["attempts"] + 1
         return {
             **job,
@@ -153,7 +155,7 @@ class JobQueue:
                 continue
             if state != "queued":
                 continue
-            granted = await self._grant(job, body, now)
+            granted = self._grant(job, body, now)
             if body.get("audit") == "between":
                 # The bug of JOBS_LEASE_RACE: the KV await opens the input gate (§5.2).
                 await self._audit(granted)
@@ -179,7 +181,7 @@ class JobQueue:
         job = await self.storage.get(f"job:{body['id']}")
         if job is None:
             return 200, {"job": None}
-        granted = await self._grant(job, body, date_now())
+        granted = self._grant(job, body, date_now())
         await self.storage.put(f"job:{job['id']}", granted)
         return self._leased(granted)
 
@@ -191,6 +193,8 @@ class JobQueue:
             return 404, {"error": f"no job {body['id']}"}
         if job["state"] != "leased":
             return 409, {"error": f"job {job['id']} is {job['state']}, not leased"}
+        # A lease that ran out but was not taken over still acks: no one else holds the job, so
+        # the work is done once either way.
         if body.get("fenced") and job["token"] != body.get("token"):
             return 409, {"error": f"lease {body.get('token')} of job {job['id']} is stale"}
         if body["op"] == "ack":
@@ -234,6 +238,8 @@ class JobsWorker:
         return f"JobsWorker({self.fixes.describe()})"
 
     async def fetch(self, request: Request, env: Any, ctx: Any) -> Response:
+        """Route a request of the jobs protocol; 400 for a body that is not a JSON object, 404
+        for a route the protocol does not have."""
         url = URL(request.url)
         path, method = url.pathname, request.method
         body: Any = {}
@@ -259,6 +265,8 @@ class JobsWorker:
         return json_response({"error": f"no route {method} {path}"}, 404)
 
     async def enqueue(self, body: dict[str, Any], env: Any) -> Response:
+        """``POST /jobs``: the job enqueued under ``key`` (a new one, or the one it already
+        names); 400 without a key."""
         key = body.get("key")
         if not isinstance(key, str) or not key:
             return json_response({"error": "key (a non-empty string) is required"}, 400)
@@ -281,6 +289,8 @@ class JobsWorker:
         return json_response({"id": res["id"]} if status == 200 else res, status)
 
     async def lease(self, body: dict[str, Any], env: Any) -> Response:
+        """``POST /jobs/lease``: a job and its lease token, or ``{"job": null}``; 400 without a
+        worker or with a visibility timeout out of range."""
         worker = body.get("worker")
         visibility = body.get("visibility_ms")
         lo, hi = VISIBILITY_RANGE_MS
@@ -306,6 +316,8 @@ class JobsWorker:
         return json_response(_public(res), status)
 
     async def release(self, job_id: str, op: str, body: dict[str, Any], env: Any) -> Response:
+        """``POST /jobs/{id}/ack|nack``: the job's new state; 400 without a token, 404 for an
+        unknown job, 409 for a job not leased or (with fencing) a stale token."""
         token = body.get("lease")
         if not isinstance(token, str):
             return json_response({"error": "lease (the token the lease gave) is required"}, 400)
