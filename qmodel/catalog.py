@@ -1,8 +1,11 @@
 """The known bugs: each id of DESIGN.md's catalog with its seed, its target and its invariants.
 
-A target is a design with exactly that bug: the seeds' worker (:class:`CommentsWorker`) with
-every fix on but the one(s) the bug is about, so nothing else can be what a search finds.
-``sound`` is the Durable Object design, which must pass everything.
+A target is a design with exactly that bug: for the chat protocol, the seeds' worker
+(:class:`CommentsWorker`) with every fix on but the one(s) the bug is about, so nothing else
+can be what a search finds; ``sound`` is the Durable Object design, which must pass everything.
+For the ``jobs`` protocol, :class:`~qmodel.protocols.jobs.designs.JobsWorker` with one fix off
+(``JOBS_*``) and with every fix on (``jobs-sound``). An entry names its design by a factory, so
+an entry may be of any protocol.
 """
 
 from __future__ import annotations
@@ -45,7 +48,8 @@ class CatalogEntry:
     source: str
     #: What happens, in one sentence.
     summary: str
-    #: The design's switches (``None`` for the sound design).
+    #: The chat design's switches (``None`` for the sound design, and for a design of another
+    #: protocol, which names its factory in ``design``).
     fixes: Fixes | None
     #: The invariant ids that may catch it.
     invariants: tuple[str, ...]
@@ -54,9 +58,13 @@ class CatalogEntry:
     #: Whether it needs production KV (eventual consistency, short pages, write limits) to
     #: happen; on the ``local`` KV profile such a bug cannot occur.
     needs_production_kv: bool
+    #: Makes a fresh instance of the design; ``None``: the chat design ``fixes`` names.
+    design: Callable[[], Any] | None = None
 
     def target(self) -> Any:
         """A fresh instance of the design under test."""
+        if self.design is not None:
+            return self.design()
         return SoundWorker() if self.fixes is None else CommentsWorker(self.fixes)
 
     @property
@@ -66,6 +74,17 @@ class CatalogEntry:
 
 def _with(**bugs: Any) -> Fixes:
     return attrs.evolve(Fixes.all(), **bugs)
+
+
+def _jobs(**bugs: bool) -> Callable[[], Any]:
+    """A factory of the jobs worker with the fixes ``bugs`` turns off (none: the sound one)."""
+
+    def make() -> Any:
+        from qmodel.protocols.jobs.designs import JobsFixes, JobsWorker
+
+        return JobsWorker(JobsFixes(**bugs))
+
+    return make
 
 
 CATALOG: dict[str, CatalogEntry] = {
@@ -180,6 +199,63 @@ CATALOG: dict[str, CatalogEntry] = {
             fixes=None,
             invariants=(),
             protocol="queue",
+            needs_production_kv=False,
+        ),
+        CatalogEntry(
+            id="JOBS_NO_FENCING",
+            source="jobs protocol: a lease without fencing tokens",
+            summary="ack checks that the job is leased, not whose lease it is: a consumer whose "
+            "lease ran out acks the job another consumer now holds",
+            fixes=None,
+            design=_jobs(fencing=False),
+            invariants=("stale-ack",),
+            protocol="jobs",
+            needs_production_kv=False,
+        ),
+        CatalogEntry(
+            id="JOBS_STALE_LIST",
+            source="jobs protocol: discovery by list()",
+            summary="the lease route finds a free job in a list() page of a KV mirror (up to "
+            "60 s stale, and behind any lease in flight) and takes the page's word: a leased or "
+            "acked job is leased again",
+            fixes=None,
+            design=_jobs(object_discovery=False),
+            invariants=("single-lease", "no-double-work"),
+            protocol="jobs",
+            # A page is stale while its list view is cached (§1.8), and also while the mirror
+            # has not caught up with a lease in flight: local KV shows it too.
+            needs_production_kv=False,
+        ),
+        CatalogEntry(
+            id="JOBS_LEASE_RACE",
+            source="jobs protocol: a lease check and set split by an await on KV",
+            summary="the object checks a job is free, awaits a KV audit write (the input gate "
+            "opens), then stores the lease: two consumers lease the same job",
+            fixes=None,
+            design=_jobs(atomic_lease=False),
+            invariants=("single-lease", "no-double-work"),
+            protocol="jobs",
+            needs_production_kv=False,
+        ),
+        CatalogEntry(
+            id="JOBS_IDEMPOTENCY_STALE",
+            source="jobs protocol: an idempotency key in KV",
+            summary="enqueue reads the idempotency key from KV and creates a job when it reads "
+            "nothing; a retry that does not see the first attempt's write makes a second job",
+            fixes=None,
+            design=_jobs(object_idempotency=False),
+            invariants=("no-double-work",),
+            protocol="jobs",
+            needs_production_kv=False,
+        ),
+        CatalogEntry(
+            id="jobs-sound",
+            source="the jobs protocol's Durable Object design",
+            summary="all invariants hold",
+            fixes=None,
+            design=_jobs(),
+            invariants=(),
+            protocol="jobs",
             needs_production_kv=False,
         ),
     )

@@ -38,7 +38,9 @@ from qmodel.replay import (
 from qmodel.sim.choices import Choice, ChoiceSource
 from qmodel.trace import Trace, TraceFileError, load, loads
 
-BUGS = [i for i in CATALOG if i != "sound"]
+#: The chat protocol's bugs (these tests check them against the chat invariants and the chat
+#: sound design; the jobs protocol's are replayed in test_jobs.py).
+BUGS = [i for i, e in CATALOG.items() if i != "sound" and e.protocol != "jobs"]
 
 
 @functools.cache

@@ -26,6 +26,7 @@ BUILTIN: dict[str, str] = {
     "patch": "qmodel.protocols.chat.eras:PATCH",
     "queue": "qmodel.protocols.chat.eras:QUEUE",
     "do": "qmodel.protocols.chat.eras:DO",
+    "jobs": "qmodel.protocols.jobs.protocol:JOBS",
 }
 
 
