@@ -2,7 +2,10 @@
 
 * :data:`PATCH` (seed 004): the bot lists recent messages and PATCHes each it answered;
 * :data:`QUEUE` (seed 000): the bot polls ``/api/queue/pending``, claims, replies, completes;
-* :data:`DO`: the bot asks a Durable Object queue for the next message (``claim-next``).
+* :data:`DO`: the bot asks a Durable Object queue for the next message (``claim-next``);
+* :data:`QUEUES`: the design sends each human message to a Cloudflare queue (``comments``) and
+  the bot is an HTTP pull consumer of it (reference Q4); no status routes: a message is
+  answered when its reply is acknowledged.
 
 Frontends post human messages and poll for new ones; bots answer them; another app may flood
 the chat (a burst). The spec (:mod:`qmodel.protocols.chat.spec`) folds the answered exchanges
@@ -25,7 +28,7 @@ from qmodel.protocols.chat.observe import Settled, observe
 if TYPE_CHECKING:
     from qmodel.world import World, WorldConfig
 
-__all__ = ["DO", "ERAS", "PATCH", "QUEUE", "Settled"]
+__all__ = ["DO", "ERAS", "PATCH", "QUEUE", "QUEUES", "Settled"]
 
 FRONTEND_LOCATIONS = ("fra", "iad", "nrt", "syd")
 BOT_LOCATIONS = ("sin", "gru", "jnb", "bom")
@@ -57,6 +60,10 @@ class OtherApp:
 def _start(era: str) -> Any:
     def start(world: World) -> None:
         config = world.config
+        if era == "queues":
+            # The design's queues, as it lists its Durable Objects; a design with a queue()
+            # handler is their push consumer.
+            world.platform.install_queues(getattr(world.target, "queues", None) or {}, world.target)
         now = world.platform.clock.now_ms
         for i in range(config.frontends):
             fe = Frontend(
@@ -157,6 +164,14 @@ def _unfinished(spec: chat_spec.SpecState) -> bool:
     return bool(spec.unfinished())
 
 
+def _unanswered(spec: chat_spec.SpecState) -> bool:
+    return bool(spec.open())
+
+
+def _answered(spec: chat_spec.SpecState) -> int:
+    return len(spec.humans()) - len(spec.open())
+
+
 def _progress(spec: chat_spec.SpecState) -> int:
     return len(spec.transitions)
 
@@ -173,8 +188,16 @@ def _observe(pending_probe: bool) -> Any:
 
 
 def _era(
-    name: str, doc: str, routes: tuple[Route, ...], *, bursts: bool, settle_ms: int
+    name: str,
+    doc: str,
+    routes: tuple[Route, ...],
+    *,
+    bursts: bool,
+    settle_ms: int,
+    by_replies: bool = False,
 ) -> Protocol:
+    """One era. ``by_replies``: no status routes, so work is done when replies are
+    acknowledged (the ``queues`` era)."""
     verbs = (RUN, POST, ADVANCE, CRASH, BURST) if bursts else (RUN, POST, ADVANCE, CRASH)
     return Protocol(
         name=name,
@@ -185,8 +208,8 @@ def _era(
         step=chat_spec.step,
         invariants=CHAT_INVARIANTS,
         observe=_observe(pending_probe=name == "queue"),
-        unfinished=_unfinished,
-        progress=_progress,
+        unfinished=_unanswered if by_replies else _unfinished,
+        progress=_answered if by_replies else _progress,
         evidence=_evidence,
         happy_path=(("post", 0),),
         routes=COMMON_ROUTES + routes,
@@ -224,4 +247,14 @@ DO = _era(
     settle_ms=2 * 60_000,
 )
 
-ERAS = (PATCH, QUEUE, DO)
+#: Cloudflare Queues: the bot pulls from the queue, replies, acks by lease id (reference Q4).
+QUEUES = _era(
+    "queues",
+    "chat on Cloudflare Queues: the bot is an HTTP pull consumer: pull, reply, ack",
+    (),
+    bursts=True,
+    settle_ms=2 * 60_000,
+    by_replies=True,
+)
+
+ERAS = (PATCH, QUEUE, DO, QUEUES)
