@@ -23,7 +23,7 @@ from qmodel.sim.choices import SeededBackend
 from qmodel.workers import CommentsWorker, Fixes, SoundWorker
 from qmodel.world import World, WorldConfig
 
-BUGS = [i for i in CATALOG if i != "sound"]
+BUGS = [i for i in CATALOG if CATALOG[i].invariants]
 PRODUCTION_ONLY = [i for i in BUGS if CATALOG[i].needs_production_kv]
 
 
