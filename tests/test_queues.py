@@ -93,8 +93,9 @@ def drive(platform: Platform, ms: int = 600_000) -> None:
             continue
         wake = sched.next_wakeup()
         if wake is None or wake > end:
-            return
+            break
         sched.advance_to_next_wakeup()
+    platform.check()  # the queues' structural invariants hold after every run
 
 
 def send_all(platform: Platform, bodies: list[Any], **options: Any) -> None:

@@ -20,12 +20,13 @@ from __future__ import annotations
 import base64
 import inspect
 import json
-from collections.abc import Generator, Mapping
+from collections.abc import Callable, Generator, Mapping
 from typing import Any
 
 import attrs
 
 from qmodel.errors import InvalidTarget
+from qmodel.sim.choices import ChoiceSource
 from qmodel.sim.http import URL, Request, Response, json_response
 from qmodel.sim.scheduler import TASK_EXITS, Call, Op, Scheduler, Sleep, Task, halted
 
@@ -329,8 +330,8 @@ class Queue:
         self._expire()
         choices = self.owner.choices
         for m in self._visible():
-            if m.lease is not None and self._exhausted(m):
-                self._give_up(m)  # a lease ran out on its last attempt (Q4.12)
+            if self._exhausted(m):
+                self._give_up(m)  # a lease ran out on its last attempt (Q4.12), or a copy
         candidates = self._visible()
         batch: list[_Stored] = []
         while candidates and len(batch) < limit:
@@ -444,10 +445,19 @@ class Queue:
         self.pump()
 
     def check(self) -> None:
-        """Structural invariants: leases only on stored messages, in-flight count sane."""
-        assert self.in_flight >= 0, f"queue {self.name}: negative in-flight count"
-        for m in self.messages:
-            assert m.attempts >= 0
+        """Structural invariants: the in-flight count matches the push leases held, and no
+        message is delivered more often than its retries allow."""
+        consumer = self.config.consumer
+        pushed = {m.lease for m in self.messages if m.lease and m.lease.startswith("push-")}
+        assert 0 <= self.in_flight, f"queue {self.name}: negative in-flight count"
+        assert len(pushed) <= self.in_flight, (
+            f"queue {self.name}: {len(pushed)} push leases held by {self.in_flight} invocations"
+        )
+        if consumer is not None:
+            for m in self.messages:
+                assert m.attempts <= consumer.max_retries + 1, (
+                    f"queue {self.name}: message {m.id} delivered {m.attempts} times"
+                )
 
 
 class Message:
@@ -767,14 +777,16 @@ class Queues:
     has a ``queue`` handler): it starts the invocation and later calls :meth:`Queue.finished`.
     """
 
-    def __init__(self, scheduler: Scheduler, choices: Any, bindings: Mapping[str, QueueConfig]):
+    def __init__(
+        self, scheduler: Scheduler, choices: ChoiceSource, bindings: Mapping[str, QueueConfig]
+    ) -> None:
         self.scheduler = scheduler
         self.choices = choices
         self.sequence = 0
         self.bindings: dict[str, Queue] = {}
         self.by_name: dict[str, Queue] = {}
         self.leases: dict[str, tuple[Queue, _Stored]] = {}
-        self.deliver: Any = None
+        self.deliver: Callable[[Queue, list[_Stored]], None] | None = None
         self.api = QueueApi(self)
         for binding, config in bindings.items():
             if not isinstance(config, QueueConfig):
