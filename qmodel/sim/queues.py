@@ -107,6 +107,8 @@ class PushConsumer:
     #: Q2.9: default delay of every retried message, 0..86,400 s.
     retry_delay_s: int = 0
     #: Q2.11: ``None`` is autoscaling up to 250; else 1..250 (1 gives serial batches).
+    #: [INFERENCE] the autoscaler (Q2.12) is not modelled: every due batch starts at once, up
+    #: to this bound, which is the most concurrency production allows.
     max_concurrency: int | None = None
 
     def __attrs_post_init__(self) -> None:
@@ -277,7 +279,8 @@ class Queue:
     # -- delivering (Q2, Q3, Q4) ---------------------------------------------------------------
 
     def _expire(self) -> None:
-        """Q3.6: messages older than the retention period are deleted."""
+        """Q3.6: messages older than the retention period are deleted ([INFERENCE] counted from
+        the send: whether a retry restarts it is not documented)."""
         cutoff = self._now() - self.config.retention_s * 1000
         kept = []
         for m in self.messages:
@@ -373,7 +376,10 @@ class Queue:
     # -- push delivery (Q2) --------------------------------------------------------------------
 
     def pump(self) -> None:
-        """Start the push batches that are due (Q2.7) and set a timer for the next one."""
+        """Start the push batches that are due (Q2.7) and set a timer for the next one.
+
+        [INFERENCE] the batch timeout counts from when the oldest waiting message became
+        deliverable (Q2.7 says only that a batch goes out when either limit is reached)."""
         consumer = self.config.consumer
         if not isinstance(consumer, PushConsumer) or self.owner.deliver is None:
             return
@@ -673,7 +679,8 @@ class QueueApi:
         if queue is None:
             return _api_error(404, f"no queue named {parts[5]!r}")
         if not isinstance(queue.config.consumer, PullConsumer):
-            # Q4.2: a queue has one consumer type; pull needs an HTTP pull consumer.
+            # Q4.2: a queue has one consumer type; pull needs an HTTP pull consumer. The status
+            # and text of the refusal are not documented ([INFERENCE] a 400 saying so).
             return _api_error(
                 400,
                 f"queue {queue.name} has no HTTP pull consumer; declare "
@@ -736,6 +743,8 @@ class QueueApi:
         for item in acks:
             found = self.owner.leases.get(str((item or {}).get("lease_id")))
             if found is None or found[0] is not queue:
+                # [INFERENCE] an unknown lease id is a warning, not an error (Q4.11's
+                # ``warnings``; their content is not documented).
                 warnings.append(f"unknown lease_id {(item or {}).get('lease_id')!r}")
                 continue
             # Q4.13: an ack is accepted after the visibility timeout, even if the message went
