@@ -50,7 +50,7 @@ def test_an_unknown_protocol_names_the_closest_ones() -> None:
     assert str(err.value).startswith("unknown protocol 'nope'. Built-in protocols: patch, queue")
     with pytest.raises(protocols.UnknownProtocol) as err:
         protocols.get("queu")
-    assert "Closest matches: queue." in str(err.value)
+    assert "Closest matches: queue, queues." in str(err.value)
 
 
 def test_a_reference_that_is_not_a_protocol_says_so(tmp_path: Path) -> None:
