@@ -6,6 +6,8 @@
 * :data:`QUEUES`: the design sends each human message to a Cloudflare queue (``comments``) and
   the bot is an HTTP pull consumer of it (reference Q4); no status routes: a message is
   answered when its reply is acknowledged.
+* :data:`QUEUES_PUSH`: the same queue, consumed by the design's own ``queue(batch, env, ctx)``
+  (reference Q2): no bots; the platform delivers the batches.
 
 Frontends post human messages and poll for new ones; bots answer them; another app may flood
 the chat (a burst). The spec (:mod:`qmodel.protocols.chat.spec`) folds the answered exchanges
@@ -28,7 +30,7 @@ from qmodel.protocols.chat.observe import Settled, observe
 if TYPE_CHECKING:
     from qmodel.world import World, WorldConfig
 
-__all__ = ["DO", "ERAS", "PATCH", "QUEUE", "QUEUES", "Settled"]
+__all__ = ["DO", "ERAS", "PATCH", "QUEUE", "QUEUES", "QUEUES_PUSH", "Settled"]
 
 FRONTEND_LOCATIONS = ("fra", "iad", "nrt", "syd")
 BOT_LOCATIONS = ("sin", "gru", "jnb", "bom")
@@ -60,7 +62,7 @@ class OtherApp:
 def _start(era: str) -> Any:
     def start(world: World) -> None:
         config = world.config
-        if era == "queues":
+        if era in ("queues", "queues-push"):
             # The design's queues, as it lists its Durable Objects; a design with a queue()
             # handler is their push consumer.
             world.platform.install_queues(getattr(world.target, "queues", None) or {}, world.target)
@@ -76,7 +78,7 @@ def _start(era: str) -> Any:
             # The tab opened as the world began: its cursor starts a few seconds before.
             fe.cursor = now + fe.skew_ms - 5_000
             world.add_actor("frontends", fe)
-        for i in range(config.bots):
+        for i in range(config.bots if era != "queues-push" else 0):
             bot = Bot(
                 f"bot-{i + 1}",
                 BOT_LOCATIONS[i % len(BOT_LOCATIONS)],
@@ -172,6 +174,13 @@ def _answered(spec: chat_spec.SpecState) -> int:
     return len(spec.humans()) - len(spec.open())
 
 
+def _done_by_the_platform(spec: chat_spec.SpecState) -> bool:
+    """No client does the work of a push-consumed queue, so none of it is acknowledged to a
+    client: the settle drains every delivery (a task) before the world is observed, and the
+    invariants judge the work by what the target shows then."""
+    return False
+
+
 def _progress(spec: chat_spec.SpecState) -> int:
     return len(spec.transitions)
 
@@ -195,10 +204,15 @@ def _era(
     bursts: bool,
     settle_ms: int,
     by_replies: bool = False,
+    pushed: bool = False,
 ) -> Protocol:
     """One era. ``by_replies``: no status routes, so work is done when replies are
-    acknowledged (the ``queues`` era)."""
+    acknowledged (the ``queues`` era); ``pushed``: no bots, the platform does the work (the
+    ``queues-push`` era)."""
     verbs = (RUN, POST, ADVANCE, CRASH, BURST) if bursts else (RUN, POST, ADVANCE, CRASH)
+    if pushed:
+        verbs = tuple(v for v in verbs if v is not CRASH)
+    unfinished = _done_by_the_platform if pushed else _unanswered if by_replies else _unfinished
     return Protocol(
         name=name,
         doc=doc,
@@ -208,7 +222,7 @@ def _era(
         step=chat_spec.step,
         invariants=CHAT_INVARIANTS,
         observe=_observe(pending_probe=name == "queue"),
-        unfinished=_unanswered if by_replies else _unfinished,
+        unfinished=unfinished,
         progress=_answered if by_replies else _progress,
         evidence=_evidence,
         happy_path=(("post", 0),),
@@ -257,4 +271,14 @@ QUEUES = _era(
     by_replies=True,
 )
 
-ERAS = (PATCH, QUEUE, DO, QUEUES)
+#: Cloudflare Queues with a push consumer: the design's queue() handler does the work (Q2).
+QUEUES_PUSH = _era(
+    "queues-push",
+    "chat on Cloudflare Queues: the worker's queue(batch, env, ctx) answers each message",
+    (),
+    bursts=True,
+    settle_ms=2 * 60_000,
+    pushed=True,
+)
+
+ERAS = (PATCH, QUEUE, DO, QUEUES, QUEUES_PUSH)
