@@ -736,3 +736,14 @@ def test_every_queues_catalog_id_has_a_scenario() -> None:
     names = {n[len("test_") :].upper() for n in globals() if n.startswith("test_")}
     assert [i for i in QUEUES_IDS if i not in names] == []
     assert all(not CATALOG[i].invariants for i in QUEUES_IDS if i.endswith("_SOUND"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("catalog_id", [i for i in QUEUES_IDS if not CATALOG[i].invariants])
+def test_full_budget_queues_sound_is_clean(catalog_id: str) -> None:
+    """qmodel check --profile ci reports nothing on the sound Queues designs, for ten seeds."""
+    from qmodel.cli import check_args, run_check
+
+    for s in range(10):
+        args = ["--target", f"catalog:{catalog_id}", "--seed", str(s)]
+        assert run_check(check_args(args))["verdict"] == "ok", (catalog_id, s)
