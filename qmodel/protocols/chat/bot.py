@@ -144,6 +144,8 @@ class Bot:
         return response.status, response.json_body()
 
     async def queues_round(self) -> None:
+        """Pull a batch from the queue; answer each message, then ack or retry its lease (or
+        ack first, if the design's ``pull_bot`` says so)."""
         w = self.world
         status, res = await self.queue_api("pull", {})
         result = res.get("result") if isinstance(res, dict) else None
