@@ -18,6 +18,7 @@ import attrs
 
 from qmodel.errors import QmodelError
 from qmodel.workers import CommentsWorker, Fixes, SoundWorker
+from qmodel.workers.queues_chat import PullBot, QueuesChatWorker, QueuesPushWorker
 
 __all__ = ["CATALOG", "CatalogEntry", "UnknownCatalogId", "entry", "ids"]
 
@@ -191,6 +192,61 @@ CATALOG: dict[str, CatalogEntry] = {
             invariants=("poll-delivery",),
             protocol="queue",
             needs_production_kv=False,
+        ),
+        # -- Cloudflare Queues (issue 12): the chat with its work on a queue ---------------------
+        CatalogEntry(
+            id="QUEUES_REPLY_NOT_IDEMPOTENT",
+            source="issue 12 (Queues pull consumer)",
+            summary="every reply is stored; a message redelivered after a lease ran out, a "
+            "crash before the ack or a duplicate is answered twice",
+            fixes=None,
+            invariants=("one-reply",),
+            protocol="queues",
+            needs_production_kv=False,
+            design=lambda: QueuesChatWorker(idempotent_reply=False),
+        ),
+        CatalogEntry(
+            id="QUEUES_ACK_BEFORE_REPLY",
+            source="issue 12 (Queues pull consumer)",
+            summary="the bot acks a message as soon as it pulls it; a crash or a failed "
+            "generation before the reply is stored loses the message",
+            fixes=None,
+            invariants=("pending-visible", "one-reply"),
+            protocol="queues",
+            needs_production_kv=False,
+            design=lambda: QueuesChatWorker(pull_bot=PullBot(ack_before_reply=True)),
+        ),
+        CatalogEntry(
+            id="QUEUES_PUSH_REPLY_NOT_IDEMPOTENT",
+            source="issue 12 (Queues push consumer)",
+            summary="the worker's queue() handler stores every reply; a duplicate delivery is "
+            "answered twice",
+            fixes=None,
+            invariants=("one-reply",),
+            protocol="queues-push",
+            needs_production_kv=False,
+            design=lambda: QueuesPushWorker(idempotent_reply=False),
+        ),
+        CatalogEntry(
+            id="QUEUES_SOUND",
+            source="issue 12 (Queues pull consumer)",
+            summary="idempotent replies, ack after the reply is stored: all invariants hold",
+            fixes=None,
+            invariants=(),
+            protocol="queues",
+            needs_production_kv=False,
+            design=QueuesChatWorker,
+        ),
+        CatalogEntry(
+            id="QUEUES_PUSH_SOUND",
+            source="issue 12 (Queues push consumer)",
+            summary="the worker's queue() handler replies idempotently and acks each message "
+            "after its reply: all invariants hold",
+            fixes=None,
+            invariants=(),
+            protocol="queues-push",
+            needs_production_kv=False,
+            design=QueuesPushWorker,
         ),
         CatalogEntry(
             id="sound",

@@ -176,7 +176,7 @@ def test_the_jobs_worker_conforms_and_a_chat_worker_does_not() -> None:
     with pytest.raises(NotConformant) as refused:
         conform(SoundWorker(), JOBS, WorldConfig(protocol="jobs"))
     assert str(refused.value) == (
-        'POST /jobs/lease answered 404 "null": does this worker speak the jobs protocol? On a '
+        'POST /jobs/lease answered 404 "Not found": does this worker speak the jobs protocol? On a '
         "quiet platform one job was to be posted, processed and read back; pass --protocol with "
         "the protocol it speaks"
     )

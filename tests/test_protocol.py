@@ -50,7 +50,7 @@ def test_an_unknown_protocol_names_the_closest_ones() -> None:
     assert str(err.value).startswith("unknown protocol 'nope'. Built-in protocols: patch, queue")
     with pytest.raises(protocols.UnknownProtocol) as err:
         protocols.get("queu")
-    assert "Closest matches: queue." in str(err.value)
+    assert "Closest matches: queue, queues." in str(err.value)
 
 
 def test_a_reference_that_is_not_a_protocol_says_so(tmp_path: Path) -> None:
@@ -302,3 +302,21 @@ def test_a_post_that_works_on_after_its_write_raises_no_false_alarm() -> None:
     assert ("pending", "processing", claimed.seq) in {
         (t.before, t.after, t.seq) for t in world.spec.transitions
     }
+
+
+def test_every_package_folder_is_installed() -> None:
+    """pyproject.toml lists every package folder of qmodel/ and invariants/ (installed as
+    qmodel.invariants), so an installed qmodel has every protocol and its invariants."""
+    import tomllib
+
+    root = HERE.parent
+    listed = set(
+        tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    )
+    found = {
+        ".".join(p.parent.relative_to(root).parts) for p in (root / "qmodel").rglob("__init__.py")
+    } | {
+        ".".join(("qmodel", *p.parent.relative_to(root).parts))
+        for p in (root / "invariants").rglob("__init__.py")
+    }
+    assert listed == found

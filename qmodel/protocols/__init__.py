@@ -1,6 +1,6 @@
 """The protocols qmodel knows by name, and how a protocol is found by name or by reference.
 
-Built in: the chat protocol's eras ``patch``, ``queue`` and ``do``
+Built in: the chat protocol's eras ``patch``, ``queue``, ``do``, ``queues`` and ``queues-push``
 (:mod:`qmodel.protocols.chat`) and the job queue ``jobs`` (:mod:`qmodel.protocols.jobs`). A
 user's own protocol is named ``package.module:NAME`` (a :class:`~qmodel.protocol.Protocol`
 value in an importable module, or a ``path/to/file.py:NAME``). Built-in protocols are imported
@@ -27,6 +27,8 @@ BUILTIN: dict[str, str] = {
     "queue": "qmodel.protocols.chat.eras:QUEUE",
     "do": "qmodel.protocols.chat.eras:DO",
     "jobs": "qmodel.protocols.jobs.protocol:JOBS",
+    "queues": "qmodel.protocols.chat.eras:QUEUES",
+    "queues-push": "qmodel.protocols.chat.eras:QUEUES_PUSH",
 }
 
 

@@ -33,6 +33,7 @@ from qmodel.sim.clock import DEFAULT_START_MS, Clock
 from qmodel.sim.durable import AlarmInfo, DurableInstance, DurableNamespace, DurableState
 from qmodel.sim.http import Request, Response
 from qmodel.sim.kv import KvConfig, KvError, KvStats, KvStore, ListResult
+from qmodel.sim.queues import QueueConfig, Queues, attach_consumer
 from qmodel.sim.scheduler import TASK_EXITS, Join, Op, Scheduler, Sleep, Task, halted, suspend
 
 __all__ = [
@@ -530,6 +531,8 @@ class Platform:
     #: Where Durable Objects run (their KV calls go through this location).
     do_location: str = "do-home"
     invocations: list[Invocation] = attrs.field(factory=list)
+    #: Cloudflare Queues (``None``: the design declares none); see :meth:`install_queues`.
+    queues: Queues | None = None
     _checked: dict[int, tuple[Any, FetchFn]] = attrs.field(factory=dict, init=False)
 
     @classmethod
@@ -582,6 +585,8 @@ class Platform:
         for name, store in self.kv.items():
             bindings[name] = KvBinding(store, inv, name)
         bindings.update(self.namespaces)
+        if self.queues is not None:
+            bindings.update(self.queues.env_bindings())
         return Env(bindings)
 
     def _context(self, inv: Invocation) -> Context:
@@ -738,6 +743,15 @@ class Platform:
         task.on_finish.append(self._responded(inv))
         return task
 
+    # -- Cloudflare Queues ----------------------------------------------------------------------
+
+    def install_queues(self, queues: Mapping[str, QueueConfig], consumer: Any = None) -> Queues:
+        """Give every ``env`` the producer bindings of ``queues`` (binding -> config, as a
+        design lists them) and deliver push batches to ``consumer.queue(batch, env, ctx)``."""
+        self.queues = Queues(self.scheduler, self.choices, queues)
+        attach_consumer(self, self.queues, consumer)
+        return self.queues
+
     # -- driving -------------------------------------------------------------------------------
 
     def run_until_done(self, task: Task, *, max_steps: int = 100_000) -> Any:
@@ -770,3 +784,5 @@ class Platform:
             store.check()
         for ns in self.namespaces.values():
             ns.check()
+        if self.queues is not None:
+            self.queues.check()

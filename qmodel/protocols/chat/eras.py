@@ -2,7 +2,12 @@
 
 * :data:`PATCH` (seed 004): the bot lists recent messages and PATCHes each it answered;
 * :data:`QUEUE` (seed 000): the bot polls ``/api/queue/pending``, claims, replies, completes;
-* :data:`DO`: the bot asks a Durable Object queue for the next message (``claim-next``).
+* :data:`DO`: the bot asks a Durable Object queue for the next message (``claim-next``);
+* :data:`QUEUES`: the design sends each human message to a Cloudflare queue (``comments``) and
+  the bot is an HTTP pull consumer of it (reference Q4); no status routes: a message is
+  answered when its reply is acknowledged.
+* :data:`QUEUES_PUSH`: the same queue, consumed by the design's own ``queue(batch, env, ctx)``
+  (reference Q2): no bots; the platform delivers the batches.
 
 Frontends post human messages and poll for new ones; bots answer them; another app may flood
 the chat (a burst). The spec (:mod:`qmodel.protocols.chat.spec`) folds the answered exchanges
@@ -25,7 +30,7 @@ from qmodel.protocols.chat.observe import Settled, observe
 if TYPE_CHECKING:
     from qmodel.world import World, WorldConfig
 
-__all__ = ["DO", "ERAS", "PATCH", "QUEUE", "Settled"]
+__all__ = ["DO", "ERAS", "PATCH", "QUEUE", "QUEUES", "QUEUES_PUSH", "Settled"]
 
 FRONTEND_LOCATIONS = ("fra", "iad", "nrt", "syd")
 BOT_LOCATIONS = ("sin", "gru", "jnb", "bom")
@@ -57,6 +62,10 @@ class OtherApp:
 def _start(era: str) -> Any:
     def start(world: World) -> None:
         config = world.config
+        if era in ("queues", "queues-push"):
+            # The design's queues, as it lists its Durable Objects; a design with a queue()
+            # handler is their push consumer.
+            world.platform.install_queues(getattr(world.target, "queues", None) or {}, world.target)
         now = world.platform.clock.now_ms
         for i in range(config.frontends):
             fe = Frontend(
@@ -69,7 +78,7 @@ def _start(era: str) -> Any:
             # The tab opened as the world began: its cursor starts a few seconds before.
             fe.cursor = now + fe.skew_ms - 5_000
             world.add_actor("frontends", fe)
-        for i in range(config.bots):
+        for i in range(config.bots if era != "queues-push" else 0):
             bot = Bot(
                 f"bot-{i + 1}",
                 BOT_LOCATIONS[i % len(BOT_LOCATIONS)],
@@ -157,6 +166,21 @@ def _unfinished(spec: chat_spec.SpecState) -> bool:
     return bool(spec.unfinished())
 
 
+def _unanswered(spec: chat_spec.SpecState) -> bool:
+    return bool(spec.open())
+
+
+def _answered(spec: chat_spec.SpecState) -> int:
+    return len(spec.humans()) - len(spec.open())
+
+
+def _done_by_the_platform(spec: chat_spec.SpecState) -> bool:
+    """No client does the work of a push-consumed queue, so none of it is acknowledged to a
+    client: the settle drains every delivery (a task) before the world is observed, and the
+    invariants judge the work by what the target shows then."""
+    return False
+
+
 def _progress(spec: chat_spec.SpecState) -> int:
     return len(spec.transitions)
 
@@ -173,9 +197,22 @@ def _observe(pending_probe: bool) -> Any:
 
 
 def _era(
-    name: str, doc: str, routes: tuple[Route, ...], *, bursts: bool, settle_ms: int
+    name: str,
+    doc: str,
+    routes: tuple[Route, ...],
+    *,
+    bursts: bool,
+    settle_ms: int,
+    by_replies: bool = False,
+    pushed: bool = False,
 ) -> Protocol:
+    """One era. ``by_replies``: no status routes, so work is done when replies are
+    acknowledged (the ``queues`` era); ``pushed``: no bots, the platform does the work (the
+    ``queues-push`` era)."""
     verbs = (RUN, POST, ADVANCE, CRASH, BURST) if bursts else (RUN, POST, ADVANCE, CRASH)
+    if pushed:
+        verbs = tuple(v for v in verbs if v is not CRASH)
+    unfinished = _done_by_the_platform if pushed else _unanswered if by_replies else _unfinished
     return Protocol(
         name=name,
         doc=doc,
@@ -185,8 +222,8 @@ def _era(
         step=chat_spec.step,
         invariants=CHAT_INVARIANTS,
         observe=_observe(pending_probe=name == "queue"),
-        unfinished=_unfinished,
-        progress=_progress,
+        unfinished=unfinished,
+        progress=_answered if by_replies else _progress,
         evidence=_evidence,
         happy_path=(("post", 0),),
         routes=COMMON_ROUTES + routes,
@@ -224,4 +261,24 @@ DO = _era(
     settle_ms=2 * 60_000,
 )
 
-ERAS = (PATCH, QUEUE, DO)
+#: Cloudflare Queues: the bot pulls from the queue, replies, acks by lease id (reference Q4).
+QUEUES = _era(
+    "queues",
+    "chat on Cloudflare Queues: the bot is an HTTP pull consumer: pull, reply, ack",
+    (),
+    bursts=True,
+    settle_ms=2 * 60_000,
+    by_replies=True,
+)
+
+#: Cloudflare Queues with a push consumer: the design's queue() handler does the work (Q2).
+QUEUES_PUSH = _era(
+    "queues-push",
+    "chat on Cloudflare Queues: the worker's queue(batch, env, ctx) answers each message",
+    (),
+    bursts=True,
+    settle_ms=2 * 60_000,
+    pushed=True,
+)
+
+ERAS = (PATCH, QUEUE, DO, QUEUES, QUEUES_PUSH)
