@@ -497,6 +497,7 @@ def _record(
         expected=expected_of(world, violation, at),
         search=search or Search(),
         qmodel=__version__,
+        hypothesis=_hypothesis_version(),
         bindings=_js_bindings(world.target),
     )
 
@@ -560,3 +561,9 @@ def regression_check(trace_path: str | Path, target: str | None = None) -> Outco
             f"of {Path(trace_path).name}, replayed with {how}:\n  {v.render()}"
         )
     return outcome
+
+
+def _hypothesis_version() -> str:
+    import hypothesis
+
+    return hypothesis.__version__

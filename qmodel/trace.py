@@ -12,6 +12,7 @@ kept in a repository diffs readably.
       "format": "qmodel-trace",
       "version": 2,
       "qmodel": "0.1.0",
+      "hypothesis": "6.170.27",
       "target": "catalog:CLAIM_NOT_ATOMIC",
       "design": "CommentsWorker(atomic_claim=False)",
       "config": {"protocol": "queue", "bots": 2, ...},
@@ -145,6 +146,9 @@ class Trace:
     search: Search = attrs.field(factory=Search)
     qmodel: str = ""
     version: int = VERSION
+    #: The Hypothesis version of the search that found it: a replay does not need it (every
+    #: choice is recorded), but the same ``--seed`` searches otherwise on another version.
+    hypothesis: str = ""
     #: A JavaScript target's bindings (``{"kv": [names], "do": {binding: class}}``), so a
     #: replay gives the worker the same ``env`` whether they came from flags or a Wrangler
     #: file; ``None`` for other targets.
@@ -155,6 +159,7 @@ class Trace:
             "format": FORMAT,
             "version": self.version,
             "qmodel": self.qmodel,
+            "hypothesis": self.hypothesis,
             "target": self.target,
         }
         if self.bindings is not None:
@@ -374,6 +379,7 @@ def loads(text: str, *, source: str = "<trace>") -> Trace:
             command=search_raw.get("command"),
         ),
         qmodel=str(raw.get("qmodel") or ""),
+        hypothesis=str(raw.get("hypothesis") or ""),
         version=VERSION,
         bindings=_bindings(raw, source),
     )

@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 import attrs
+import hypothesis
 import pytest
 from hypothesis import Phase, seed, settings
 from hypothesis.stateful import get_state_machine_test
@@ -102,7 +103,8 @@ def test_trace_records_what_the_run_showed() -> None:
     assert trace.expected.steps == len(exc.world.log)
     assert trace.expected.at == "settled" or trace.expected.at.startswith("verb ")
     raw = json.loads(trace.dumps())
-    assert list(raw)[:4] == ["format", "version", "qmodel", "target"]
+    assert list(raw)[:5] == ["format", "version", "qmodel", "hypothesis", "target"]
+    assert raw["hypothesis"] == hypothesis.__version__
 
 
 # -- exact replay ----------------------------------------------------------------------------------
