@@ -323,7 +323,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "explore":
             from qmodel.explore_cli import explore_main
 
-            return explore_main(args)
+            return explore_main(args, sys.modules[__name__])
         return _check(args)
     except KeyboardInterrupt:
         return _interrupted({}, wants_json)

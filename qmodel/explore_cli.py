@@ -166,28 +166,20 @@ class _Line:
             sys.stderr.flush()
 
 
-def explore_main(args: argparse.Namespace) -> int:
+def explore_main(args: argparse.Namespace, cli: Any) -> int:
     """Run ``qmodel explore``: exit 0 for ok, 1 for a violation, 2 for unknown (a bound was hit
     before the scope was covered; said on stderr and in ``verdict``, as ``check`` says a search
     without a verdict); a bad flag or target raises a :class:`~qmodel.errors.QmodelError` the
-    command line answers with exit 2."""
+    command line answers with exit 2.
+
+    ``cli`` is the command line's module, which calls this: its exit codes, watchdog and
+    answers are the ones every subcommand shares (passed in, so this module sits below it)."""
     from qmodel import protocols
-    from qmodel.cli import (
-        EXIT_OK,
-        EXIT_USAGE,
-        EXIT_VIOLATION,
-        _abandon,
-        _check_report_dir,
-        _hang_seconds,
-        _Stuck,
-        _Watchdog,
-        versions,
-    )
     from qmodel.targets import DEFAULT_TARGET, resolve
 
     scope = scope_of(args)
     if args.report:
-        _check_report_dir(args.report)
+        cli._check_report_dir(args.report)
     target = resolve(args.target)
     name = target.name if args.target else DEFAULT_TARGET
     proto = protocols.get(args.protocol or target.protocol)
@@ -202,14 +194,14 @@ def explore_main(args: argparse.Namespace) -> int:
     )
     started = time.perf_counter()  # wall-clock-ok: reporting only
     # A target stuck inside one step is stopped as check stops it (exit 3, never a hang).
-    watchdog = _Watchdog(_hang_seconds(), lambda message: _abandon(args, message))
+    watchdog = cli._Watchdog(cli._hang_seconds(), lambda message: cli._abandon(args, message))
     try:
         with watchdog:
             result = explorer.run()
     except KeyboardInterrupt:
         if not watchdog.fired:
             raise
-        raise _Stuck(watchdog.message) from None
+        raise cli._Stuck(watchdog.message) from None
     finally:
         line.done()
     out: dict[str, Any] = {
@@ -234,7 +226,7 @@ def explore_main(args: argparse.Namespace) -> int:
         "trace": [],
         "report": None,
         "error": None,
-        "versions": versions(),
+        "versions": cli.versions(),
     }
     found = result.found
     if found is not None:
@@ -282,8 +274,8 @@ def explore_main(args: argparse.Namespace) -> int:
     if result.verdict == "unknown":
         sys.stderr.write(f"qmodel: no verdict: {out['error']['message']}\n")
     if found is not None:
-        return EXIT_VIOLATION
-    return EXIT_USAGE if result.verdict == "unknown" else EXIT_OK
+        return cli.EXIT_VIOLATION
+    return cli.EXIT_USAGE if result.verdict == "unknown" else cli.EXIT_OK
 
 
 def _human(out: dict[str, Any], found: Found | None) -> None:

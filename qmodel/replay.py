@@ -564,6 +564,11 @@ def regression_check(trace_path: str | Path, target: str | None = None) -> Outco
 
 
 def _hypothesis_version() -> str:
-    import hypothesis
+    """The installed Hypothesis's version, read from its metadata (a replay or an exploration
+    imports no Hypothesis)."""
+    from importlib.metadata import PackageNotFoundError, version
 
-    return hypothesis.__version__
+    try:
+        return version("hypothesis")
+    except PackageNotFoundError:
+        return ""
