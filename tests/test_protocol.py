@@ -320,3 +320,23 @@ def test_every_package_folder_is_installed() -> None:
         for p in (root / "invariants").rglob("__init__.py")
     }
     assert listed == found
+
+
+def test_a_poll_served_from_list_pages_is_judged_after_the_windows() -> None:
+    """A worker whose polls read KV list() pages (stale up to 60 s) raises no poll-delivery
+    false alarm: the settle lets every window pass after the fair run and the frontends poll
+    again before the eventual invariants are judged."""
+    import sys
+
+    from hypothesis import Phase, settings
+    from hypothesis import seed as hseed
+    from hypothesis.stateful import get_state_machine_test
+
+    sys.path.insert(0, str(TARGETS))
+    try:
+        from list_after import ListAfterWorker
+    finally:
+        sys.path.remove(str(TARGETS))
+    machine = machine_for(ListAfterWorker, protocol="queue", invariants=["poll-delivery"])
+    budget = settings(settings.get_profile("qmodel-ci"), max_examples=60, phases=[Phase.generate])
+    hseed(1)(get_state_machine_test(machine, settings=budget))()
