@@ -268,8 +268,7 @@ def render(detail: Detail, paths: Paths) -> str:
         found = f" after {search.examples} examples"
     lines += [
         f"- **Target:** `{trace.target}`, design `{trace.design}`",
-        f"- **World:** {cfg.get('protocol')} era, {cfg.get('frontends')} frontends, "
-        f"{cfg.get('bots')} bots, {cfg.get('kv')} KV",
+        f"- **World:** protocol `{cfg.get('protocol')}`, {_actors(detail)}, {cfg.get('kv')} KV",
         f"- **Invariant:** `{inv.id}` ({inv.kind}): {inv.doc}",
         f"- **Caught:** {_where(caught, len(trace.verbs))}",
         f"- **Found by:** `{_search_command(trace)}`{found}; shrunk to "
@@ -385,6 +384,12 @@ def _search_command(trace: Any) -> str:
     if s.seed is not None:
         cmd += ["--seed", str(s.seed)]
     return " ".join(shlex.quote(c) for c in cmd)
+
+
+def _actors(detail: Detail) -> str:
+    """``2 frontends, 2 bots``: each group of the protocol's actors with its size."""
+    groups = detail.world.actors
+    return ", ".join(f"{len(members)} {name}" for name, members in groups.items()) or "no actors"
 
 
 def _named(trace: Any) -> str:
