@@ -64,6 +64,8 @@ def resolve(
     ``kv_bindings`` (names) and ``do_bindings`` (``NAME=Class``) set the bindings of a
     JavaScript target, overriding its Wrangler configuration; other targets take none.
     """
+    if spec is not None and _is_project(spec):
+        spec = str(_project_main(spec))
     if (kv_bindings or do_bindings) and not (spec or "").endswith((".mjs", ".js")):
         raise InvalidTarget(
             "--kv-binding and --do-binding set the bindings of a JavaScript worker (a .mjs or "
@@ -96,6 +98,51 @@ def resolve(
     if path_part.endswith(".py") or looks_like_path:
         return _from_file(spec, Path(path_part), attr or None)
     return _from_module(spec, path_part, attr or None)
+
+
+def _is_project(spec: str) -> bool:
+    """Whether ``spec`` names a Workers project: its folder, or its Wrangler file."""
+    from qmodel.node.config import CONFIG_NAMES
+
+    path = Path(spec)
+    return path.is_dir() or (path.name in CONFIG_NAMES and path.is_file())
+
+
+def _project_main(spec: str) -> Path:
+    """The entry module of the Workers project ``spec`` (a folder, or its Wrangler file): the
+    ``main`` of its Wrangler configuration, as ``wrangler dev`` runs it."""
+    from qmodel.node.config import find_config, main_of
+
+    path = Path(spec)
+    config = path if path.is_file() else find_config(path)
+    if config is None or (path.is_dir() and path.resolve() not in config.resolve().parents):
+        raise InvalidTarget(
+            f"{spec} is a folder without a Wrangler configuration (wrangler.json, "
+            "wrangler.jsonc or wrangler.toml); give the project's folder, or the path of its "
+            "worker module",
+            target=spec,
+        )
+    main = main_of(config)
+    if main is None:
+        raise InvalidTarget(
+            f'{config} names no main module; add main = "src/index.js" to it, or give the '
+            "path of the worker module",
+            target=spec,
+        )
+    if main.suffix in (".ts", ".mts", ".tsx"):
+        raise InvalidTarget(
+            f"{config}: main is {main.name}, a TypeScript module; qmodel runs JavaScript "
+            "modules and does not bundle TypeScript yet: build it first (for example "
+            "npx wrangler deploy --dry-run --outdir dist) and give the built .js as --target",
+            target=spec,
+        )
+    if not main.is_file():
+        raise InvalidTarget(
+            f"{config}: main is {main}, which does not exist; fix main, or give the path of the "
+            "worker module",
+            target=spec,
+        )
+    return main
 
 
 def _is_windows_drive(spec: str) -> bool:

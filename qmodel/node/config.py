@@ -1,11 +1,13 @@
 """A JavaScript worker's bindings: from its Wrangler configuration, overridden by flags.
 
-The configuration is the first ``wrangler.toml``, ``wrangler.json`` or ``wrangler.jsonc`` found
-in the worker's directory or a parent of it (the order Wrangler itself searches). From it:
-``kv_namespaces[].binding``, ``durable_objects.bindings[].{name, class_name}`` and ``vars``
-(top level only; ``[env.*]`` sections are not read). ``--kv-binding NAME`` (repeatable) replaces
-the KV bindings, ``--do-binding NAME=Class`` (repeatable) the Durable Object bindings. With
-neither a configuration nor flags, the worker gets one KV binding, ``COMMENTS_KV``.
+The configuration is the first ``wrangler.json``, ``wrangler.jsonc`` or ``wrangler.toml`` found
+in the worker's directory or a parent of it (in each folder in that order, as Wrangler looks).
+From it: ``main``, ``kv_namespaces[].binding``, ``durable_objects.bindings[].{name,
+class_name}`` and ``vars`` (top level only; ``[env.*]`` sections are not read). A Durable
+Object binding whose ``script_name`` is the worker's own ``name`` is a class of this worker.
+``--kv-binding NAME`` (repeatable) replaces the KV bindings, ``--do-binding NAME=Class``
+(repeatable) the Durable Object bindings. With neither a configuration nor flags, the worker
+gets one KV binding, ``COMMENTS_KV``.
 """
 
 from __future__ import annotations
@@ -21,10 +23,18 @@ import attrs
 
 from qmodel.errors import InvalidTarget
 
-__all__ = ["Bindings", "DEFAULT_KV", "bindings_for", "find_config", "parse_do_flag"]
+__all__ = [
+    "Bindings",
+    "DEFAULT_KV",
+    "bindings_for",
+    "find_config",
+    "main_of",
+    "parse_do_flag",
+    "parse_jsonc",
+]
 
 DEFAULT_KV = ("COMMENTS_KV",)
-CONFIG_NAMES = ("wrangler.toml", "wrangler.json", "wrangler.jsonc")
+CONFIG_NAMES = ("wrangler.json", "wrangler.jsonc", "wrangler.toml")
 _IDENT = re.compile(r"[A-Za-z_$][A-Za-z0-9_$]*")
 
 
@@ -41,8 +51,11 @@ class Bindings:
 
 
 def find_config(worker: Path) -> Path | None:
-    """The Wrangler configuration beside ``worker`` or in the nearest parent that has one."""
-    for folder in [worker.resolve().parent, *worker.resolve().parent.parents]:
+    """The Wrangler configuration beside ``worker`` (or in the folder ``worker``) or in the
+    nearest parent that has one."""
+    start = worker.resolve()
+    start = start if start.is_dir() else start.parent
+    for folder in [start, *start.parents]:
         for name in CONFIG_NAMES:
             candidate = folder / name
             if candidate.is_file():
@@ -51,9 +64,29 @@ def find_config(worker: Path) -> Path | None:
 
 
 def _strip_jsonc(text: str) -> str:
-    """JSON with comments and trailing commas (Wrangler's jsonc) as plain JSON."""
+    """JSON with comments and trailing commas (Wrangler's jsonc) as plain JSON.
+
+    One pass over the text that knows where strings are: a ``//`` or ``/*`` inside a string,
+    or a ``,}`` inside one, is text; outside, comments are dropped, and so is a comma followed
+    (across space and comments) by ``}`` or ``]``.
+    """
     out: list[str] = []
     i, n = 0, len(text)
+
+    def skip_space_and_comments(j: int) -> int:
+        while j < n:
+            if text[j] in " \t\r\n":
+                j += 1
+            elif text.startswith("//", j):
+                k = text.find("\n", j)
+                j = n if k < 0 else k
+            elif text.startswith("/*", j):
+                k = text.find("*/", j + 2)
+                j = n if k < 0 else k + 2
+            else:
+                break
+        return j
+
     while i < n:
         c = text[i]
         if c == '"':
@@ -62,22 +95,30 @@ def _strip_jsonc(text: str) -> str:
                 j += 2 if text[j] == "\\" else 1
             out.append(text[i : j + 1])
             i = j + 1
-        elif text.startswith("//", i):
-            j = text.find("\n", i)
-            i = n if j < 0 else j
-        elif text.startswith("/*", i):
-            j = text.find("*/", i + 2)
-            i = n if j < 0 else j + 2
+        elif text.startswith("//", i) or text.startswith("/*", i):
+            i = skip_space_and_comments(i)
+        elif c == ",":
+            j = skip_space_and_comments(i + 1)
+            if j < n and text[j] in "}]":
+                i += 1  # a trailing comma
+            else:
+                out.append(c)
+                i += 1
         else:
             out.append(c)
             i += 1
-    return re.sub(r",(\s*[}\]])", r"\1", "".join(out))
+    return "".join(out)
+
+
+def parse_jsonc(text: str) -> Any:
+    """Parse JSON with comments and trailing commas (``wrangler.jsonc``)."""
+    return json.loads(_strip_jsonc(text))
 
 
 def _read(path: Path) -> dict[str, Any]:
     try:
         raw = path.read_text(encoding="utf-8")
-        data = tomllib.loads(raw) if path.suffix == ".toml" else json.loads(_strip_jsonc(raw))
+        data = tomllib.loads(raw) if path.suffix == ".toml" else parse_jsonc(raw)
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
         raise InvalidTarget(
             f"cannot read the Wrangler configuration {path}: {exc}; fix it, or give the bindings "
@@ -91,7 +132,16 @@ def _read(path: Path) -> dict[str, Any]:
     return data
 
 
-def _from_config(path: Path) -> Bindings:
+def main_of(config: Path) -> Path | None:
+    """The entry module ``main`` names in the Wrangler configuration ``config`` (relative to
+    the configuration's folder), or ``None`` when it names none."""
+    main = _read(config).get("main")
+    if not isinstance(main, str) or not main:
+        return None
+    return (config.parent / main).resolve()
+
+
+def _from_config(path: Path, *, durable_from_flags: bool = False) -> Bindings:
     data = _read(path)
     kv = []
     for entry in data.get("kv_namespaces") or []:
@@ -105,7 +155,8 @@ def _from_config(path: Path) -> Bindings:
         name, cls = entry.get("name"), entry.get("class_name")
         if not isinstance(name, str) or not isinstance(cls, str):
             continue
-        if entry.get("script_name"):
+        script = entry.get("script_name")
+        if script and script != data.get("name") and not durable_from_flags:
             raise InvalidTarget(
                 f"{path}: the Durable Object binding {name} uses class {cls} of another worker "
                 f"({entry['script_name']}); qmodel runs one module, so give the class from this "
@@ -139,7 +190,10 @@ def bindings_for(
     """The bindings of ``worker``: its Wrangler configuration, with ``kv`` (names) and
     ``durable`` (``NAME=Class`` texts) replacing the configuration's when given."""
     path = find_config(worker)
-    base = _from_config(path) if path is not None else Bindings()
+    durable = list(durable or ())
+    # Durable Object bindings given by flags replace the configuration's, so a binding to
+    # another worker's class there is no reason to refuse.
+    base = _from_config(path, durable_from_flags=bool(durable)) if path is not None else Bindings()
     kv_names = tuple(kv or ())
     for name in kv_names:
         if not _IDENT.fullmatch(name):
