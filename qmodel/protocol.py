@@ -23,6 +23,7 @@ A protocol is written against the public names of :mod:`qmodel.protocol`, :mod:`
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import Any
 
 import attrs
@@ -36,7 +37,7 @@ World = Any
 #: The :class:`qmodel.world.WorldConfig` a protocol's spec starts from.
 WorldConfig = Any
 
-__all__ = ["ADVANCE", "RUN", "Protocol", "Route", "Verb", "TICKS_MS"]
+__all__ = ["ADVANCE", "RUN", "Protocol", "Route", "TICKS_MS", "Verb", "fold_waiting"]
 
 
 def _always(world: World) -> bool:
@@ -185,3 +186,23 @@ class Protocol:
         from qmodel.check import select
 
         return select(self.invariants, (id,), protocol=self.name)[0]
+
+
+def fold_waiting(state: Any, key: str, step: Callable[[Any, Exchange], Any]) -> Any:
+    """``state`` after folding, in order, the exchanges kept aside in ``state.orphans[key]``.
+
+    For a spec's step: a request's effect lands before its answer reaches the client, so an
+    answered exchange can concern a unit of work whose creating request is not answered yet (a
+    claim of a message whose POST is still on its way back). A spec keeps such exchanges in a
+    mapping ``orphans`` (unit id -> exchanges) and, once the creating request is acknowledged,
+    calls this to fold them right after it: the one order real time allows.
+    """
+    waiting = state.orphans.get(key)
+    if not waiting:
+        return state
+    orphans = dict(state.orphans)
+    del orphans[key]
+    state = attrs.evolve(state, orphans=MappingProxyType(orphans))
+    for earlier in waiting:
+        state = step(state, earlier)
+    return state

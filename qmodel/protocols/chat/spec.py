@@ -32,6 +32,7 @@ from typing import Any, Literal
 import attrs
 
 from qmodel.history import Exchange
+from qmodel.protocol import fold_waiting
 
 __all__ = [
     "Claim",
@@ -260,14 +261,7 @@ def _posted(state: SpecState, ex: Exchange, answer: dict[str, Any]) -> SpecState
     if msg.reply_to and msg.reply_to in state.messages:
         original = state.messages[msg.reply_to]
         state = state._put(attrs.evolve(original, replies=original.replies + (mid,)))
-    waiting = state.orphans.get(mid)
-    if waiting:
-        orphans = dict(state.orphans)
-        del orphans[mid]
-        state = attrs.evolve(state, orphans=MappingProxyType(orphans))
-        for earlier in waiting:
-            state = step(state, earlier)
-    return state
+    return fold_waiting(state, mid, step)
 
 
 def describe(state: SpecState, mid: str) -> str | None:

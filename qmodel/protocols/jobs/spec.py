@@ -28,6 +28,7 @@ from typing import Any, Literal
 import attrs
 
 from qmodel.history import Exchange
+from qmodel.protocol import fold_waiting
 
 __all__ = [
     "JobSpec",
@@ -243,14 +244,7 @@ def _enqueued(state: JobsState, ex: Exchange) -> JobsState:
         acked_ms=ex.answered_ms if ex.answered_ms is not None else ex.sent_ms,
     )
     state = state._put(job, new=True, change=False)
-    waiting = state.orphans.get(job_id)
-    if waiting:
-        orphans = dict(state.orphans)
-        del orphans[job_id]
-        state = attrs.evolve(state, orphans=_frozen(orphans))
-        for earlier in waiting:
-            state = step(state, earlier)
-    return state
+    return fold_waiting(state, job_id, step)
 
 
 def describe(state: JobsState, job_id: str) -> str | None:
