@@ -52,6 +52,8 @@ __all__ = ["JSON_FIELDS", "check_args", "check_command", "main", "run_check", "v
 EXIT_OK, EXIT_VIOLATION, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
 #: The shell's convention for a program stopped by SIGINT, so a loop of runs stops too.
 EXIT_INTERRUPTED = 130
+#: Stdout's reader went away (``| head``): 128 + SIGPIPE, as a shell reports such a process.
+EXIT_PIPE = 141
 #: A target that makes no progress for this long (wall seconds) inside one step is stopped.
 HANG_SECONDS = 20.0
 #: Seconds the watchdog waits for an interrupted main thread before it ends the process.
@@ -325,6 +327,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return explore_main(args, sys.modules[__name__])
         return _check(args)
+    except BrokenPipeError:
+        # The reader went away (``qmodel ... | head``): nothing more can be said on stdout,
+        # and Python's own flush at exit must not fail again on it.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_PIPE
     except KeyboardInterrupt:
         return _interrupted({}, wants_json)
     except _Interrupted as stop:

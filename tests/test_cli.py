@@ -449,3 +449,21 @@ def test_ctrl_c_prints_one_line(tmp_path: Path) -> None:
     assert "Traceback" not in err
     obj = json.loads(out)
     assert obj["verdict"] == "unknown" and obj["error"]["kind"] == "interrupted"
+
+
+def test_a_reader_that_goes_away_is_no_internal_error() -> None:
+    """qmodel replay ... | head: the rest of the output has nowhere to go; exit 141, as a shell
+    reports a process stopped by SIGPIPE, and no traceback."""
+    example = Path(__file__).resolve().parent.parent / "docs" / "examples" / "TS_KEY_404.json"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "qmodel", "replay", str(example)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # the reader goes away before the answer is written
+    err = proc.stderr.read()
+    proc.stderr.close()
+    assert proc.wait(timeout=60) == 141
+    assert "Traceback" not in err and "internal error" not in err
