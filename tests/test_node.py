@@ -928,3 +928,51 @@ def test_pacer_lets_node_spin_only_while_the_machine_is_quiet(
     assert epoch(500) == [False] and epoch(500) == [] and epoch(500) == []  # busy: no try
     monkeypatch.setattr(host, "_involuntary_switches", lambda: -1)
     assert [epoch(0) for _ in range(20)] == [[]] * 20  # unmeasurable: Node never spins
+
+
+CLOUDFLARE_WORKERS = """
+    import { DurableObject, WorkerEntrypoint, env } from "cloudflare:workers";
+
+    export class Counter extends DurableObject {
+      async fetch(request) {
+        const n = ((await this.ctx.storage.get("n")) ?? 0) + 1;
+        await this.ctx.storage.put("n", n);
+        return Response.json({ n });
+      }
+    }
+
+    export default class extends WorkerEntrypoint {
+      async fetch(request) {
+        const stub = this.env.COUNTER.get(this.env.COUNTER.idFromName("one"));
+        const { n } = await (await stub.fetch(request)).json();
+        await env.COMMENTS_KV.put(`seen:${n}`, "1");
+        return Response.json({ n, same: env.COMMENTS_KV === this.env.COMMENTS_KV });
+      }
+    }
+"""
+
+
+def test_cloudflare_workers_classes_and_env(tmp_path: Path) -> None:
+    """import from "cloudflare:workers": a class default export extending WorkerEntrypoint
+    serves requests with this.env; a Durable Object class extending DurableObject keeps
+    this.ctx.storage; the module's env is the instance's bindings."""
+    target = js_worker(
+        module(tmp_path, CLOUDFLARE_WORKERS),
+        kv_bindings=["COMMENTS_KV"],
+        do_bindings=["COUNTER=Counter"],
+    )()
+    p = platform_for(target)
+    assert get(p, target, "/a").json_body() == {"n": 1, "same": True}
+    assert get(p, target, "/b").json_body() == {"n": 2, "same": True}
+    assert p.kv_store.snapshot().get("seen:2") == "1"
+
+
+def test_another_cloudflare_module_is_refused_naming_it(tmp_path: Path) -> None:
+    """cloudflare: modules other than cloudflare:workers are refused with their name."""
+    source = """
+        import { connect } from "cloudflare:sockets";
+        export default { async fetch() { return new Response("x"); } };
+    """
+    with pytest.raises(InvalidTarget) as err:
+        js_worker(module(tmp_path, source))
+    assert "cloudflare:sockets is not simulated" in str(err.value)

@@ -31,7 +31,7 @@ import v8 from 'node:v8';
 import util from 'node:util';
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { createHash } from 'node:crypto';
-import { makeLinker, nativeImportsPending } from './loader.mjs';
+import { makeLinker, nativeImportsPending, provideCloudflareWorkers } from './loader.mjs';
 
 const IN = Number(process.env.QMODEL_NODE_IN);
 const OUT = Number(process.env.QMODEL_NODE_OUT);
@@ -782,8 +782,60 @@ function workerFetch(cmd) {
     passThroughOnException() {},
     props: {},
   };
-  serve({ inst: inst.id, rid: cmd.rid }, () => inst.handler.fetch(request, inst.env, ctx));
+  serve({ inst: inst.id, rid: cmd.rid }, () => {
+    // A class default export (export default class extends WorkerEntrypoint) serves each
+    // request with a new instance, made with (ctx, env) as the runtime makes it.
+    const handler = isEntrypointClass(inst.handler) ? new inst.handler(ctx, inst.env) : inst.handler;
+    return handler.fetch(request, inst.env, ctx);
+  });
 }
+
+function isEntrypointClass(value) {
+  return typeof value === 'function' && typeof value.prototype?.fetch === 'function';
+}
+
+// -- cloudflare:workers -------------------------------------------------------------------------
+
+/** `DurableObject` of cloudflare:workers: the base of a Durable Object class; the runtime
+ * constructs it with (ctx, env), which it keeps as this.ctx and this.env. */
+class DurableObject {
+  constructor(ctx, env) {
+    this.ctx = ctx;
+    this.env = env;
+  }
+}
+
+/** `WorkerEntrypoint` of cloudflare:workers: a class default export's base, constructed for
+ * each request with (ctx, env). */
+class WorkerEntrypoint {
+  constructor(ctx, env) {
+    this.ctx = ctx;
+    this.env = env;
+  }
+}
+
+/** `env` of cloudflare:workers: the running instance's bindings, read when used (at module top
+ * level too, as the runtime allows). */
+const workersEnv = new Proxy(Object.create(null), {
+  get(_target, name) {
+    return current?.env?.[name];
+  },
+  has(_target, name) {
+    return current?.env !== null && current?.env !== undefined && name in current.env;
+  },
+  ownKeys() {
+    return current?.env ? Reflect.ownKeys(current.env) : [];
+  },
+  getOwnPropertyDescriptor(_target, name) {
+    if (!current?.env || !(name in current.env)) return undefined;
+    return { value: current.env[name], enumerable: true, configurable: true, writable: false };
+  },
+  set() {
+    throw new TypeError('env of cloudflare:workers is read-only');
+  },
+});
+
+provideCloudflareWorkers(Object.freeze({ DurableObject, WorkerEntrypoint, env: workersEnv }));
 
 /** Deliver an event to the Durable Object `cmd.obj` (constructed first if new): `deliver`
  * gets the object's instance and gives the event's Response. */
@@ -835,6 +887,8 @@ async function load(cmd) {
   const inst = { id: cmd.inst, rng: makeRng(cmd.seed), origin: now, objects: new Map(), module: null, env: null, handler: null };
   instances.set(cmd.inst, inst);
   current = inst;
+  // The bindings exist before the module runs: cloudflare:workers' env is read at top level.
+  inst.env = makeEnv(cmd);
   try {
     inst.module = await makeLinker(new Map())(cmd.url);
   } catch (err) {
@@ -843,7 +897,6 @@ async function load(cmd) {
     emit({ e: 'loadfail', name: err?.name ?? null, error: d.text, stack: d.stack });
     return;
   }
-  inst.env = makeEnv(cmd);
   inst.handler = inst.module.default;
   const exported = {};
   for (const [name, value] of Object.entries(inst.module)) {
@@ -855,7 +908,10 @@ async function load(cmd) {
   emit({
     e: 'loaded',
     exports: exported,
-    defaultFetch: handler !== null && handler !== undefined && typeof handler.fetch === 'function',
+    defaultFetch:
+      handler !== null &&
+      handler !== undefined &&
+      (typeof handler.fetch === 'function' || isEntrypointClass(handler)),
   });
   if (cmd.check) drop(cmd.inst);
 }

@@ -51,6 +51,15 @@ const BUILTINS = new Map([
 ]);
 export const ALLOWED = [...BUILTINS.keys()];
 
+// `cloudflare:workers`, the Workers runtime's own module: its namespace is given by the host
+// (which knows the running instance's env), see provideCloudflareWorkers.
+let cloudflareWorkers = null;
+
+/** Set what `import ... from 'cloudflare:workers'` gives a worker (the host calls this once). */
+export function provideCloudflareWorkers(namespace) {
+  cloudflareWorkers = namespace;
+}
+
 const ROOTS = JSON.parse(process.env.QMODEL_NODE_ROOTS || '[]');
 const HINT = 'Use the Workers APIs instead (env bindings, the global crypto, Request/Response).';
 
@@ -79,6 +88,16 @@ export function resolveImport(specifier, parent, attributes) {
     throw refuse(
       "import attributes (with { type: ... }) are not supported: qmodel's Node lane imports " +
       'JavaScript modules only; read data through env bindings, or export it from a .mjs file',
+    );
+  }
+  if (specifier === 'cloudflare:workers') {
+    if (cloudflareWorkers === null) throw refuse('the host gives no cloudflare:workers module');
+    return { kind: 'cloudflare' };
+  }
+  if (specifier.startsWith('cloudflare:')) {
+    throw refuse(
+      "qmodel's Node lane provides cloudflare:workers (DurableObject, WorkerEntrypoint, env) " +
+      `and no other cloudflare: module; ${specifier} is not simulated`,
     );
   }
   if (isBuiltin(specifier)) {
@@ -200,6 +219,15 @@ function builtinModule(name) {
   return module;
 }
 
+let cloudflareModuleCache = null;
+
+function cloudflareModule() {
+  if (cloudflareModuleCache === null) {
+    cloudflareModuleCache = synthetic(cloudflareWorkers, 'cloudflare:workers');
+  }
+  return cloudflareModuleCache;
+}
+
 function packageModule(url) {
   let module = packageModules.get(url);
   if (module === undefined) {
@@ -242,6 +270,8 @@ export function makeLinker(modules) {
     switch (target.kind) {
       case 'builtin':
         return builtinModule(target.name);
+      case 'cloudflare':
+        return cloudflareModule();
       case 'package':
         return packageModule(target.url);
       default:
