@@ -8,27 +8,13 @@ user's worker or a JavaScript module. The spec and the invariants read it.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 import attrs
 
 from qmodel.sim.runtime import format_counters
 
-__all__ = ["Exchange", "History", "KvWrite", "OpKind"]
-
-OpKind = Literal[
-    "post",  # POST /api/comments (human or AI reply)
-    "poll",  # GET /api/comments?after=... (a frontend's poll)
-    "list",  # GET /api/comments?limit=... (a bot's or a refetch's listing)
-    "pending",  # GET /api/queue/pending
-    "claim",
-    "claim-next",
-    "complete",
-    "fail",
-    "patch",
-    "probe",  # a request the machine sends to look at the settled world
-]
-
+__all__ = ["Exchange", "History", "KvWrite"]
 
 @attrs.frozen
 class KvWrite:
@@ -51,7 +37,9 @@ class Exchange:
     seq: int
     actor: str
     location: str
-    kind: OpKind
+    #: The operation, as the protocol names it (its routes: ``post``, ``claim``, ``lease``...);
+    #: ``probe`` for a request the settle sends to look at the world.
+    kind: str
     method: str
     path: str
     body: Any
