@@ -194,9 +194,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     c.add_argument(
         "--target",
-        help="catalog:ID, sound, pkg.module:attr, path/to/worker.py[:attr] or "
-        "path/to/worker.mjs (a JavaScript Workers module, run under Node) "
+        help="catalog:ID, sound, pkg.module:attr, path/to/worker.py[:attr], "
+        "path/to/worker.mjs or src/index.ts (a JavaScript or TypeScript Workers module, run "
+        "under Node), or a Workers project's folder or Wrangler file (its main) "
         "(default: seed-000, the queue-era worker of seed 000, which has real bugs)",
+    )
+    c.add_argument(
+        "--env",
+        metavar="NAME",
+        help="the Wrangler environment of a JavaScript or TypeScript target: its [env.NAME] "
+        "bindings, vars and flags, as wrangler --env NAME reads them",
     )
     c.add_argument(
         "--kv-binding",
@@ -918,7 +925,12 @@ def run_check(args: argparse.Namespace, progress: Any = None) -> dict[str, Any]:
     _validate(args)
     # What a worker prints while it is imported is no part of the answer: stdout is ours.
     with contextlib.redirect_stdout(sys.stderr):
-        target = resolve(args.target, kv_bindings=args.kv_binding, do_bindings=args.do_binding)
+        target = resolve(
+            args.target,
+            kv_bindings=args.kv_binding,
+            do_bindings=args.do_binding,
+            env=getattr(args, "env", None),
+        )
     name = target.name if args.target else DEFAULT_TARGET
     protocol = args.protocol or target.protocol
     _same_protocol_as_the_catalog(args, protocol)

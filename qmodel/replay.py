@@ -272,14 +272,15 @@ def _checked(trace: Trace, protocol: Protocol) -> tuple[Invariant, ...]:
 
 def _resolve(spec: str, bindings: Mapping[str, Any] | None = None) -> Any:
     """The target ``spec``; a JavaScript target with the recorded ``bindings``."""
-    from qmodel.targets import resolve
+    from qmodel.targets import JS_SUFFIXES, resolve
 
-    if bindings is None or not spec.endswith((".mjs", ".js")):
+    if bindings is None or not spec.endswith(JS_SUFFIXES):
         return resolve(spec)
     return resolve(
         spec,
         kv_bindings=list(bindings["kv"]),
         do_bindings=[f"{name}={cls}" for name, cls in bindings["do"].items()],
+        env=bindings.get("env"),
     )
 
 
@@ -509,7 +510,10 @@ def _js_bindings(instance: Any) -> dict[str, Any] | None:
     if not isinstance(instance, NodeWorker):
         return None
     b = instance.module.bindings
-    return {"kv": tuple(b.kv), "do": dict(b.durable)}
+    out: dict[str, Any] = {"kv": tuple(b.kv), "do": dict(b.durable)}
+    if b.env is not None:
+        out["env"] = b.env
+    return out
 
 
 def retrace(trace: Trace, outcome: Outcome) -> Trace:

@@ -8,7 +8,9 @@ A target is named by:
 * ``pkg.module:attr`` (or ``pkg.module``): an importable object;
 * ``path/to/worker.py[:attr]``: a file;
 * ``path/to/worker.mjs`` (or ``.js``): a JavaScript Workers module, run by the Node lane
-  (:mod:`qmodel.node`).
+  (:mod:`qmodel.node`); ``path/to/index.ts`` a TypeScript one, bundled first;
+* ``path/to/project`` (or its ``wrangler.json``/``.jsonc``/``.toml``): a Workers project, its
+  configuration's ``main`` run with its bindings (``env`` picks an ``[env.NAME]`` section).
 
 The object named may be a worker instance, a module with ``async def fetch(request, env,
 ctx)``, a class (instantiated for every example) or a factory function. Whatever goes wrong
@@ -36,6 +38,8 @@ from qmodel.workers import CommentsWorker, Fixes
 __all__ = ["DEFAULT_TARGET", "ResolvedTarget", "resolve", "target_spec"]
 
 DEFAULT_TARGET = "seed-000"
+#: Targets the Node lane runs: JavaScript modules, and TypeScript entries it bundles.
+JS_SUFFIXES = (".mjs", ".js", ".ts", ".mts", ".tsx")
 
 
 @attrs.frozen
@@ -58,18 +62,21 @@ def resolve(
     *,
     kv_bindings: Sequence[str] | None = None,
     do_bindings: Sequence[str] | None = None,
+    env: str | None = None,
 ) -> ResolvedTarget:
     """The target named by ``spec`` (``None``: the default, seed 000's worker).
 
     ``kv_bindings`` (names) and ``do_bindings`` (``NAME=Class``) set the bindings of a
-    JavaScript target, overriding its Wrangler configuration; other targets take none.
+    JavaScript target, overriding its Wrangler configuration, and ``env`` picks the
+    configuration's ``[env.NAME]`` section; other targets take none.
     """
     if spec is not None and _is_project(spec):
-        spec = str(_project_main(spec))
-    if (kv_bindings or do_bindings) and not (spec or "").endswith((".mjs", ".js")):
+        spec = str(_project_main(spec, env))
+    if (kv_bindings or do_bindings or env) and not (spec or "").endswith(JS_SUFFIXES):
         raise InvalidTarget(
-            "--kv-binding and --do-binding set the bindings of a JavaScript worker (a .mjs or "
-            ".js target); a Python target declares its own (durable_objects = {...})",
+            "--kv-binding, --do-binding and --env set the bindings of a JavaScript or "
+            "TypeScript worker (a .mjs, .js or .ts target, or a project folder); a Python "
+            "target declares its own (durable_objects = {...})",
             target=spec or DEFAULT_TARGET,
         )
     if spec is None or spec == DEFAULT_TARGET:
@@ -82,13 +89,13 @@ def resolve(
             raise InvalidTarget(str(err), target=spec) from None
         return ResolvedTarget(spec, e.target, e.protocol, e.needs_production_kv)
     path_part, _, attr = spec.partition(":") if not _is_windows_drive(spec) else (spec, "", "")
-    if spec.endswith((".mjs", ".js")):
+    if spec.endswith(JS_SUFFIXES):
         # The Node lane: the module runs in Node, its platform calls in this simulator.
         from qmodel.node import js_worker
 
-        worker = js_worker(spec, kv_bindings=kv_bindings, do_bindings=do_bindings)
+        worker = js_worker(spec, kv_bindings=kv_bindings, do_bindings=do_bindings, env=env)
         return ResolvedTarget(spec, worker, "queue", False)
-    if path_part.endswith((".mjs", ".js")):
+    if path_part.endswith(JS_SUFFIXES):
         raise InvalidTarget(
             f"{spec}: a JavaScript target is its module's default export (and the classes its "
             f"Durable Object bindings name); give the path alone, --target {path_part}",
@@ -108,7 +115,7 @@ def _is_project(spec: str) -> bool:
     return path.is_dir() or (path.name in CONFIG_NAMES and path.is_file())
 
 
-def _project_main(spec: str) -> Path:
+def _project_main(spec: str, env: str | None = None) -> Path:
     """The entry module of the Workers project ``spec`` (a folder, or its Wrangler file): the
     ``main`` of its Wrangler configuration, as ``wrangler dev`` runs it."""
     from qmodel.node.config import find_config, main_of
@@ -122,18 +129,11 @@ def _project_main(spec: str) -> Path:
             "worker module",
             target=spec,
         )
-    main = main_of(config)
+    main = main_of(config, env)
     if main is None:
         raise InvalidTarget(
             f'{config} names no main module; add main = "src/index.js" to it, or give the '
             "path of the worker module",
-            target=spec,
-        )
-    if main.suffix in (".ts", ".mts", ".tsx"):
-        raise InvalidTarget(
-            f"{config}: main is {main.name}, a TypeScript module; qmodel runs JavaScript "
-            "modules and does not bundle TypeScript yet: build it first (for example "
-            "npx wrangler deploy --dry-run --outdir dist) and give the built .js as --target",
             target=spec,
         )
     if not main.is_file():

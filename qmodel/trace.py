@@ -149,9 +149,9 @@ class Trace:
     #: The Hypothesis version of the search that found it: a replay does not need it (every
     #: choice is recorded), but the same ``--seed`` searches otherwise on another version.
     hypothesis: str = ""
-    #: A JavaScript target's bindings (``{"kv": [names], "do": {binding: class}}``), so a
-    #: replay gives the worker the same ``env`` whether they came from flags or a Wrangler
-    #: file; ``None`` for other targets.
+    #: A JavaScript target's bindings (``{"kv": [names], "do": {binding: class}}``, and
+    #: ``"env": NAME`` when a Wrangler environment was read), so a replay gives the worker the
+    #: same ``env`` whether they came from flags or a Wrangler file; ``None`` for other targets.
     bindings: Mapping[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
@@ -163,7 +163,10 @@ class Trace:
             "target": self.target,
         }
         if self.bindings is not None:
-            out["bindings"] = {"kv": list(self.bindings["kv"]), "do": dict(self.bindings["do"])}
+            b = self.bindings
+            out["bindings"] = {"kv": list(b["kv"]), "do": dict(b["do"])}
+            if b.get("env") is not None:
+                out["bindings"]["env"] = b["env"]
         return out | {
             "design": self.design,
             "config": dict(self.config),
@@ -391,8 +394,10 @@ def _bindings(raw: dict[str, Any], source: str) -> dict[str, Any] | None:
         return None
     kv = value.get("kv") if isinstance(value, dict) else None
     do = value.get("do") if isinstance(value, dict) else None
+    env = value.get("env") if isinstance(value, dict) else None
     if (
-        not isinstance(kv, list)
+        not (env is None or isinstance(env, str))
+        or not isinstance(kv, list)
         or not kv
         or not all(isinstance(k, str) for k in kv)
         or not isinstance(do, dict)
@@ -400,10 +405,13 @@ def _bindings(raw: dict[str, Any], source: str) -> dict[str, Any] | None:
     ):
         raise TraceFileError(
             f'{source}: field \'bindings\' should be {{"kv": [binding names], "do": '
-            f"{{binding: class}}}}, not {value!r:.80}; {_RERECORD}",
+            f'{{binding: class}}, "env": NAME (optional)}}, not {value!r:.80}; {_RERECORD}',
             field="bindings",
         )
-    return {"kv": tuple(kv), "do": dict(do)}
+    out: dict[str, Any] = {"kv": tuple(kv), "do": dict(do)}
+    if env is not None:
+        out["env"] = env
+    return out
 
 
 class _Reader:
@@ -465,7 +473,7 @@ def fingerprint(spec: str, instance: Any) -> str:
     if spec.startswith(_BUILTIN_PREFIXES) or spec in _BUILTIN_NAMES:
         return repr(instance)
     module = getattr(instance, "module", None)
-    if spec.endswith((".mjs", ".js")) and module is not None:
+    if spec.endswith(_JS) and module is not None:
         return _js_fingerprint(module)
     path = _source_file(spec)
     if path is not None:
@@ -488,17 +496,25 @@ def fingerprint_unrun(spec: str, bindings: Mapping[str, Any] | None = None) -> s
     so a trace recorded against other code runs none of this code."""
     if not runs_code(spec):
         return None
-    if spec.endswith((".mjs", ".js")):
+    if spec.endswith(_JS):
+        from qmodel.node.bundle import TS_SUFFIXES, bundle
         from qmodel.node.config import bindings_for
-        from qmodel.node.target import JsModule
+        from qmodel.node.target import JsModule, project_root
 
         path = Path(spec)
         if not path.is_file():
             return None
         kv = list(bindings["kv"]) if bindings else None
         do = [f"{n}={c}" for n, c in bindings["do"].items()] if bindings else None
-        found = bindings_for(path, kv=kv, durable=do)
-        return _js_fingerprint(JsModule(path, path.resolve().as_uri(), found, ""))
+        env = bindings.get("env") if bindings else None
+        found = bindings_for(path, kv=kv, durable=do, env=env)
+        url, source_map = path.resolve().as_uri(), None
+        if path.suffix in TS_SUFFIXES:
+            # Bundling runs esbuild over the sources, none of the worker's code.
+            compat = any(f.startswith("nodejs_compat") for f in found.flags)
+            built = bundle(path, project_root(path), nodejs_compat=compat)
+            url, source_map = built.path.as_uri(), built.source_map
+        return _js_fingerprint(JsModule(path, url, found, "", (), source_map))
     path_part = spec.rsplit(":", 1)[0] if spec.count(":") and not _is_drive(spec) else spec
     candidate = Path(path_part)
     if candidate.suffix == ".py" and candidate.is_file():
@@ -512,14 +528,28 @@ def _js_fingerprint(module: Any) -> str:
 
     h = hashlib.sha256()
     entry = module.path.resolve()
-    for f in local_imports(entry):
+    # A bundled (TypeScript) worker is its bundle: every file it imports is in it.
+    files = [Path(_file_of(module.url))] if module.source_map is not None else local_imports(entry)
+    for f in files:
         name = f.relative_to(entry.parent) if f.is_relative_to(entry.parent) else f.name
         h.update(f"{Path(name).as_posix()}\0".encode())
         h.update(hashlib.sha256(f.read_bytes()).digest())
     b = module.bindings
     env = {"kv": list(b.kv), "do": dict(b.durable), "vars": jsonable(dict(b.vars))}
+    if b.flags or b.env is not None:
+        env |= {"flags": list(b.flags), "env": b.env}
     h.update(json.dumps(env, sort_keys=True).encode())
     return f"sha256:{h.hexdigest()} {module.path.name}"
+
+
+def _file_of(url: str) -> str:
+    from urllib.parse import unquote, urlparse
+
+    return unquote(urlparse(url).path)
+
+
+#: Targets the Node lane runs (JavaScript modules, TypeScript entries it bundles).
+_JS = (".mjs", ".js", ".ts", ".mts", ".tsx")
 
 
 def _source_file(spec: str) -> Path | None:

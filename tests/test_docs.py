@@ -39,6 +39,7 @@ def test_fresh_machine_is_two_commands_after_the_prerequisites() -> None:
     assert len(commands) == 2
     main_job, tests = commands
     assert main_job.endswith("pip install -e . && qmodel check")
+    assert "npm ci --prefix tools/esbuild" in tests
     assert "npm ci --prefix tools/mermaid-check" in tests and "'.[test]'" in tests
     assert tests.endswith("&& pytest")
 

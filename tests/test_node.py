@@ -849,7 +849,8 @@ def test_missing_or_old_node_exits_2(
 def test_binding_flags_are_for_javascript_targets(capsys: pytest.CaptureFixture[str]) -> None:
     """--kv-binding on a Python target is a usage error (exit 2)."""
     code, _, err = run_cli(capsys, "check", "--target", "sound", "--kv-binding", "KV")
-    assert code == 2 and "--kv-binding and --do-binding set the bindings of a JavaScript" in err
+    assert code == 2
+    assert "--kv-binding, --do-binding and --env set the bindings of a JavaScript" in err
 
 
 def test_invalid_target_for_a_missing_file() -> None:

@@ -72,13 +72,13 @@ def test_a_durable_object_of_the_workers_own_script_is_no_other_workers(tmp_path
     assert dict(bindings_for(worker, durable=["QUEUE=Local"]).durable) == {"QUEUE": "Local"}
 
 
-def test_a_folder_without_configuration_or_with_a_typescript_main_says_so(tmp_path: Path) -> None:
-    """A folder with no Wrangler file, a main that is missing, and a TypeScript main each get a
-    message that says what to do."""
+def test_a_folder_without_configuration_or_with_a_missing_main_says_so(tmp_path: Path) -> None:
+    """A folder with no Wrangler file, and a main that is missing (TypeScript or not), each get
+    a message that says what to do."""
     with pytest.raises(InvalidTarget, match="a folder without a Wrangler configuration"):
         resolve(str(tmp_path))
     (tmp_path / "wrangler.json").write_text('{"name": "x", "main": "src/index.ts"}')
-    with pytest.raises(InvalidTarget, match="a TypeScript module; qmodel runs JavaScript"):
+    with pytest.raises(InvalidTarget, match="index.ts, which does not exist"):
         resolve(str(tmp_path))
     (tmp_path / "wrangler.json").write_text('{"name": "x", "main": "gone.js"}')
     with pytest.raises(InvalidTarget, match="which does not exist"):

@@ -3,8 +3,14 @@
 The configuration is the first ``wrangler.json``, ``wrangler.jsonc`` or ``wrangler.toml`` found
 in the worker's directory or a parent of it (in each folder in that order, as Wrangler looks).
 From it: ``main``, ``kv_namespaces[].binding``, ``durable_objects.bindings[].{name,
-class_name}`` and ``vars`` (top level only; ``[env.*]`` sections are not read). A Durable
-Object binding whose ``script_name`` is the worker's own ``name`` is a class of this worker.
+class_name}``, ``vars`` and ``compatibility_flags``. A Durable Object binding whose
+``script_name`` is the worker's own ``name`` is a class of this worker.
+
+``--env NAME`` reads the ``[env.NAME]`` section as ``wrangler --env NAME`` does. [INFERENCE,
+from Wrangler's documentation of environments, not in ``reference/``] Bindings and ``vars`` are
+not inherited: with an environment, they are the section's own (none when it lists none);
+``main``, ``compatibility_date`` and ``compatibility_flags`` are inherited from the top level
+when the section does not set them; the worker's ``name`` becomes ``<name>-<env>``.
 ``--kv-binding NAME`` (repeatable) replaces the KV bindings, ``--do-binding NAME=Class``
 (repeatable) the Durable Object bindings. With neither a configuration nor flags, the worker
 gets one KV binding, ``COMMENTS_KV``.
@@ -31,6 +37,7 @@ __all__ = [
     "main_of",
     "parse_do_flag",
     "parse_jsonc",
+    "read_config",
 ]
 
 DEFAULT_KV = ("COMMENTS_KV",)
@@ -48,6 +55,10 @@ class Bindings:
     durable: Mapping[str, str] = attrs.field(factory=dict)
     vars: Mapping[str, Any] = attrs.field(factory=dict)
     source: Path | None = None
+    #: ``compatibility_flags`` (``nodejs_compat`` opens ``node:crypto``).
+    flags: tuple[str, ...] = ()
+    #: The Wrangler environment read (``--env NAME``), or ``None`` for the top level.
+    env: str | None = None
 
 
 def find_config(worker: Path) -> Path | None:
@@ -115,6 +126,34 @@ def parse_jsonc(text: str) -> Any:
     return json.loads(_strip_jsonc(text))
 
 
+#: Keys an environment inherits from the top level when it does not set them.
+INHERITED = ("main", "compatibility_date", "compatibility_flags", "name")
+
+
+def read_config(path: Path, env: str | None = None) -> dict[str, Any]:
+    """The Wrangler configuration at ``path``, as ``wrangler --env env`` sees it."""
+    data = _read(path)
+    if env is None:
+        return data
+    envs = data.get("env")
+    section = envs.get(env) if isinstance(envs, dict) else None
+    if not isinstance(section, dict):
+        known = sorted(envs) if isinstance(envs, dict) else []
+        raise InvalidTarget(
+            f"{path} has no environment {env!r} ([env.{env}]); "
+            + (f"its environments: {', '.join(known)}" if known else "it defines none")
+            + "; give one of them with --env, or none for the top level",
+            target=str(path),
+        )
+    out = dict(section)
+    for key in INHERITED:
+        if key not in out and key in data:
+            out[key] = data[key]
+    if isinstance(data.get("name"), str) and "name" not in section:
+        out["name"] = f"{data['name']}-{env}"
+    return out
+
+
 def _read(path: Path) -> dict[str, Any]:
     try:
         raw = path.read_text(encoding="utf-8")
@@ -132,17 +171,19 @@ def _read(path: Path) -> dict[str, Any]:
     return data
 
 
-def main_of(config: Path) -> Path | None:
+def main_of(config: Path, env: str | None = None) -> Path | None:
     """The entry module ``main`` names in the Wrangler configuration ``config`` (relative to
     the configuration's folder), or ``None`` when it names none."""
-    main = _read(config).get("main")
+    main = read_config(config, env).get("main")
     if not isinstance(main, str) or not main:
         return None
     return (config.parent / main).resolve()
 
 
-def _from_config(path: Path, *, durable_from_flags: bool = False) -> Bindings:
-    data = _read(path)
+def _from_config(
+    path: Path, *, durable_from_flags: bool = False, env: str | None = None
+) -> Bindings:
+    data = read_config(path, env)
     kv = []
     for entry in data.get("kv_namespaces") or []:
         if isinstance(entry, dict) and isinstance(entry.get("binding"), str):
@@ -166,7 +207,16 @@ def _from_config(path: Path, *, durable_from_flags: bool = False) -> Bindings:
         durable[name] = cls
     raw_vars = data.get("vars")
     variables = dict(raw_vars) if isinstance(raw_vars, dict) else {}
-    return Bindings(tuple(kv) or DEFAULT_KV, durable, variables, path)
+    raw_flags = data.get("compatibility_flags")
+    if raw_flags is not None and not (
+        isinstance(raw_flags, list) and all(isinstance(f, str) for f in raw_flags)
+    ):
+        raise InvalidTarget(
+            f'{path}: compatibility_flags should be a list of strings, such as ["nodejs_compat"]',
+            target=str(path),
+        )
+    flags = tuple(raw_flags or ())
+    return Bindings(tuple(kv) or DEFAULT_KV, durable, variables, path, flags, env)
 
 
 def parse_do_flag(text: str) -> tuple[str, str]:
@@ -186,14 +236,25 @@ def bindings_for(
     *,
     kv: Iterable[str] | None = None,
     durable: Iterable[str] | None = None,
+    env: str | None = None,
 ) -> Bindings:
-    """The bindings of ``worker``: its Wrangler configuration, with ``kv`` (names) and
-    ``durable`` (``NAME=Class`` texts) replacing the configuration's when given."""
+    """The bindings of ``worker``: its Wrangler configuration (its ``[env.NAME]`` section for
+    ``env``), with ``kv`` (names) and ``durable`` (``NAME=Class`` texts) replacing the
+    configuration's when given."""
     path = find_config(worker)
     durable = list(durable or ())
+    if env is not None and path is None:
+        raise InvalidTarget(
+            f"--env {env}: {worker} has no Wrangler configuration to read environments from",
+            target=str(worker),
+        )
     # Durable Object bindings given by flags replace the configuration's, so a binding to
     # another worker's class there is no reason to refuse.
-    base = _from_config(path, durable_from_flags=bool(durable)) if path is not None else Bindings()
+    base = (
+        _from_config(path, durable_from_flags=bool(durable), env=env)
+        if path is not None
+        else Bindings()
+    )
     kv_names = tuple(kv or ())
     for name in kv_names:
         if not _IDENT.fullmatch(name):

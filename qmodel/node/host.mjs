@@ -30,8 +30,8 @@ import fs from 'node:fs';
 import v8 from 'node:v8';
 import util from 'node:util';
 import { AsyncLocalStorage } from 'node:async_hooks';
-import { createHash } from 'node:crypto';
-import { makeLinker, nativeImportsPending, provideCloudflareWorkers } from './loader.mjs';
+import { createHash, createHmac, timingSafeEqual, pbkdf2Sync, hash as cryptoHash } from 'node:crypto';
+import { makeLinker, nativeImportsPending, provideCloudflareWorkers, provideCompatBuiltin } from './loader.mjs';
 
 const IN = Number(process.env.QMODEL_NODE_IN);
 const OUT = Number(process.env.QMODEL_NODE_OUT);
@@ -65,15 +65,14 @@ function emit(event) {
 // Frames of the host's own files (host.mjs, loader.mjs) are never "where the worker threw".
 const HOST_URL = new URL('.', import.meta.url).href;
 
-/** "TypeError: x is not a function (worker.mjs:12:5)": the error and where the worker threw. */
+/** "TypeError: x is not a function (src/index.ts:12:5)": the error and where the worker threw
+ * (through the source map of a bundled worker). */
 function describeError(err) {
   if (err instanceof Error) {
     const head = `${err.name}: ${err.message}`;
     const stack = String(err.stack || '');
-    // The worker's frame: not the host's own (an error it made to reject a platform call).
-    const frame = stack.split('\n').find((l) => /\bfile:\/\//.test(l) && !l.includes(HOST_URL));
-    const where = frame && /file:\/\/\/?(?:[^\s)]*\/)?([^/\s)]+:\d+:\d+)/.exec(frame);
-    return { text: String(where ? `${head} (${where[1]})` : head), stack };
+    const where = siteOf(stack) ?? err[CALL_SITE] ?? null;
+    return { text: String(where ? `${head} (${where})` : head), stack: mapStack(stack) };
   }
   let text;
   try {
@@ -82,6 +81,115 @@ function describeError(err) {
     text = String(err);
   }
   return { text: `threw ${text}`, stack: '' };
+}
+
+// -- where in the worker's sources -------------------------------------------------------------
+
+// A bundled worker (TypeScript, see qmodel/node/bundle.py) comes with a source map whose
+// sources are relative to its project's folder; a worker run as it is shows its files relative
+// to its own folder. `siteOf(stack)` is where the worker's code stands in a stack: its first
+// frame that is not the host's, as `src/index.ts:42:7`.
+const sourceMaps = new Map(); // module file: URL -> { sources, lines }
+const CALL_SITE = Symbol('qmodel.callSite'); // on an error a platform call was rejected with
+const shownRoots = []; // [file: URL prefix of a worker's folder]
+const FRAME = /(file:\/\/[^\s)]+?):(\d+):(\d+)/;
+const B64 = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/';
+
+function vlq(text) {
+  const out = [];
+  let shift = 0;
+  let value = 0;
+  for (const ch of text) {
+    let digit = B64.indexOf(ch);
+    const more = digit & 32;
+    digit &= 31;
+    value += digit * 2 ** shift;
+    if (more) {
+      shift += 5;
+    } else {
+      out.push(value % 2 ? -Math.floor(value / 2) : value / 2);
+      value = 0;
+      shift = 0;
+    }
+  }
+  return out;
+}
+
+/** Source map v3 `mappings` as, per generated line, [genColumn, source, line, column] rows. */
+function decodeMappings(mappings) {
+  const lines = [];
+  let source = 0;
+  let line = 0;
+  let column = 0;
+  for (const text of mappings.split(';')) {
+    const rows = [];
+    let gen = 0;
+    if (text) {
+      for (const segment of text.split(',')) {
+        const v = vlq(segment);
+        gen += v[0];
+        if (v.length >= 4) {
+          source += v[1];
+          line += v[2];
+          column += v[3];
+          rows.push([gen, source, line, column]);
+        }
+      }
+    }
+    lines.push(rows);
+  }
+  return lines;
+}
+
+function registerSources(url, mapFile, root) {
+  if (mapFile && !sourceMaps.has(url)) {
+    const data = jsonParse(fs.readFileSync(mapFile, 'utf8'));
+    sourceMaps.set(url, { sources: data.sources, lines: decodeMappings(data.mappings) });
+  }
+  if (root) {
+    const prefix = new URL(root.endsWith('/') ? root : `${root}/`, 'file:///').href;
+    if (!shownRoots.includes(prefix)) shownRoots.push(prefix);
+  }
+}
+
+/** `url:line:column` of generated code as the worker's author wrote it. */
+function located(url, line, column) {
+  const map = sourceMaps.get(url);
+  if (map !== undefined) {
+    const rows = map.lines[line - 1] || [];
+    let best = null;
+    for (const row of rows) {
+      if (row[0] <= column - 1) best = row;
+      else break;
+    }
+    if (best !== null) return `${map.sources[best[1]]}:${best[2] + 1}:${best[3] + 1}`;
+  }
+  const root = shownRoots.find((r) => url.startsWith(r));
+  const shown = root ? decodeURIComponent(url.slice(root.length)) : url.slice(url.lastIndexOf('/') + 1);
+  return `${shown}:${line}:${column}`;
+}
+
+/** The worker's first frame in `stack` (not the host's own), located; or null. */
+function siteOf(stack) {
+  for (const line of String(stack).split('\n')) {
+    if (line.includes(HOST_URL)) continue;
+    const m = FRAME.exec(line);
+    if (m) return located(m[1], Number(m[2]), Number(m[3]));
+  }
+  return null;
+}
+
+/** `stack` with every frame of a bundled worker pointing into its sources. */
+function mapStack(stack) {
+  if (sourceMaps.size === 0) return stack;
+  return String(stack).replace(new RegExp(FRAME.source, 'g'), (all, url, line, column) => (
+    sourceMaps.has(url) ? located(url, Number(line), Number(column)) : all
+  ));
+}
+
+/** Where the worker's code called the platform (for the report's KV operations). */
+function callSite() {
+  return siteOf(new Error().stack);
 }
 
 // -- randomness and time ----------------------------------------------------------------------
@@ -178,10 +286,11 @@ function bridge(payload, what) {
       'platform does not track); on Workers, I/O happens only while handling a request',
     ));
   }
+  const site = payload.k === 'kv' ? callSite() : null;
   return new Promise((resolve, reject) => {
     const cid = ++nextCid;
-    pending.set(cid, { resolve, reject, inst: store.inst });
-    emit({ e: 'call', rid: store.rid, cid, ...payload });
+    pending.set(cid, { resolve, reject, inst: store.inst, site });
+    emit({ e: 'call', rid: store.rid, cid, ...payload, site });
   });
 }
 
@@ -195,7 +304,10 @@ function settle(cmd) {
   } else {
     const err = cmd.err || {};
     const Ctor = err.name === 'TypeError' ? TypeError : err.name === 'RangeError' ? RangeError : Error;
-    p.reject(new Ctor(err.message));
+    const error = new Ctor(err.message);
+    // The error has only the host's frames: where the worker made the call is the place.
+    if (p.site) Object.defineProperty(error, CALL_SITE, { value: p.site });
+    p.reject(error);
   }
 }
 
@@ -431,6 +543,57 @@ class DurableObjectStub {
     }, `${this.#binding} stub.fetch`);
     return new Response(NULL_BODY.has(answer.status) ? null : answer.body, { status: answer.status, headers: answer.headers });
   }
+
+  /** `stub.method(...args)`: a call of the object's method, which travels as a Durable Object
+   * request does (a scheduling point on each side); arguments and result are copied by
+   * structured clone, and an error thrown by the method is thrown here with its name and
+   * message, as Workers RPC does. */
+  async rpc(method, args) {
+    let body;
+    try {
+      body = bufferFrom(v8.serialize(args)).toString('base64');
+    } catch (err) {
+      throw new TypeError(
+        `${this.#binding} stub.${method}(): an argument cannot be sent (${err.message}); qmodel's ` +
+        'Node lane passes structured-cloneable values to Durable Object methods (no functions or stubs)',
+      );
+    }
+    const answer = await bridge({
+      k: 'do',
+      b: this.#binding,
+      hex: this.id.toString(),
+      name: this.id.name ?? null,
+      req: { method: 'POST', url: `${DO_ORIGIN}/rpc/${encodeURIComponent(method)}`, headers: [[RPC_HEADER, method]], body },
+    }, `${this.#binding} stub.${method}`);
+    const outcome = new Headers(answer.headers).get(RPC_HEADER);
+    if (outcome === 'ok') return v8.deserialize(bufferFrom(answer.body, 'base64'));
+    if (outcome === 'error') {
+      const e = jsonParse(answer.body);
+      const Ctor = { TypeError, RangeError }[e.name] ?? Error;
+      const err = new Ctor(e.message);
+      if (!(e.name in { TypeError: 1, RangeError: 1, Error: 1 })) err.name = e.name;
+      throw err;
+    }
+    throw new Error(`${this.#binding} stub.${method}(): the Durable Object answered ${answer.status} without a result`);
+  }
+}
+
+const RPC_HEADER = 'x-qmodel-rpc';
+// Names a stub answers itself: never sent to the object as a method call (`then` too, so an
+// awaited stub is not taken for a promise).
+const STUB_OWN = new Set(['fetch', 'id', 'name', 'then', 'rpc', 'constructor', 'toJSON']);
+
+/** A stub whose every other property is an RPC method of the object. */
+function rpcStub(stub) {
+  return new Proxy(stub, {
+    get(target, prop) {
+      if (typeof prop === 'symbol' || STUB_OWN.has(prop)) {
+        const value = Reflect.get(target, prop, target);
+        return typeof value === 'function' ? value.bind(target) : value;
+      }
+      return (...args) => target.rpc(prop, args);
+    },
+  });
 }
 
 class DurableObjectNamespace {
@@ -460,7 +623,7 @@ class DurableObjectNamespace {
     if (!(id instanceof DurableObjectId)) {
       throw new TypeError(`${this.#binding}.get() takes an id from idFromName(), idFromString() or newUniqueId()`);
     }
-    return new DurableObjectStub(this.#binding, id);
+    return rpcStub(new DurableObjectStub(this.#binding, id));
   }
 
   getByName(name) {
@@ -859,8 +1022,45 @@ function durableEvent(cmd, deliver) {
 }
 
 function durableFetch(cmd) {
+  const method = new Headers(cmd.req.headers).get(RPC_HEADER);
+  if (method !== null) {
+    durableEvent(cmd, (object) => durableRpc(cmd.cls, object, method, cmd.req.body));
+    return;
+  }
   const request = makeRequest(cmd.req);
-  durableEvent(cmd, (object) => object.fetch(request));
+  durableEvent(cmd, (object) => {
+    if (typeof object.fetch !== 'function') {
+      throw new TypeError(`Durable Object class ${cmd.cls} has no fetch() handler; call its methods on the stub instead (RPC)`);
+    }
+    return object.fetch(request);
+  });
+}
+
+// Methods an object's stub may not call (the runtime's own handlers, and Object's).
+const NOT_RPC = new Set(['fetch', 'alarm', 'webSocketMessage', 'webSocketClose', 'webSocketError', 'constructor']);
+
+async function durableRpc(cls, object, method, body) {
+  const answer = (outcome, text, status) => new WorkerResponse(text, { status, headers: { [RPC_HEADER]: outcome } });
+  const fn = NOT_RPC.has(method) || method in Object.prototype ? undefined : object[method];
+  if (typeof fn !== 'function') {
+    const why = `The RPC receiver does not implement the method "${method}".`;
+    return answer('error', jsonStringify({ name: 'TypeError', message: `${why} (Durable Object class ${cls})` }), 500);
+  }
+  let result;
+  try {
+    result = await fn.apply(object, v8.deserialize(bufferFrom(body, 'base64')));
+  } catch (err) {
+    const name = err instanceof Error ? err.name : 'Error';
+    const message = err instanceof Error ? err.message : describeError(err).text;
+    return answer('error', jsonStringify({ name, message }), 500);
+  }
+  let text;
+  try {
+    text = bufferFrom(v8.serialize(result)).toString('base64');
+  } catch (err) {
+    throw new TypeError(`${cls}.${method}() returned a value that cannot be sent back (${err.message}); return structured-cloneable values`);
+  }
+  return answer('ok', text, 200);
 }
 
 function durableAlarm(cmd) {
@@ -883,37 +1083,189 @@ function makeEnv(cmd) {
   return env;
 }
 
+let loading = null; // the instance whose module is being evaluated (addEventListener's)
+
 async function load(cmd) {
-  const inst = { id: cmd.inst, rng: makeRng(cmd.seed), origin: now, objects: new Map(), module: null, env: null, handler: null };
+  const inst = {
+    id: cmd.inst, rng: makeRng(cmd.seed), origin: now, objects: new Map(), module: null, env: null, handler: null, listeners: null,
+  };
   instances.set(cmd.inst, inst);
   current = inst;
+  registerSources(cmd.url, cmd.map ?? null, cmd.root ?? null);
   // The bindings exist before the module runs: cloudflare:workers' env is read at top level.
   inst.env = makeEnv(cmd);
+  const beforeEntry = (namespace) => {
+    // A script without exports is in Service Worker syntax: its bindings are globals and it
+    // registers its handler with addEventListener('fetch', ...).
+    if (Reflect.ownKeys(namespace).every((k) => typeof k === 'symbol')) {
+      inst.listeners = new Map();
+      exposeBindings(Object.keys(inst.env));
+    }
+  };
+  loading = inst;
   try {
-    inst.module = await makeLinker(new Map())(cmd.url);
+    inst.module = await makeLinker(new Map(), { flags: cmd.flags ?? [], beforeEntry })(cmd.url);
   } catch (err) {
     instances.delete(cmd.inst);
     const d = describeError(err);
     emit({ e: 'loadfail', name: err?.name ?? null, error: d.text, stack: d.stack });
     return;
+  } finally {
+    loading = null;
   }
   inst.handler = inst.module.default;
+  if (inst.listeners !== null && inst.listeners.has('fetch')) inst.handler = serviceWorkerHandler(inst.listeners);
   const exported = {};
   for (const [name, value] of Object.entries(inst.module)) {
     exported[name] = typeof value === 'function'
-      ? (typeof value.prototype?.fetch === 'function' ? 'class-with-fetch' : 'function')
+      ? (typeof value.prototype?.fetch === 'function' ? 'class-with-fetch'
+        : value.prototype instanceof DurableObject ? 'durable-object-class' : 'function')
       : value === null ? 'null' : typeof value;
   }
-  const handler = inst.module.default;
+  const handler = inst.handler;
   emit({
     e: 'loaded',
     exports: exported,
+    serviceWorker: inst.listeners !== null,
     defaultFetch:
       handler !== null &&
       handler !== undefined &&
       (typeof handler.fetch === 'function' || isEntrypointClass(handler)),
   });
   if (cmd.check) drop(cmd.inst);
+}
+
+// -- Service Worker syntax ----------------------------------------------------------------------
+
+const exposed = new Set();
+
+/** A Service Worker script's bindings are globals: each reads the running instance's env. */
+function exposeBindings(names) {
+  for (const name of names) {
+    if (exposed.has(name)) continue;
+    if (Object.getOwnPropertyDescriptor(globalThis, name) !== undefined) {
+      throw new TypeError(`the binding ${name} would shadow the global of that name; rename the binding`);
+    }
+    Object.defineProperty(globalThis, name, {
+      get: () => (current?.listeners ? current.env?.[name] : undefined),
+      enumerable: false,
+      configurable: false,
+    });
+    exposed.add(name);
+  }
+}
+
+function addEventListener(type, listener) {
+  const inst = loading;
+  if (inst === null || inst.listeners === null) {
+    throw new TypeError(
+      'addEventListener is for scripts in Service Worker syntax (no exports), while they load; ' +
+      'a module worker exports its handlers (export default { fetch })',
+    );
+  }
+  if (type !== 'fetch') {
+    throw new TypeError(`addEventListener('${type}'): qmodel's Node lane runs 'fetch' listeners only`);
+  }
+  if (typeof listener !== 'function' && typeof listener?.handleEvent !== 'function') {
+    throw new TypeError("addEventListener('fetch', listener): the listener must be a function");
+  }
+  const list = inst.listeners.get(type) ?? [];
+  list.push(listener);
+  inst.listeners.set(type, list);
+}
+
+/** The fetch handler of a Service Worker script: a FetchEvent to each listener until one
+ * calls respondWith(). */
+function serviceWorkerHandler(listeners) {
+  return {
+    fetch(request, _env, ctx) {
+      let response = null;
+      const event = {
+        type: 'fetch',
+        request,
+        respondWith(value) {
+          if (response !== null) throw new Error('respondWith() was already called for this event');
+          response = Promise.resolve(value);
+        },
+        waitUntil: ctx.waitUntil,
+        passThroughOnException() {},
+      };
+      for (const listener of listeners.get('fetch')) {
+        if (typeof listener === 'function') listener.call(globalThis, event);
+        else listener.handleEvent(event);
+        if (response !== null) return response;
+      }
+      throw new Error("no fetch listener called event.respondWith(): call it synchronously, with the Response or a promise of it");
+    },
+  };
+}
+
+// -- node:crypto under nodejs_compat --------------------------------------------------------------
+
+function cryptoRefused(name) {
+  return () => {
+    throw new Error(
+      `node:crypto ${name} is not available in qmodel's Node lane (its result would not be ` +
+      'chosen by the run, or it works on a thread pool); use createHash, createHmac, ' +
+      'randomBytes, randomUUID, randomInt or the Web Crypto digest',
+    );
+  };
+}
+
+function randomBuffer(size) {
+  if (!Number.isInteger(size) || size < 0 || size > 65536) throw new RangeError(`randomBytes: size ${size} out of range 0..65536`);
+  const b = bufferAlloc(size);
+  randomBytes(b);
+  return b;
+}
+
+/** node:crypto as a worker with nodejs_compat sees it: hashing as Node does it, and every
+ * random value drawn from the instance's PRNG (seeded from the run's choices). */
+function makeNodeCrypto() {
+  const ns = {
+    createHash,
+    createHmac,
+    hash: cryptoHash,
+    timingSafeEqual,
+    pbkdf2Sync,
+    randomBytes(size, callback) {
+      const b = randomBuffer(size);
+      if (typeof callback === 'function') {
+        queueMicrotask(() => callback(null, b));
+        return undefined;
+      }
+      return b;
+    },
+    randomFillSync(view, offset = 0, size) {
+      const bytes = new Uint8Array(view.buffer, view.byteOffset, view.byteLength);
+      randomBytes(bytes.subarray(offset, size === undefined ? undefined : offset + size));
+      return view;
+    },
+    randomInt(min, max, callback) {
+      if (max === undefined || typeof max === 'function') {
+        callback = max;
+        max = min;
+        min = 0;
+      }
+      if (!Number.isSafeInteger(min) || !Number.isSafeInteger(max) || max <= min) {
+        throw new RangeError(`randomInt: give integers min < max (got ${min}, ${max})`);
+      }
+      const value = min + Math.floor((rng() / 4294967296) * (max - min));
+      if (typeof callback === 'function') {
+        queueMicrotask(() => callback(null, value));
+        return undefined;
+      }
+      return value;
+    },
+    randomUUID: () => virtualCrypto.randomUUID(),
+    getRandomValues: (array) => virtualCrypto.getRandomValues(array),
+    webcrypto: virtualCrypto,
+    subtle: virtualCrypto.subtle,
+  };
+  for (const name of ['pbkdf2', 'scrypt', 'scryptSync', 'generateKeyPair', 'generateKeyPairSync', 'generateKey', 'generateKeySync', 'createCipheriv', 'createDecipheriv', 'createSign', 'createVerify', 'createECDH', 'createDiffieHellman', 'generatePrime', 'generatePrimeSync', 'randomFill', 'hkdf', 'hkdfSync', 'sign', 'verify']) {
+    ns[name] = cryptoRefused(name);
+  }
+  return { ...ns, default: Object.freeze({ ...ns }) };
 }
 
 function drop(id) {
@@ -955,6 +1307,8 @@ function installGlobals() {
       'services through env bindings (KV, Durable Objects)',
     );
   };
+  Object.defineProperty(globalThis, 'addEventListener', { value: addEventListener, writable: false, configurable: false, enumerable: true });
+  provideCompatBuiltin('crypto', makeNodeCrypto());
   globalThis.setTimeout = setVirtualTimeout;
   globalThis.setInterval = setVirtualInterval;
   globalThis.setImmediate = (fn, ...args) => setVirtualTimeout(fn, 0, ...args);

@@ -60,6 +60,16 @@ export function provideCloudflareWorkers(namespace) {
   cloudflareWorkers = namespace;
 }
 
+// Built-ins that only the nodejs_compat compatibility flag opens (as on Workers), each made
+// deterministic by the host: `crypto` draws its randomness from the run's seeded PRNG.
+const COMPAT = new Map();
+const COMPAT_FLAGS = ['nodejs_compat', 'nodejs_compat_v2'];
+
+/** Set what `import ... from 'node:<name>'` gives a worker run with nodejs_compat. */
+export function provideCompatBuiltin(name, namespace) {
+  COMPAT.set(name, namespace);
+}
+
 const ROOTS = JSON.parse(process.env.QMODEL_NODE_ROOTS || '[]');
 const HINT = 'Use the Workers APIs instead (env bindings, the global crypto, Request/Response).';
 
@@ -82,7 +92,7 @@ function underNodeModules(file) {
 /** Where `specifier`, imported by the module at `parent` (a file: URL), leads:
  * `{ kind: 'builtin', name }`, `{ kind: 'file', file, url }` (one of the worker's own modules)
  * or `{ kind: 'package', url }`; or an ImportRefused saying why not. */
-export function resolveImport(specifier, parent, attributes) {
+export function resolveImport(specifier, parent, attributes, flags = []) {
   const refuse = (why) => new ImportRefused(parent, specifier, why);
   if (attributes && Object.keys(attributes).length > 0) {
     throw refuse(
@@ -102,6 +112,13 @@ export function resolveImport(specifier, parent, attributes) {
   }
   if (isBuiltin(specifier)) {
     const name = specifier.startsWith('node:') ? specifier.slice(5) : specifier;
+    if (COMPAT.has(name)) {
+      if (flags.some((f) => COMPAT_FLAGS.includes(f))) return { kind: 'compat', name };
+      throw refuse(
+        `the Node built-in '${name}' needs the nodejs_compat compatibility flag, on Workers as ` +
+        'here: add compatibility_flags = ["nodejs_compat"] to the Wrangler configuration',
+      );
+    }
     if (!BUILTINS.has(name)) {
       throw refuse(
         "qmodel's Node lane gives a worker no filesystem, network, processes or host " +
@@ -120,7 +137,7 @@ export function resolveImport(specifier, parent, attributes) {
     } catch (err) {
       throw refuse(`no package '${specifier}' was found from there (${err.message})`);
     }
-    if (url.startsWith('node:')) return resolveImport(url, parent, attributes);
+    if (url.startsWith('node:')) return resolveImport(url, parent, attributes, flags);
     const file = url.startsWith('file:') ? fileURLToPath(url) : null;
     if (file !== null && underNodeModules(file)) return { kind: 'package', url };
     return resolveFile(new URL(url), parent, specifier);
@@ -248,8 +265,22 @@ function packageModule(url) {
   return module;
 }
 
-/** A linker for one module instance of a worker: `modules` holds its own files' modules. */
-export function makeLinker(modules) {
+const compatModules = new Map(); // name -> SyntheticModule
+
+function compatModule(name) {
+  let module = compatModules.get(name);
+  if (module === undefined) {
+    module = synthetic(COMPAT.get(name), `node:${name}`);
+    compatModules.set(name, module);
+  }
+  return module;
+}
+
+/** A linker for one module instance of a worker: `modules` holds its own files' modules;
+ * `flags` are the worker's compatibility flags; `beforeEntry(namespace)` is called once the
+ * entry module is linked and before it runs (the host tells a Service Worker script, one
+ * without exports, by its namespace having no names). */
+export function makeLinker(modules, { flags = [], beforeEntry = null } = {}) {
   function sourceModule(file, url) {
     let module = modules.get(file);
     if (module !== undefined) return module;
@@ -266,10 +297,12 @@ export function makeLinker(modules) {
   }
 
   async function moduleFor(specifier, parent, attributes) {
-    const target = resolveImport(specifier, parent, attributes);
+    const target = resolveImport(specifier, parent, attributes, flags);
     switch (target.kind) {
       case 'builtin':
         return builtinModule(target.name);
+      case 'compat':
+        return compatModule(target.name);
       case 'cloudflare':
         return cloudflareModule();
       case 'package':
@@ -295,6 +328,11 @@ export function makeLinker(modules) {
   /** Import the worker's entry module (a file: URL): its namespace. */
   return async function importEntry(url) {
     const target = resolveFile(new URL(url), url, url);
-    return (await ready(sourceModule(target.file, target.url))).namespace;
+    const module = sourceModule(target.file, target.url);
+    if (beforeEntry !== null && module.status === 'unlinked') {
+      await module.link(link);
+      beforeEntry(module.namespace);
+    }
+    return (await ready(module)).namespace;
   };
 }

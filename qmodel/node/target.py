@@ -14,30 +14,60 @@ import re
 import subprocess
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import attrs
 
 from qmodel.errors import InvalidTarget
-from qmodel.node.config import Bindings, bindings_for
+from qmodel.node.bundle import TS_SUFFIXES, bundle
+from qmodel.node.config import Bindings, bindings_for, find_config
 from qmodel.node.host import LOAD_TIMEOUT_S, find_node, host_for
 from qmodel.node.worker import NodeWorker
 
 __all__ = ["JsModule", "JsWorker", "js_worker"]
 
 SUFFIXES = (".mjs", ".js")
+#: What a target may be: a JavaScript module, or a TypeScript entry bundled first.
+ALL_SUFFIXES = SUFFIXES + TS_SUFFIXES
 _LOCAL_IMPORT = re.compile(r"""(?:\bfrom\s*|\bimport\s*\(?\s*)(['"])(\.{1,2}/[^'"]+)\1""")
 
 
 @attrs.frozen
 class JsModule:
     """A checked worker module: its path and ``file:`` URL, its bindings, the node binary, and
-    the folders its Node process may read (``roots``, see :func:`read_roots`)."""
+    the folders its Node process may read (``roots``, see :func:`read_roots`).
+
+    A TypeScript worker is run as its bundle (:mod:`qmodel.node.bundle`): ``path`` is then the
+    entry the user wrote (``src/index.ts``), ``url`` the bundle's, ``source_map`` the bundle's
+    map; ``shown_root`` is the folder paths in errors and call sites are shown relative to."""
 
     path: Path
     url: str
     bindings: Bindings
     node: str
     roots: tuple[str, ...] = ()
+    source_map: Path | None = None
+    shown_root: Path | None = None
+
+    def load_command(
+        self, inst: int, seed: int, now: int, *, check: bool = False
+    ) -> dict[str, Any]:
+        """The host's ``load`` command for a fresh instance of this module."""
+        b = self.bindings
+        return {
+            "t": "load",
+            "check": check,
+            "inst": inst,
+            "url": self.url,
+            "seed": seed,
+            "kv": list(b.kv),
+            "do": dict(b.durable),
+            "vars": dict(b.vars),
+            "flags": list(b.flags),
+            "map": str(self.source_map) if self.source_map is not None else None,
+            "root": str(self.shown_root) if self.shown_root is not None else None,
+            "now": now,
+        }
 
 
 class JsWorker:
@@ -68,17 +98,20 @@ def js_worker(
     *,
     kv_bindings: Iterable[str] | None = None,
     do_bindings: Iterable[str] | None = None,
+    env: str | None = None,
 ) -> JsWorker:
-    """The JavaScript worker module at ``path`` (``.mjs``, or ``.js`` with module syntax).
+    """The JavaScript worker module at ``path`` (``.mjs``, or ``.js`` with module syntax), or
+    the TypeScript entry module at ``path`` (``.ts``, ``.mts``, ``.tsx``), bundled first.
 
-    Bindings come from the Wrangler configuration beside it (or in a parent directory);
-    ``kv_bindings`` (names) and ``do_bindings`` (``"NAME=Class"``) replace them.
+    Bindings come from the Wrangler configuration beside it (or in a parent directory; its
+    ``[env.NAME]`` section for ``env``); ``kv_bindings`` (names) and ``do_bindings``
+    (``"NAME=Class"``) replace them.
     """
     p = Path(path)
-    if p.suffix not in SUFFIXES:
+    if p.suffix not in ALL_SUFFIXES:
         raise InvalidTarget(
-            f"{p} is not a JavaScript module; give a .mjs file, or a .js file with "
-            "export default { async fetch(request, env, ctx) { ... } }",
+            f"{p} is not a JavaScript or TypeScript module; give a .mjs, .js or .ts file with "
+            "export default { async fetch(request, env, ctx) { ... } }, or the project's folder",
             target=str(p),
         )
     if not p.is_file():
@@ -87,11 +120,31 @@ def js_worker(
             "(export default { async fetch(request, env, ctx) { ... } })",
             target=str(p),
         )
-    bindings = bindings_for(p, kv=kv_bindings, durable=do_bindings)
+    bindings = bindings_for(p, kv=kv_bindings, durable=do_bindings, env=env)
     node = find_node()
-    module = JsModule(p, p.resolve().as_uri(), bindings, node, read_roots(p, bindings))
+    root = project_root(p)
+    if p.suffix in TS_SUFFIXES:
+        compat = any(f.startswith("nodejs_compat") for f in bindings.flags)
+        built = bundle(p, root, nodejs_compat=compat)
+        module = JsModule(
+            p, built.path.as_uri(), bindings, node, (str(built.folder),), built.source_map, root
+        )
+    else:
+        module = JsModule(
+            p, p.resolve().as_uri(), bindings, node, read_roots(p, bindings), None, root
+        )
     _check(module)
     return JsWorker(module)
+
+
+def project_root(path: Path) -> Path:
+    """The folder paths are shown relative to: the Wrangler configuration's when the module is
+    under it, else the module's own."""
+    module = path.resolve()
+    config = find_config(module)
+    if config is not None and config.resolve().parent in module.parents:
+        return config.resolve().parent
+    return module.parent
 
 
 def read_roots(path: Path, bindings: Bindings) -> tuple[str, ...]:
@@ -117,24 +170,11 @@ def read_roots(path: Path, bindings: Bindings) -> tuple[str, ...]:
 def _check(module: JsModule) -> None:
     host = host_for(module.node, module.roots)
     instance = host.new_instance()
-    events = host.command(
-        {
-            "t": "load",
-            "check": True,
-            "inst": instance,
-            "url": module.url,
-            "seed": 0,
-            "kv": list(module.bindings.kv),
-            "do": dict(module.bindings.durable),
-            "vars": dict(module.bindings.vars),
-            "now": 0,
-        },
-        timeout=LOAD_TIMEOUT_S,
-    )
+    events = host.command(module.load_command(instance, 0, 0, check=True), timeout=LOAD_TIMEOUT_S)
     path = module.path
     for ev in events:
         if ev["e"] == "loadfail":
-            if ev.get("name") == "SyntaxError":
+            if ev.get("name") == "SyntaxError" and module.source_map is None:
                 located = locate_syntax_error(module.node, path)
                 if located is not None:
                     raise InvalidTarget(
@@ -158,12 +198,13 @@ def _check(module: JsModule) -> None:
                 )
             for binding, cls in module.bindings.durable.items():
                 kind = exports.get(cls)
-                if kind != "class-with-fetch":
+                if kind not in ("class-with-fetch", "durable-object-class"):
                     what = "does not export it" if kind is None else f"exports it as a {kind}"
                     raise InvalidTarget(
                         f"the Durable Object binding {binding} names class {cls}, but {path} "
-                        f"{what} (it exports: {listed}); export class {cls} with an async "
-                        f"fetch(request) method, or fix the binding ({_source(module)})",
+                        f"{what} (it exports: {listed}); export class {cls} extends DurableObject "
+                        "(from cloudflare:workers) or with an async fetch(request) method, or "
+                        f"fix the binding ({_source(module)})",
                         target=str(path),
                     )
             return

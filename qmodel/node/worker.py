@@ -261,17 +261,7 @@ class NodeWorker:
         seed = current_choices().choose("node.seed", SEED_OPTIONS)
         instance = host.new_instance()
         events = host.command(
-            {
-                "t": "load",
-                "inst": instance,
-                "url": module.url,
-                "seed": seed,
-                "kv": list(module.bindings.kv),
-                "do": dict(module.bindings.durable),
-                "vars": dict(module.bindings.vars),
-                "now": date_now(),
-            },
-            timeout=LOAD_TIMEOUT_S,
+            module.load_command(instance, seed, date_now()), timeout=LOAD_TIMEOUT_S
         )
         for ev in events:
             if ev["e"] == "loadfail":
@@ -457,7 +447,11 @@ class NodeWorker:
             ch.calls.remove(item)
             try:
                 if item["k"] == "kv":
-                    value = await self._kv(ch, item)
+                    call = self._kv(ch, item)
+                    if hasattr(type(call), "site"):
+                        # Where the worker's code made the call, for the report.
+                        call.site = item.get("site")  # type: ignore[attr-defined]
+                    value = await call
                     if item["m"] == "list":
                         value = _page(value)
                 else:

@@ -48,6 +48,8 @@ class KvOp:
     result: str = ""
     status: int = 200
     notes: tuple[str, ...] = ()
+    #: Where the worker's code made the call (``src/index.ts:42:7``), when the lane knows it.
+    site: str | None = None
 
     def describe(self) -> str:
         if self.verb in ("put",):
@@ -60,6 +62,8 @@ class KvOp:
             text = f"{self.verb} {self.key} → {self.result}"
         if self.status != 200:
             text += f" → {self.status}"
+        if self.site:
+            text += f" ({self.site})"
         return text
 
 
@@ -260,6 +264,7 @@ class KvTap:
             result=text,
             status=status,
             notes=tuple(notes),
+            site=getattr(op, "site", None),
         )
         self.ops.append(kv_op)
         self.events.append(("kv", kv_op))

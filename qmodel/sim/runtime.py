@@ -119,7 +119,7 @@ class _KvCall(Op):
     what every call does: count it, pick the cache node, call the store, record the outcome.
     """
 
-    __slots__ = ("binding", "key", "awaited")
+    __slots__ = ("binding", "key", "awaited", "site")
 
     kind = "kv"
     #: The method's name in trace labels (``COMMENTS_KV.get comment:1``).
