@@ -306,6 +306,29 @@ def test_node_crypto_draws_from_the_runs_seed(tmp_path: Path) -> None:
     assert 0 <= first["int"] < 10 and len(first["bytes"]) == 8
 
 
+def test_node_timers_run_on_the_virtual_clock(tmp_path: Path) -> None:
+    """node:timers and node:timers/promises (nodejs_compat) wait on the virtual clock, as the
+    global setTimeout does."""
+    write(
+        tmp_path,
+        wrangler_toml='name = "t"\nmain = "worker.mjs"\ncompatibility_flags = ["nodejs_compat"]\n',
+        worker_mjs="""
+            import { setTimeout as sleep } from 'node:timers/promises';
+            import timers from 'node:timers';
+            export default {
+              async fetch() {
+                const start = Date.now();
+                await sleep(1500);
+                await new Promise((resolve) => timers.setTimeout(resolve, 500));
+                return new Response(String(Date.now() - start));
+              },
+            };
+        """,
+    )
+    target = js_worker(tmp_path / "worker.mjs")()
+    assert call(platform_for(target), target, "GET", "/").body == "2000"
+
+
 def test_unsupported_node_crypto_apis_say_so(tmp_path: Path) -> None:
     """An API of node:crypto left out (a thread-pool one) throws naming it."""
     write(

@@ -169,5 +169,5 @@ def _shown(path: Path, root: Path) -> str:
 #: Node's built-in module names without the ``node:`` prefix (nodejs_compat accepts both).
 _NODE_NAMES = (
     "assert", "async_hooks", "buffer", "crypto", "events", "path", "querystring", "stream",
-    "string_decoder", "url", "util",
+    "string_decoder", "timers", "timers/promises", "url", "util",
 )  # fmt: skip

@@ -1200,6 +1200,30 @@ function serviceWorkerHandler(listeners) {
   };
 }
 
+// -- node:timers under nodejs_compat: the virtual clock's timers ----------------------------------
+
+function makeNodeTimers() {
+  const ns = {
+    setTimeout: setVirtualTimeout,
+    setInterval: setVirtualInterval,
+    setImmediate: (fn, ...args) => setVirtualTimeout(fn, 0, ...args),
+    clearTimeout: clearVirtualTimer,
+    clearInterval: clearVirtualTimer,
+    clearImmediate: clearVirtualTimer,
+  };
+  return { ...ns, default: Object.freeze({ ...ns }) };
+}
+
+function makeNodeTimerPromises() {
+  const later = (ms, value) => new Promise((resolve) => setVirtualTimeout(() => resolve(value), ms));
+  const ns = {
+    setTimeout: later,
+    setImmediate: (value) => later(0, value),
+    scheduler: Object.freeze({ wait: (ms) => later(ms, undefined), yield: () => later(0, undefined) }),
+  };
+  return { ...ns, default: Object.freeze({ ...ns }) };
+}
+
 // -- node:crypto under nodejs_compat --------------------------------------------------------------
 
 function cryptoRefused(name) {
@@ -1309,6 +1333,8 @@ function installGlobals() {
   };
   Object.defineProperty(globalThis, 'addEventListener', { value: addEventListener, writable: false, configurable: false, enumerable: true });
   provideCompatBuiltin('crypto', makeNodeCrypto());
+  provideCompatBuiltin('timers', makeNodeTimers());
+  provideCompatBuiltin('timers/promises', makeNodeTimerPromises());
   globalThis.setTimeout = setVirtualTimeout;
   globalThis.setInterval = setVirtualInterval;
   globalThis.setImmediate = (fn, ...args) => setVirtualTimeout(fn, 0, ...args);
