@@ -71,7 +71,7 @@ function describeError(err) {
   if (err instanceof Error) {
     const head = `${err.name}: ${err.message}`;
     const stack = String(err.stack || '');
-    const where = siteOf(stack) ?? err[CALL_SITE] ?? null;
+    const where = siteOf(stack);
     return { text: String(where ? `${head} (${where})` : head), stack: mapStack(stack) };
   }
   let text;
@@ -90,7 +90,6 @@ function describeError(err) {
 // to its own folder. `siteOf(stack)` is where the worker's code stands in a stack: its first
 // frame that is not the host's, as `src/index.ts:42:7`.
 const sourceMaps = new Map(); // module file: URL -> { sources, lines }
-const CALL_SITE = Symbol('qmodel.callSite'); // on an error a platform call was rejected with
 const shownRoots = []; // [file: URL prefix of a worker's folder]
 const FRAME = /(file:\/\/[^\s)]+?):(\d+):(\d+)/;
 const B64 = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/';
@@ -187,11 +186,6 @@ function mapStack(stack) {
   ));
 }
 
-/** Where the worker's code called the platform (for the report's KV operations). */
-function callSite() {
-  return siteOf(new Error().stack);
-}
-
 // -- randomness and time ----------------------------------------------------------------------
 
 function makeRng(seed) {
@@ -286,10 +280,12 @@ function bridge(payload, what) {
       'platform does not track); on Workers, I/O happens only while handling a request',
     ));
   }
-  const site = payload.k === 'kv' ? callSite() : null;
+  // Where the worker made a KV call, for a report (whose replay asks for sites): a stack
+  // capture costs about a tenth of a call's time, so a search goes without.
+  const site = store.sites && payload.k === 'kv' ? siteOf(new Error().stack) : null;
   return new Promise((resolve, reject) => {
     const cid = ++nextCid;
-    pending.set(cid, { resolve, reject, inst: store.inst, site });
+    pending.set(cid, { resolve, reject, inst: store.inst });
     emit({ e: 'call', rid: store.rid, cid, ...payload, site });
   });
 }
@@ -304,10 +300,7 @@ function settle(cmd) {
   } else {
     const err = cmd.err || {};
     const Ctor = err.name === 'TypeError' ? TypeError : err.name === 'RangeError' ? RangeError : Error;
-    const error = new Ctor(err.message);
-    // The error has only the host's frames: where the worker made the call is the place.
-    if (p.site) Object.defineProperty(error, CALL_SITE, { value: p.site });
-    p.reject(error);
+    p.reject(new Ctor(err.message));
   }
 }
 
@@ -945,7 +938,7 @@ function workerFetch(cmd) {
     passThroughOnException() {},
     props: {},
   };
-  serve({ inst: inst.id, rid: cmd.rid }, () => {
+  serve({ inst: inst.id, rid: cmd.rid, sites: cmd.sites === true }, () => {
     // A class default export (export default class extends WorkerEntrypoint) serves each
     // request with a new instance, made with (ctx, env) as the runtime makes it.
     const handler = isEntrypointClass(inst.handler) ? new inst.handler(ctx, inst.env) : inst.handler;
@@ -1006,7 +999,7 @@ function durableEvent(cmd, deliver) {
   const inst = instances.get(cmd.inst);
   if (inst === undefined) throw new Error(`no worker instance ${cmd.inst}`);
   current = inst;
-  const store = { inst: inst.id, rid: cmd.rid };
+  const store = { inst: inst.id, rid: cmd.rid, sites: cmd.sites === true };
   serve(store, async () => {
     let object = inst.objects.get(cmd.obj);
     if (object === undefined) {

@@ -356,7 +356,13 @@ class NodeWorker:
             self._load()
         ch = self._open(env, ctx, None)
         self._command(
-            {"t": "fetch", "inst": self._instance, "rid": ch.rid, "req": _request_json(request)}
+            {
+                "t": "fetch",
+                "inst": self._instance,
+                "rid": ch.rid,
+                "req": _request_json(request),
+                "sites": _sites_wanted(env),
+            }
         )
         return await self._serve(ch)
 
@@ -382,6 +388,7 @@ class NodeWorker:
                 "cls": obj.class_name,
                 "hex": did.hex,
                 "name": did.name,
+                "sites": _sites_wanted(obj.env),
             }
         )
         return await self._serve(ch)
@@ -575,6 +582,14 @@ class NodeWorker:
         ch.children += 1
         ch.spawned.append(task)
         task.on_finish.append(partial(_durable_answered, ch, cid))
+
+
+def _sites_wanted(env: Any) -> bool:
+    """Whether the KV calls' sites are wanted: a report's replay taps the KV store."""
+    for value in vars(env).values() if hasattr(env, "__dict__") else ():
+        if isinstance(value, KvBinding) and value._store.tap is not None:
+            return True
+    return False
 
 
 def _serving() -> str:
