@@ -93,8 +93,9 @@ MIN_FOLD = 3
 
 def _steps_table(detail: Detail, alias: Callable[[str], str]) -> list[str]:
     """The steps, a row per log line, except for two kinds of runs of rows folded into one: an
-    app's burst of posts, and, once the settle began, polls that repeat what their actor was
-    already told (same request, same answer, nothing written, nothing to note)."""
+    app's burst of posts (less the steps the violation cites, which keep their rows), and,
+    once the settle began, polls that repeat what their actor was already told (same request,
+    same answer, nothing written, nothing to note)."""
     world = detail.world
     out = [
         "| step | time | actor | location | request | answer | KV operations | counters | notes |",
@@ -121,7 +122,9 @@ def _steps_table(detail: Detail, alias: Callable[[str], str]) -> list[str]:
         kv = "<br>".join(f"`{_cell(alias(op.describe()))}`" for op in ops)
         step_notes = _step_notes(detail, ex)
         notes = "<br>".join(_cell(alias(n)) for n in step_notes)
-        group = "burst" if ex.actor.startswith("other-app") else None
+        # A burst folds into one row, but never over a step the violation cites.
+        cited = seq in detail.violation.exchanges
+        group = "burst" if ex.actor.startswith("other-app") and not cited else None
         heard = (ex.actor, request)
         if (
             group is None
