@@ -14,6 +14,7 @@ import re
 import subprocess
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import attrs
 
@@ -21,6 +22,8 @@ from qmodel.errors import InvalidTarget
 from qmodel.node.config import Bindings, bindings_for
 from qmodel.node.host import LOAD_TIMEOUT_S, find_node, host_for
 from qmodel.node.worker import NodeWorker
+from qmodel.sim.queues import PushConsumer
+from qmodel.workers.queues_chat import PullBot
 
 __all__ = ["JsModule", "JsWorker", "js_worker"]
 
@@ -38,6 +41,9 @@ class JsModule:
     bindings: Bindings
     node: str
     roots: tuple[str, ...] = ()
+    #: How the ``queues`` era's pull consumer orders its calls, from the module's ``export const
+    #: pullBot = { ackBeforeReply: true }`` (``None``: the default bot).
+    pull_bot: PullBot | None = None
 
 
 class JsWorker:
@@ -90,8 +96,7 @@ def js_worker(
     bindings = bindings_for(p, kv=kv_bindings, durable=do_bindings)
     node = find_node()
     module = JsModule(p, p.resolve().as_uri(), bindings, node, read_roots(p, bindings))
-    _check(module)
-    return JsWorker(module)
+    return JsWorker(_check(module))
 
 
 def read_roots(path: Path, bindings: Bindings) -> tuple[str, ...]:
@@ -114,7 +119,9 @@ def read_roots(path: Path, bindings: Bindings) -> tuple[str, ...]:
     return tuple(roots)
 
 
-def _check(module: JsModule) -> None:
+def _check(module: JsModule) -> JsModule:
+    """Load ``module`` once and refuse what cannot run; the module with what its exports say
+    (its ``pullBot``)."""
     host = host_for(module.node, module.roots)
     instance = host.new_instance()
     events = host.command(
@@ -126,6 +133,7 @@ def _check(module: JsModule) -> None:
             "seed": 0,
             "kv": list(module.bindings.kv),
             "do": dict(module.bindings.durable),
+            "queues": list(module.bindings.queues),
             "vars": dict(module.bindings.vars),
             "now": 0,
         },
@@ -166,8 +174,36 @@ def _check(module: JsModule) -> None:
                         f"fetch(request) method, or fix the binding ({_source(module)})",
                         target=str(path),
                     )
-            return
+            pushed = [
+                q.name
+                for q in module.bindings.queues.values()
+                if isinstance(q.consumer, PushConsumer)
+            ]
+            if pushed and not ev.get("defaultQueue"):
+                raise InvalidTarget(
+                    f"queue {', '.join(sorted(set(pushed)))} has a push consumer (in "
+                    f"{module.bindings.source}) but the default export of {path} has no queue "
+                    "method; add async "
+                    "queue(batch, env, ctx) { ... } beside fetch, or make the consumer "
+                    'type = "http_pull"',
+                    target=str(path),
+                )
+            return attrs.evolve(module, pull_bot=_pull_bot(ev.get("pullBot"), path))
     raise InvalidTarget(f"loading {path} gave no answer from Node", target=str(path))
+
+
+def _pull_bot(value: Any, path: Path) -> PullBot | None:
+    """The module's ``pullBot`` export as a :class:`PullBot` (only ``ackBeforeReply``)."""
+    if value is None:
+        return None
+    unknown = sorted(set(value) - {"ackBeforeReply"}) if isinstance(value, dict) else None
+    if unknown is None or unknown or not isinstance(value.get("ackBeforeReply", False), bool):
+        raise InvalidTarget(
+            f"{path} exports pullBot = {value!r}; give {{ ackBeforeReply: true }} or "
+            "{ ackBeforeReply: false } (how the queues era's pull consumer acks)",
+            target=str(path),
+        )
+    return PullBot(ack_before_reply=value.get("ackBeforeReply", False))
 
 
 def _source(module: JsModule) -> str:
