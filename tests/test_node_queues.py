@@ -572,3 +572,17 @@ def test_queues_in_json_configuration(tmp_path: Path) -> None:
     assert js_worker(tmp_path / "worker.mjs")().queues == {
         "JOBS": QueueConfig(name="jobs", consumer=consumer, delivery_delay_s=2)
     }
+
+
+def test_the_fingerprint_covers_the_queue_configuration(tmp_path: Path) -> None:
+    """A JavaScript design's fingerprint changes with its queues' settings, so a trace is not
+    replayed against a design whose consumer changed."""
+    from qmodel.trace import fingerprint, fingerprint_unrun
+
+    (tmp_path / "wrangler.toml").write_text(WRANGLER % 1)
+    (tmp_path / "worker.mjs").write_text(WORKER % "")
+    entry = str(tmp_path / "worker.mjs")
+    before = fingerprint(entry, js_worker(entry)())
+    assert fingerprint_unrun(entry) == before
+    (tmp_path / "wrangler.toml").write_text(WRANGLER % 2)
+    assert fingerprint(entry, js_worker(entry)()) != before
