@@ -29,6 +29,13 @@ How the Workers runtime's rules map:
   whose instances stand for one JavaScript object each; the platform runs them with their input
   gates, and their storage calls are performed on the simulated storage, so ``get``, compute,
   ``put`` with only storage awaits between is atomic exactly as there.
+* Cloudflare Queues: ``env.<BINDING>.send``/``sendBatch`` are platform calls performed through
+  the simulator's producer binding (:class:`~qmodel.sim.queues.QueueBinding`), errors included;
+  a push batch is delivered to the module's ``queue(batch, env, ctx)`` by :meth:`NodeWorker.queue`
+  as a request of its own, and the batch's ``ack``/``retry``/``ackAll``/``retryAll`` are applied
+  in call order to the simulator's :class:`~qmodel.sim.queues.MessageBatch`, which settles it.
+  Every Queues rule is the simulator's (reference ``cloudflare-queues-semantics.md``); Node
+  only proxies.
 """
 
 from __future__ import annotations
