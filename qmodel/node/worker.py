@@ -402,7 +402,9 @@ class NodeWorker:
         Q2.3-Q2.6). A throw or a rejected promise raises :class:`JavaScriptError` here, which
         fails the batch (Q2.4). An ``ack``/``retry`` the simulator refuses (a delay out of
         range) raises here too, failing the batch as the throw it is in a Python design
-        (JavaScript cannot catch it: the call reaches Python after it has returned)."""
+        (JavaScript cannot catch it: the call reaches Python after it has returned).
+        [INFERENCE] what the platform does with such a delay is not documented (workerd passes
+        delays through to the service, Q1.13); failing the batch is the simulator's choice."""
         if self._host is None:
             self._load()
         ch = self._open(env, ctx, None)
