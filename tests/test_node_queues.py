@@ -553,6 +553,16 @@ def test_bad_queue_configurations_are_refused(tmp_path: Path, extra: str, messag
         js_worker(tmp_path / "worker.mjs")
 
 
+def test_a_producer_binding_named_like_a_kv_binding_is_refused(tmp_path: Path) -> None:
+    """A producer binding that is also a KV namespace's name is refused: env has one value per
+    name."""
+    kv = 'kv_namespaces = [{ binding = "JOBS", id = "0" }]\n'
+    (tmp_path / "wrangler.toml").write_text(kv + (WRANGLER % 1))
+    (tmp_path / "worker.mjs").write_text(WORKER % "")
+    with pytest.raises(InvalidTarget, match="binding JOBS is declared twice"):
+        js_worker(tmp_path / "worker.mjs")
+
+
 def test_queues_in_json_configuration(tmp_path: Path) -> None:
     """The JSON form of queues.producers/consumers gives the same bindings as the TOML form."""
     (tmp_path / "wrangler.jsonc").write_text(
