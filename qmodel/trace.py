@@ -467,7 +467,8 @@ def fingerprint(spec: str, instance: Any) -> str:
     A design shipped with qmodel (``catalog:ID``, ``sound``, ``seed-000``) is its repr, which
     names its switches (``CommentsWorker(atomic_claim=False)``); a file or module target is
     the SHA-256 of its source file (``sha256:...  worker.py``); a JavaScript worker the SHA-256
-    of its module, the local modules it imports and its bindings (``sha256:... worker.mjs``);
+    of its module, the local modules it imports and its bindings, queues included
+    (``sha256:... worker.mjs``);
     anything else its type's name.
     """
     if spec.startswith(_BUILTIN_PREFIXES) or spec in _BUILTIN_NAMES:
@@ -538,6 +539,8 @@ def _js_fingerprint(module: Any) -> str:
     env = {"kv": list(b.kv), "do": dict(b.durable), "vars": jsonable(dict(b.vars))}
     if b.flags or b.env is not None:
         env |= {"flags": list(b.flags), "env": b.env}
+    if b.queues:  # only when there are some, so the fingerprints of other designs stay as they were
+        env["queues"] = {name: repr(config) for name, config in b.queues.items()}
     h.update(json.dumps(env, sort_keys=True).encode())
     return f"sha256:{h.hexdigest()} {module.path.name}"
 

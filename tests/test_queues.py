@@ -627,10 +627,15 @@ def test_order_is_a_recorded_choice_and_replays() -> None:
 QUEUES_IDS = [i for i in CATALOG if i.startswith("QUEUES_")]
 
 
-def world(catalog_id: str, script: dict[str, list[int]], bots: int = 2) -> World:
+def world(
+    catalog_id: str, script: dict[str, list[int]], bots: int = 2, target: Any = None
+) -> World:
+    """A world of the catalog entry's protocol on its design, or on ``target`` (another
+    implementation of it, such as the JavaScript design: tests/test_node_queues.py)."""
     e = entry(catalog_id)
     config = WorldConfig(protocol=e.protocol, bots=bots, frontends=1)
-    return World.create(e.target(), config, ScriptedBackend(script), get_protocol(e.protocol))
+    design = target if target is not None else e.target()
+    return World.create(design, config, ScriptedBackend(script), get_protocol(e.protocol))
 
 
 def run_for(w: World, ms: int) -> None:
@@ -653,9 +658,9 @@ def replies(w: World) -> int:
     )
 
 
-def lease_runs_out(catalog_id: str) -> World:
+def lease_runs_out(catalog_id: str, target: Any = None) -> World:
     """A generation of 75 s outlasts the 30 s lease: the other bot gets the message too."""
-    w = world(catalog_id, {"bot.generate_ms": [3]})
+    w = world(catalog_id, {"bot.generate_ms": [3]}, target=target)
     w.apply("post", 0)
     run_for(w, 90_000)
     return w
@@ -673,8 +678,9 @@ def test_queues_reply_not_idempotent() -> None:
     assert broken(w) == []
 
 
-def crash_while_generating(catalog_id: str) -> World:
-    w = world(catalog_id, {"bot.generate_ms": [3, 3]})
+def crash_while_generating(catalog_id: str, target: Any = None) -> World:
+    """Both bots crash 10 s into a 75 s generation of the one message."""
+    w = world(catalog_id, {"bot.generate_ms": [3, 3]}, target=target)
     w.apply("post", 0)
     run_for(w, 10_000)
     w.apply("crash", 0)
@@ -693,8 +699,9 @@ def test_queues_ack_before_reply() -> None:
     assert broken(w) == [] and replies(w) == 1
 
 
-def duplicated(catalog_id: str) -> World:
-    w = world(catalog_id, {"queue.duplicate": [1]}, bots=0)
+def duplicated(catalog_id: str, target: Any = None) -> World:
+    """The push consumer's first delivery leaves a duplicate behind."""
+    w = world(catalog_id, {"queue.duplicate": [1]}, bots=0, target=target)
     w.apply("post", 0)
     run_for(w, 30_000)
     return w
@@ -711,23 +718,34 @@ def test_queues_push_reply_not_idempotent() -> None:
     assert len(w.platform.queues.by_name["comments"].acked) == 2
 
 
-def test_queues_sound() -> None:
-    """The sound pull design answers every message of a busy run once."""
-    w = world("QUEUES_SOUND", {})
+def busy_pull(catalog_id: str, target: Any = None) -> World:
+    """Six messages, two bots, 20 s."""
+    w = world(catalog_id, {}, target=target)
     for i in range(6):
         w.apply("post", i)
     run_for(w, 20_000)
+    return w
+
+
+def test_queues_sound() -> None:
+    """The sound pull design answers every message of a busy run once."""
+    w = busy_pull("QUEUES_SOUND")
     assert broken(w) == []
     assert replies(w) == 6
 
 
-def test_queues_push_sound() -> None:
-    """The sound push design answers every message once, in batches of up to ten."""
-    w = world("QUEUES_PUSH_SOUND", {}, bots=0)
+def busy_push(catalog_id: str, target: Any = None) -> World:
+    """Twelve messages to the push consumer, 20 s."""
+    w = world(catalog_id, {}, bots=0, target=target)
     for i in range(12):
         w.apply("post", i)
     run_for(w, 20_000)
-    assert broken(w) == []
+    return w
+
+
+def test_queues_push_sound() -> None:
+    """The sound push design answers every message once, in batches of up to ten."""
+    assert broken(busy_push("QUEUES_PUSH_SOUND")) == []
 
 
 def test_every_queues_catalog_id_has_a_scenario() -> None:

@@ -1,8 +1,9 @@
 """The Node lane: a user's real JavaScript worker under the simulated platform.
 
 ``qmodel check --target path/to/worker.mjs`` runs a Workers module (``export default { async
-fetch(request, env, ctx) }``, ``.mjs`` or ``.js``) in Node 20.6+ with the simulated KV and
-Durable Objects: every KV call, storage call and Durable Object request the JavaScript makes is
+fetch(request, env, ctx) }``, ``.mjs`` or ``.js``) in Node 20.6+ with the simulated KV,
+Durable Objects and Queues: every KV call, storage call, Durable Object request and queue send
+the JavaScript makes (and every push batch to its ``queue()`` handler) is
 relayed to the same simulator the Python designs use, as a scheduling point, so the machines,
 invariants, shrinking and reports apply to the real code under Workers KV's real semantics.
 

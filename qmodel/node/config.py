@@ -23,11 +23,12 @@ import re
 import tomllib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import attrs
 
 from qmodel.errors import InvalidTarget
+from qmodel.sim.queues import PullConsumer, PushConsumer, QueueConfig
 
 __all__ = [
     "Bindings",
@@ -38,6 +39,7 @@ __all__ = [
     "parse_do_flag",
     "parse_jsonc",
     "read_config",
+    "queues_of",
 ]
 
 DEFAULT_KV = ("COMMENTS_KV",)
@@ -59,6 +61,8 @@ class Bindings:
     flags: tuple[str, ...] = ()
     #: The Wrangler environment read (``--env NAME``), or ``None`` for the top level.
     env: str | None = None
+    #: Cloudflare Queues: producer binding -> its queue (see :func:`queues_of`).
+    queues: Mapping[str, QueueConfig] = attrs.field(factory=dict)
 
 
 def find_config(worker: Path) -> Path | None:
@@ -216,7 +220,9 @@ def _from_config(
             target=str(path),
         )
     flags = tuple(raw_flags or ())
-    return Bindings(tuple(kv) or DEFAULT_KV, durable, variables, path, flags, env)
+    return Bindings(
+        tuple(kv) or DEFAULT_KV, durable, variables, path, flags, env, queues_of(data, path)
+    )
 
 
 def parse_do_flag(text: str) -> tuple[str, str]:
@@ -282,3 +288,134 @@ def bindings_for(
             target=str(worker),
         )
     return result
+
+
+#: Consumer settings read from the configuration: Wrangler's key -> (setting, type of value).
+_PUSH_KEYS = {
+    "max_batch_size": "max_batch_size",
+    "max_batch_timeout": "max_batch_timeout_s",
+    "max_retries": "max_retries",
+    "dead_letter_queue": "dead_letter_queue",
+    "retry_delay": "retry_delay_s",
+    "max_concurrency": "max_concurrency",
+}
+_PULL_KEYS = {
+    "max_batch_size": "batch_size",
+    "visibility_timeout_ms": "visibility_timeout_ms",
+    "max_retries": "max_retries",
+    "dead_letter_queue": "dead_letter_queue",
+    "retry_delay": "retry_delay_s",
+}
+
+
+def queues_of(data: Mapping[str, Any], path: Path) -> dict[str, QueueConfig]:
+    """The Cloudflare Queues of the Wrangler configuration ``data`` (read from ``path``):
+    producer binding -> :class:`~qmodel.sim.queues.QueueConfig`.
+
+    Read, in TOML (``[[queues.producers]]``, ``[[queues.consumers]]``) or JSON form:
+
+    * ``queues.producers[]``: ``binding`` (the name in ``env``), ``queue`` (its name) and
+      ``delivery_delay`` (seconds). Several bindings may name one queue (reference Q1.17).
+    * ``queues.consumers[]``: ``queue`` and its settings ``max_batch_size``,
+      ``max_batch_timeout``, ``max_retries``, ``dead_letter_queue``, ``retry_delay``,
+      ``max_concurrency``, each with the platform's default when absent (Q2.7-Q2.11); ``type =
+      "http_pull"`` makes it an HTTP pull consumer (its ``max_batch_size`` is the pull batch size,
+      ``visibility_timeout_ms`` its lease, Q4.5). Current Wrangler accepts only ``"worker"`` there
+      and enables pull with a command instead (Q4.1); qmodel reads the older form so a design
+      says in one file which consumer it has.
+
+    Refused, naming the file: a consumer of a queue no producer binding names (qmodel runs one
+    worker, so nothing else could send to it), two consumers of one queue (Q2.14, Q4.2), a
+    setting out of its documented range, a producer binding that is also a KV or Durable Object
+    binding. [INFERENCE] a producer binding's ``delivery_delay`` is modelled as its queue's
+    default delay (Q1.12): two bindings of one queue with different delays are refused.
+    """
+    section = data.get("queues")
+    if section is None:
+        return {}
+    if not isinstance(section, dict):
+        _queue_error(
+            path, "queues is not a table; give [[queues.producers]] and [[queues.consumers]]"
+        )
+    taken = {e.get("binding") for e in data.get("kv_namespaces") or [] if isinstance(e, dict)}
+    durable = data.get("durable_objects") or {}
+    if isinstance(durable, dict):
+        taken |= {e.get("name") for e in durable.get("bindings") or [] if isinstance(e, dict)}
+    producers: dict[str, tuple[str, int]] = {}
+    for i, entry in enumerate(_entries(section, "producers", path)):
+        where = f"queues.producers[{i}]"
+        binding, queue = entry.get("binding"), entry.get("queue")
+        if not isinstance(binding, str) or not _IDENT.fullmatch(binding):
+            _queue_error(path, f"{where}.binding {binding!r} is not a binding name (e.g. JOBS)")
+        if not isinstance(queue, str) or not queue:
+            _queue_error(path, f'{where} ({binding}) names no queue; give queue = "name"')
+        if binding in taken or binding in producers:
+            _queue_error(path, f"binding {binding} is declared twice; give each binding one name")
+        delay = entry.get("delivery_delay", 0)
+        producers[binding] = (queue, _setting(path, where, "delivery_delay", delay))
+    delays: dict[str, int] = {}
+    for queue, delay in producers.values():
+        if delays.setdefault(queue, delay) != delay:
+            _queue_error(
+                path,
+                f"the producers of queue {queue} give different delivery_delay values; qmodel "
+                "models the delay per queue, so give them one value",
+            )
+    consumers: dict[str, PushConsumer | PullConsumer] = {}
+    for i, entry in enumerate(_entries(section, "consumers", path)):
+        where = f"queues.consumers[{i}]"
+        queue = entry.get("queue")
+        if queue not in delays:
+            known = ", ".join(sorted(delays)) or "none"
+            _queue_error(
+                path,
+                f"{where} consumes queue {queue!r}, which no producer binding names (queues of "
+                f"this worker: {known}); add a [[queues.producers]] entry for it, or fix the name",
+            )
+        if queue in consumers:
+            _queue_error(path, f"queue {queue} has two consumers; a queue has one (Q2.14, Q4.2)")
+        kind = entry.get("type", "worker")
+        if kind not in ("worker", "http_pull"):
+            _queue_error(path, f'{where}.type {kind!r}: give "worker" (push) or "http_pull"')
+        if entry.get("dead_letter_queue") == queue:
+            _queue_error(path, f"{where}: queue {queue} cannot be its own dead_letter_queue")
+        keys = _PUSH_KEYS if kind == "worker" else _PULL_KEYS
+        settings = {
+            field: _setting(path, where, key, entry[key])
+            for key, field in keys.items()
+            if key in entry
+        }
+        try:
+            consumers[queue] = (PushConsumer if kind == "worker" else PullConsumer)(**settings)
+        except ValueError as exc:
+            _queue_error(path, f"{where}: {exc}")
+    configs: dict[str, QueueConfig] = {}
+    for queue, delay in delays.items():
+        try:
+            configs[queue] = QueueConfig(
+                name=queue, consumer=consumers.get(queue), delivery_delay_s=delay
+            )
+        except ValueError as exc:
+            _queue_error(path, f"the producers of queue {queue}: {exc}")
+    return {binding: configs[queue] for binding, (queue, _) in producers.items()}
+
+
+def _entries(section: Mapping[str, Any], name: str, path: Path) -> list[dict[str, Any]]:
+    entries = section.get(name) or []
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        _queue_error(path, f"queues.{name} is not a list of tables ([[queues.{name}]])")
+    return entries
+
+
+def _setting(path: Path, where: str, key: str, value: Any) -> Any:
+    if key == "dead_letter_queue":
+        if not isinstance(value, str) or not value:
+            _queue_error(path, f"{where}.dead_letter_queue {value!r} is not a queue name")
+        return value
+    if isinstance(value, bool) or not isinstance(value, int):
+        _queue_error(path, f"{where}.{key} {value!r} is not a whole number")
+    return value
+
+
+def _queue_error(path: Path, message: str) -> NoReturn:
+    raise InvalidTarget(f"{path}: {message}", target=str(path))

@@ -483,6 +483,144 @@ class KVNamespace {
   }
 }
 
+// -- Cloudflare Queues --------------------------------------------------------------------------
+
+// A producer binding and a push consumer's batch, as proxies: every rule (argument errors,
+// limits, delays, first-call-wins, retries) is qmodel/sim/queues.py's, performed in Python.
+
+/** A message body as it crosses to Python: JSON, `bytes` (base64) for an ArrayBufferView, or
+ * `undef` for undefined (refused there with the runtime's message). */
+function queueBody(body) {
+  if (body === undefined) return { body: null, undef: true };
+  if (ArrayBuffer.isView(body)) {
+    return { body: null, bytes: bufferFrom(body.buffer, body.byteOffset, body.byteLength).toString('base64') };
+  }
+  let text;
+  try {
+    text = JSON.stringify(body);
+  } catch (err) {
+    throw new TypeError(`queue message body is not serializable as json: ${err.message}; send JSON values`);
+  }
+  return { body: text === undefined ? null : JSON.parse(text), undef: text === undefined };
+}
+
+function queueDelay(value) {
+  return value === undefined ? null : value;
+}
+
+class WorkerQueue {
+  #name;
+
+  constructor(name) {
+    this.#name = name;
+  }
+
+  send(body, options) {
+    try {
+      const opts = options ?? {};
+      return bridge({
+        k: 'q',
+        b: this.#name,
+        m: 'send',
+        ...queueBody(body),
+        contentType: opts.contentType ?? null,
+        delaySeconds: queueDelay(opts.delaySeconds),
+      }, `${this.#name}.send`).then(() => undefined);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  sendBatch(messages, options) {
+    try {
+      if (messages === null || messages === undefined || typeof messages[Symbol.iterator] !== 'function') {
+        throw new TypeError('sendBatch() takes an iterable of messages ({ body, contentType?, delaySeconds? })');
+      }
+      const items = Array.from(messages, (m) => ({
+        ...queueBody(m?.body),
+        contentType: m?.contentType ?? null,
+        delaySeconds: queueDelay(m?.delaySeconds),
+      }));
+      return bridge({
+        k: 'q',
+        b: this.#name,
+        m: 'sendBatch',
+        messages: items,
+        delaySeconds: queueDelay((options ?? {}).delaySeconds),
+      }, `${this.#name}.sendBatch`).then(() => undefined);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+}
+
+/** One message of a push batch: ack() and retry() are told to Python as they happen, in order,
+ * where the first call per message wins (Q2.6). */
+class QueueMessage {
+  #rid;
+  #index;
+
+  constructor(rid, index, m) {
+    this.#rid = rid;
+    this.#index = index;
+    this.id = m.id;
+    this.timestamp = new RealDate(m.timestamp);
+    this.body = m.bytes !== undefined ? new Uint8Array(bufferFrom(m.bytes, 'base64')) : m.body;
+    this.attempts = m.attempts;
+  }
+
+  ack() {
+    emit({ e: 'qop', rid: this.#rid, op: 'ack', i: this.#index });
+  }
+
+  retry(options) {
+    emit({ e: 'qop', rid: this.#rid, op: 'retry', i: this.#index, delaySeconds: queueDelay(options?.delaySeconds) });
+  }
+}
+
+class MessageBatch {
+  #rid;
+
+  constructor(rid, queue, messages) {
+    this.#rid = rid;
+    this.queue = queue;
+    this.messages = messages.map((m, i) => new QueueMessage(rid, i, m));
+  }
+
+  ackAll() {
+    emit({ e: 'qop', rid: this.#rid, op: 'ackAll' });
+  }
+
+  retryAll(options) {
+    emit({ e: 'qop', rid: this.#rid, op: 'retryAll', delaySeconds: queueDelay(options?.delaySeconds) });
+  }
+}
+
+/** Deliver a push batch to the module's queue(batch, env, ctx); `resp` once it has settled,
+ * `fail` if it threw or its promise rejected (Q2.4: the batch is retried). */
+function workerQueue(cmd) {
+  const inst = instances.get(cmd.inst);
+  if (inst === undefined) throw new Error(`no worker instance ${cmd.inst}`);
+  current = inst;
+  const store = { inst: inst.id, rid: cmd.rid, sites: cmd.sites === true };
+  const batch = new MessageBatch(cmd.rid, cmd.queue, cmd.messages);
+  const ctx = { waitUntil, passThroughOnException() {}, props: {} };
+  als.run(store, async () => {
+    try {
+      const handler = isEntrypointClass(inst.handler) ? new inst.handler(ctx, inst.env) : inst.handler;
+      if (typeof handler?.queue !== 'function') {
+        throw new TypeError('the worker has no queue(batch, env, ctx) handler, and a push consumer delivered a batch');
+      }
+      await handler.queue(batch, inst.env, ctx);
+    } catch (err) {
+      const d = describeError(err);
+      emit({ e: 'fail', rid: store.rid, error: d.text, stack: d.stack });
+      return;
+    }
+    emit({ e: 'resp', rid: store.rid, status: 200, headers: [], body: '' });
+  });
+}
+
 // -- Durable Objects ----------------------------------------------------------------------------
 
 const DO_ORIGIN = 'https://durable-object.qmodel.test';
@@ -1073,6 +1211,7 @@ function makeEnv(cmd) {
   for (const [name, value] of Object.entries(cmd.vars ?? {})) env[name] = value;
   for (const name of cmd.kv) env[name] = new KVNamespace(name);
   for (const binding of Object.keys(cmd.do)) env[binding] = new DurableObjectNamespace(binding);
+  for (const binding of cmd.queues ?? []) env[binding] = new WorkerQueue(binding);
   return env;
 }
 
@@ -1124,6 +1263,11 @@ async function load(cmd) {
       handler !== null &&
       handler !== undefined &&
       (typeof handler.fetch === 'function' || isEntrypointClass(handler)),
+    defaultQueue:
+      handler !== null &&
+      handler !== undefined &&
+      typeof (isEntrypointClass(handler) ? handler.prototype.queue : handler.queue) === 'function',
+    pullBot: plainExport(inst.module.pullBot),
   });
   if (cmd.check) drop(cmd.inst);
 }
@@ -1283,6 +1427,16 @@ function makeNodeCrypto() {
     ns[name] = cryptoRefused(name);
   }
   return { ...ns, default: Object.freeze({ ...ns }) };
+}
+
+/** A plain-data export (for qmodel's own settings, such as `pullBot`), or null. */
+function plainExport(value) {
+  if (value === null || typeof value !== 'object') return null;
+  try {
+    return JSON.parse(JSON.stringify(value));
+  } catch {
+    return null;
+  }
 }
 
 function drop(id) {
@@ -1534,6 +1688,9 @@ function handle(cmd) {
       return null;
     case 'doalarm':
       durableAlarm(cmd);
+      return null;
+    case 'queue':
+      workerQueue(cmd);
       return null;
     case 'load':
       return load(cmd);

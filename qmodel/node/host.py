@@ -9,16 +9,20 @@ Commands (``t``), each with ``now``, the virtual clock in ms, and ``drop``, inst
 
 =============  =================================================================================
 ``load``       import a fresh instance ``inst`` of the module ``url`` with PRNG ``seed``, bindings
-               ``kv`` (names), ``do`` (binding -> class), ``vars``; ``check`` drops it at once
+               ``kv`` (names), ``do`` (binding -> class), ``queues`` (producer binding names),
+               ``vars``; ``check`` drops it at once
 ``fetch``      deliver request ``req`` to the worker of ``inst`` as request ``rid``
 ``dofetch``    deliver ``req`` to the Durable Object ``obj`` (class ``cls``, id ``hex``/``name``)
 ``doalarm``    run the ``alarm({retryCount, isRetry})`` handler of the Durable Object ``obj``
+``queue``      deliver the push batch ``messages`` of queue ``queue`` to ``queue(batch, env, ctx)``
+               as request ``rid`` (answered ``resp`` once it settles, ``fail`` if it threw)
 ``res``        settle call ``cid``: ``ok`` with value ``v``, or the error ``err`` (name, message)
 ``ping``       answer ``pong`` with Node's version
 =============  =================================================================================
 
 Events (``e``): ``call`` (a platform call ``cid`` of request ``rid``, of kind ``k``: ``kv``,
-``st`` storage, ``do`` a Durable Object request, ``timer``), ``cancel`` (a timer cleared),
+``st`` storage, ``do`` a Durable Object request, ``q`` a queue send, ``timer``), ``cancel`` (a
+timer cleared), ``qop`` (a push batch's ``ack``/``retry``/``ackAll``/``retryAll``, in call order),
 ``resp``/``fail`` (request ``rid`` answered or threw), ``wu`` (``waitUntil`` promises of ``rid``
 opened or settled), ``bcw`` (``blockConcurrencyWhile`` entered or left), ``log`` (console output),
 ``loaded``/``loadfail``, ``pong``, ``hosterror`` (a bug of the host itself).

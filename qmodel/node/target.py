@@ -23,6 +23,8 @@ from qmodel.node.bundle import TS_SUFFIXES, bundle
 from qmodel.node.config import Bindings, bindings_for, find_config
 from qmodel.node.host import LOAD_TIMEOUT_S, find_node, host_for
 from qmodel.node.worker import NodeWorker
+from qmodel.sim.queues import PushConsumer
+from qmodel.workers.queues_chat import PullBot
 
 __all__ = ["JsModule", "JsWorker", "js_worker"]
 
@@ -48,6 +50,9 @@ class JsModule:
     roots: tuple[str, ...] = ()
     source_map: Path | None = None
     shown_root: Path | None = None
+    #: How the ``queues`` era's pull consumer orders its calls, from the module's ``export const
+    #: pullBot = { ackBeforeReply: true }`` (``None``: the default bot).
+    pull_bot: PullBot | None = None
 
     def load_command(
         self, inst: int, seed: int, now: int, *, check: bool = False
@@ -62,6 +67,7 @@ class JsModule:
             "seed": seed,
             "kv": list(b.kv),
             "do": dict(b.durable),
+            "queues": list(b.queues),
             "vars": dict(b.vars),
             "flags": list(b.flags),
             "map": str(self.source_map) if self.source_map is not None else None,
@@ -133,8 +139,7 @@ def js_worker(
         module = JsModule(
             p, p.resolve().as_uri(), bindings, node, read_roots(p, bindings), None, root
         )
-    _check(module)
-    return JsWorker(module)
+    return JsWorker(_check(module))
 
 
 def project_root(path: Path) -> Path:
@@ -167,7 +172,9 @@ def read_roots(path: Path, bindings: Bindings) -> tuple[str, ...]:
     return tuple(roots)
 
 
-def _check(module: JsModule) -> None:
+def _check(module: JsModule) -> JsModule:
+    """Load ``module`` once and refuse what cannot run; the module with what its exports say
+    (its ``pullBot``)."""
     host = host_for(module.node, module.roots)
     instance = host.new_instance()
     events = host.command(module.load_command(instance, 0, 0, check=True), timeout=LOAD_TIMEOUT_S)
@@ -207,8 +214,36 @@ def _check(module: JsModule) -> None:
                         f"fix the binding ({_source(module)})",
                         target=str(path),
                     )
-            return
+            pushed = [
+                q.name
+                for q in module.bindings.queues.values()
+                if isinstance(q.consumer, PushConsumer)
+            ]
+            if pushed and not ev.get("defaultQueue"):
+                raise InvalidTarget(
+                    f"queue {', '.join(sorted(set(pushed)))} has a push consumer (in "
+                    f"{module.bindings.source}) but the default export of {path} has no queue "
+                    "method; add async "
+                    "queue(batch, env, ctx) { ... } beside fetch, or make the consumer "
+                    'type = "http_pull"',
+                    target=str(path),
+                )
+            return attrs.evolve(module, pull_bot=_pull_bot(ev.get("pullBot"), path))
     raise InvalidTarget(f"loading {path} gave no answer from Node", target=str(path))
+
+
+def _pull_bot(value: Any, path: Path) -> PullBot | None:
+    """The module's ``pullBot`` export as a :class:`PullBot` (only ``ackBeforeReply``)."""
+    if value is None:
+        return None
+    unknown = sorted(set(value) - {"ackBeforeReply"}) if isinstance(value, dict) else None
+    if unknown is None or unknown or not isinstance(value.get("ackBeforeReply", False), bool):
+        raise InvalidTarget(
+            f"{path} exports pullBot = {value!r}; give {{ ackBeforeReply: true }} or "
+            "{ ackBeforeReply: false } (how the queues era's pull consumer acks)",
+            target=str(path),
+        )
+    return PullBot(ack_before_reply=value.get("ackBeforeReply", False))
 
 
 def _source(module: JsModule) -> str:

@@ -29,10 +29,18 @@ How the Workers runtime's rules map:
   whose instances stand for one JavaScript object each; the platform runs them with their input
   gates, and their storage calls are performed on the simulated storage, so ``get``, compute,
   ``put`` with only storage awaits between is atomic exactly as there.
+* Cloudflare Queues: ``env.<BINDING>.send``/``sendBatch`` are platform calls performed through
+  the simulator's producer binding (:class:`~qmodel.sim.queues.QueueBinding`), errors included;
+  a push batch is delivered to the module's ``queue(batch, env, ctx)`` by :meth:`NodeWorker.queue`
+  as a request of its own, and the batch's ``ack``/``retry``/``ackAll``/``retryAll`` are applied
+  in call order to the simulator's :class:`~qmodel.sim.queues.MessageBatch`, which settles it.
+  Every Queues rule is the simulator's (reference ``cloudflare-queues-semantics.md``); Node
+  only proxies.
 """
 
 from __future__ import annotations
 
+import base64
 import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -44,6 +52,7 @@ from qmodel.node.host import LOAD_TIMEOUT_S, NodeHost, host_for
 from qmodel.sim.durable import AlarmInfo, DurableId, DurableNamespace
 from qmodel.sim.http import Headers, Request, Response
 from qmodel.sim.kv import KvError
+from qmodel.sim.queues import MessageBatch, QueueBinding, QueueConfig, QueueSendError
 from qmodel.sim.runtime import MAX_LOGS as MAX_INVOCATION_LOGS
 from qmodel.sim.runtime import KvBinding
 from qmodel.sim.scheduler import (
@@ -110,6 +119,8 @@ class _Channel:
         "idle",
         "log_to",
         "log_prefix",
+        "batch",
+        "rejected",
     )
 
     def __init__(self, rid: int, env: Any, ctx: Any, storage: Any) -> None:
@@ -151,6 +162,10 @@ class _Channel:
         self.spawned: list[Task] = []
         #: Whether something arrived for it since its server last looked (wakes a wait).
         self.news = False
+        #: The push batch a ``queue()`` request handles (its ``ack``/``retry`` calls go there),
+        #: and the errors those calls raised while the handler ran.
+        self.batch: MessageBatch | None = None
+        self.rejected: list[Exception] = []
 
     def ready(self, now: int) -> bool:
         if self.news or self.calls or self.done:
@@ -242,6 +257,10 @@ class NodeWorker:
             )
             for binding, cls in module.bindings.durable.items()
         }
+        #: Cloudflare Queues: producer binding -> queue (installed by the ``queues`` eras).
+        self.queues: dict[str, QueueConfig] = dict(module.bindings.queues)
+        #: How the ``queues`` era's pull consumer orders its calls (the module's ``pullBot``).
+        self.pull_bot = getattr(module, "pull_bot", None)
         self.logs: deque[tuple[int | None, str, str]] = deque(maxlen=MAX_LOGS)
         self._host: NodeHost | None = None
         self._instance = 0
@@ -323,6 +342,10 @@ class NodeWorker:
                     ch.waited = True
                     if ev.get("error"):
                         ch.errors.append(ev["error"])
+            elif e == "qop":
+                ch = channels.get(ev["rid"])
+                if ch is not None and ch.batch is not None:
+                    _batch_call(ch, ev)
             elif e == "bcw":
                 ch = channels.get(ev["rid"])
                 if ch is not None:
@@ -365,6 +388,36 @@ class NodeWorker:
             }
         )
         return await self._serve(ch)
+
+    async def queue(self, batch: MessageBatch, env: Any, ctx: Any) -> None:
+        """Deliver a push batch to the module's ``queue(batch, env, ctx)`` and serve it.
+
+        The batch in Node is a proxy: each ``ack()``/``retry()``/``ackAll()``/``retryAll()``
+        is applied, in call order, to ``batch`` (the simulator's, which settles it: reference
+        Q2.3-Q2.6). A throw or a rejected promise raises :class:`JavaScriptError` here, which
+        fails the batch (Q2.4). An ``ack``/``retry`` the simulator refuses (a delay out of
+        range) raises here too, failing the batch as the throw it is in a Python design
+        (JavaScript cannot catch it: the call reaches Python after it has returned).
+        [INFERENCE] what the platform does with such a delay is not documented (workerd passes
+        delays through to the service, Q1.13); failing the batch is the simulator's choice."""
+        if self._host is None:
+            self._load()
+        ch = self._open(env, ctx, None)
+        ch.batch = batch
+        messages = [_delivered(m) for m in batch.messages]
+        self._command(
+            {
+                "t": "queue",
+                "inst": self._instance,
+                "rid": ch.rid,
+                "queue": batch.queue,
+                "messages": messages,
+                "sites": _sites_wanted(env),
+            }
+        )
+        await self._serve(ch)
+        if ch.rejected:
+            raise ch.rejected[0]
 
     async def _durable_fetch(self, obj: _JsDurableObject, request: Request) -> Response:
         return await self._durable_event(obj, {"t": "dofetch", "req": _request_json(request)})
@@ -461,9 +514,11 @@ class NodeWorker:
                     value = await call
                     if item["m"] == "list":
                         value = _page(value)
+                elif item["k"] == "q":
+                    value = await self._send(ch, item)
                 else:
                     value = await self._storage(ch, item)
-            except (KvError, TypeError, ValueError) as err:
+            except (KvError, QueueSendError, TypeError, ValueError) as err:
                 self._reply(item["cid"], False, {"name": type(err).__name__, "message": str(err)})
                 return
             self._reply(item["cid"], True, value)
@@ -521,6 +576,35 @@ class NodeWorker:
         if with_metadata:
             return await b.get_with_metadata(keys, ev["type"], cache_ttl=ev["cacheTtl"])
         return await b.get(keys, ev["type"], cache_ttl=ev["cacheTtl"])
+
+    # -- Queues --------------------------------------------------------------------------------
+
+    async def _send(self, ch: _Channel, ev: dict[str, Any]) -> None:
+        """Queue call ``ev`` (``send`` or ``sendBatch``) through the producer binding of the
+        invocation, whose errors (``TypeError``, :class:`QueueSendError`) go back to
+        JavaScript with their messages."""
+        name = ev["b"]
+        binding = getattr(ch.env, name, None)
+        if not isinstance(binding, QueueBinding):
+            raise TypeError(
+                f"env.{name} is not a queue producer in this world (its queues: "
+                f"{', '.join(self.queues) or 'none'}); run a protocol that installs the "
+                "design's queues (queues, queues-push)"
+            )
+        if ev["m"] == "send":
+            await binding.send(
+                _sent_body(ev), content_type=ev["contentType"], delay_seconds=ev["delaySeconds"]
+            )
+            return
+        messages = [
+            {
+                "body": _sent_body(m),
+                "contentType": m["contentType"],
+                "delaySeconds": m["delaySeconds"],
+            }
+            for m in ev["messages"]
+        ]
+        await binding.send_batch(messages, delay_seconds=ev["delaySeconds"])
 
     # -- Durable Objects -----------------------------------------------------------------------
 
@@ -617,6 +701,47 @@ def _page(page: Any) -> dict[str, Any]:
             info["metadata"] = k.metadata
         keys.append(info)
     return {"keys": keys, "list_complete": page.list_complete, "cursor": page.cursor}
+
+
+def _sent_body(ev: dict[str, Any]) -> Any:
+    """A message body as JavaScript sent it: ``bytes`` for an ArrayBufferView, ``None`` for
+    undefined (which the producer refuses, reference Q1.4)."""
+    if ev.get("bytes") is not None:
+        return base64.b64decode(ev["bytes"])
+    return None if ev.get("undef") else ev["body"]
+
+
+def _delivered(message: Any) -> dict[str, Any]:
+    """A delivered message as it crosses to JavaScript (Q2.2): a ``bytes`` body as base64."""
+    out = {"id": message.id, "timestamp": message.timestamp, "attempts": message.attempts}
+    if isinstance(message.body, bytes | bytearray):
+        out["bytes"] = base64.b64encode(bytes(message.body)).decode()
+    else:
+        out["body"] = message.body
+    return out
+
+
+def _batch_call(ch: _Channel, ev: dict[str, Any]) -> None:
+    """Apply one ``ack``/``retry``/``ackAll``/``retryAll`` of JavaScript to the batch; an error
+    (a delay out of range) fails the invocation: at once while the handler runs, else as a
+    failed ``waitUntil`` would."""
+    batch = ch.batch
+    assert batch is not None
+    op = ev["op"]
+    try:
+        if op == "ackAll":
+            batch.ack_all()
+        elif op == "retryAll":
+            batch.retry_all(delay_seconds=ev.get("delaySeconds"))
+        elif op == "ack":
+            batch.messages[ev["i"]].ack()
+        else:
+            batch.messages[ev["i"]].retry(delay_seconds=ev.get("delaySeconds"))
+    except QueueSendError as err:
+        if ch.response is None:
+            ch.rejected.append(err)
+        else:
+            ch.errors.append(f"{op}() raised QueueSendError: {err}")
 
 
 def _durable_answered(ch: _Channel, cid: int, task: Task) -> None:
