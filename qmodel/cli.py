@@ -268,6 +268,12 @@ def _parser() -> argparse.ArgumentParser:
         "and rule), each with its own shrunk run and report (the default of ci and nightly)",
     )
     c.add_argument(
+        "--no-minimise",
+        action="store_true",
+        help="keep Hypothesis's shrunk run as the counterexample: do not minimise it further "
+        "(deleting steps and verbs that the bug does not need)",
+    )
+    c.add_argument(
         "--step-limit",
         type=int,
         default=10_000,
@@ -835,6 +841,10 @@ def _write_report(
             max_examples=args.max_examples,
             examples=result["examples"],
             command=check_command(args),
+            shrunk_steps=(found.get("shrunk") or (None, None))[0],
+            shrunk_kv_ops=(found.get("shrunk") or (None, None))[1],
+            minimised_steps=(found.get("minimised") or (None, None))[0],
+            minimised_kv_ops=(found.get("minimised") or (None, None))[1],
         ),
     )
     name = None
@@ -911,7 +921,7 @@ def run_check(args: argparse.Namespace, progress: Any = None) -> dict[str, Any]:
     from qmodel.conformance import conform
     from qmodel.driver import bug_of
     from qmodel.exampledb import database_key
-    from qmodel.profiles import hypothesis_name, register, shrink_budget
+    from qmodel.profiles import MINIMISE_RUNS, hypothesis_name, register, shrink_budget
     from qmodel.targets import DEFAULT_TARGET, resolve
     from qmodel.world import WorldConfig
 
@@ -1030,6 +1040,9 @@ def run_check(args: argparse.Namespace, progress: Any = None) -> dict[str, Any]:
                 budget -= first
                 if _first_only(args) or budget < 1 or len(found) >= MAX_DISTINCT_BUGS:
                     break
+            runs = 0 if getattr(args, "no_minimise", False) else MINIMISE_RUNS[args.profile]
+            for f in found:
+                _minimise_found(f, _constructing(target.factory, name), checked, runs)
             if found:
                 state["failure"], state["first_at"] = (
                     (found[0]["world"], found[0]["violation"]),
@@ -1100,16 +1113,47 @@ def _first_only(args: argparse.Namespace) -> bool:
     return args.profile == "dev"
 
 
+def _minimise_found(
+    found: dict[str, Any], factory: Callable[[], Any], checked: Any, runs: int
+) -> None:
+    """Minimise one bug the search found (:mod:`qmodel.minimise`) within ``runs`` candidate
+    runs, in place: its ``world`` and ``violation`` become the minimised run's when that is
+    shorter, and ``shrunk`` / ``minimised`` hold each run's ``(steps, kv_ops)`` (``minimised``
+    is ``None`` when minimisation was off or could not rerun the bug)."""
+    from qmodel.minimise import kv_ops_of, minimise
+
+    world, violation = found["world"], found["violation"]
+    done = minimise(world, violation, factory, checked, runs=runs) if runs > 0 else None
+    if done is None:
+        found["shrunk"] = (len(world.log), kv_ops_of(world, violation, factory, checked))
+        found["minimised"] = None
+        return
+    found["shrunk"] = (done.shrunk_steps, done.shrunk_kv_ops)
+    if (done.kv_ops, len(done.world.log)) < (done.shrunk_kv_ops, done.shrunk_steps):
+        found["world"], found["violation"] = done.world, done.violation
+        found["minimised"] = (len(done.world.log), done.kv_ops)
+    else:  # nothing shorter: the shrunk run stands
+        found["minimised"] = found["shrunk"]
+
+
 def _violation_summary(found: dict[str, Any]) -> dict[str, Any]:
-    """One entry of ``violations`` in ``--json``: the bug, the shrunk run, its KV operations."""
+    """One entry of ``violations`` in ``--json``: the bug, the run it is told with (minimised),
+    its length, and the length of the run Hypothesis shrunk before it was minimised."""
     world, v = found["world"], found["violation"]
     rule = v.values.get("rule")
+    shrunk = found.get("shrunk") or (None, None)
+    minimised = found.get("minimised") or (None, None)
+    told = minimised if found.get("minimised") else shrunk
     return {
         "invariant": v.invariant,
         "rule": None if rule is None else str(rule),
         "found_at_example": found["first_at"],
         "steps": len(world.log),
-        "kv_ops": sum(e.kv_reads + e.kv_writes + e.kv_lists + e.kv_deletes for e in world.history),
+        "kv_ops": told[1],
+        "shrunk_steps": shrunk[0],
+        "shrunk_kv_ops": shrunk[1],
+        "minimised_steps": minimised[0],
+        "minimised_kv_ops": minimised[1],
         "trace": list(world.log),
         "report": None,
     }
@@ -1145,10 +1189,16 @@ def _human(result: dict[str, Any], args: argparse.Namespace) -> None:
             "scheduler steps)"
         )
         return
+    first = result["violations"][0]
     found = (
         f"first seen at example {result['found_at_example']}, shrunk by example "
         f"{result['examples']}, {result['seconds']:.1f} s in all"
     )
+    if first["minimised_steps"] is not None and first["minimised_kv_ops"] != first["shrunk_kv_ops"]:
+        found += (
+            f"; minimised from {first['shrunk_steps']} steps and {first['shrunk_kv_ops']} KV "
+            f"operations to {first['minimised_steps']} and {first['minimised_kv_ops']}"
+        )
     print(
         story(
             violation,
@@ -1167,9 +1217,12 @@ def _human(result: dict[str, Any], args: argparse.Namespace) -> None:
         print(f"The same search found {len(others)} other distinct bug(s):")
         for more in others:
             rule = f" (rule {more['rule']})" if more["rule"] else ""
+            shrunk = ""
+            if more["minimised_kv_ops"] is not None and more["shrunk_kv_ops"] != more["kv_ops"]:
+                shrunk = f" (shrunk: {more['shrunk_steps']} steps, {more['shrunk_kv_ops']})"
             print(
                 f"  {more['invariant']}{rule}: {more['steps']} steps, {more['kv_ops']} KV "
-                f"operations, first seen at example {more['found_at_example']}"
+                f"operations{shrunk}, first seen at example {more['found_at_example']}"
             )
 
 
@@ -1196,6 +1249,8 @@ def check_command(args: argparse.Namespace) -> str:
         cmd += ["--stop-at-first"]
     if getattr(args, "all_bugs", False):
         cmd += ["--all-bugs"]
+    if getattr(args, "no_minimise", False):
+        cmd += ["--no-minimise"]
     return " ".join(shlex.quote(c) for c in cmd)
 
 
