@@ -7,7 +7,9 @@ settle, and those of the requests the violation cites), then ``qmodel check --ta
 catalog:ID --profile ci --json --report DIR`` (its defaults: production KV, every invariant, so
 the invariant it reports may differ from the explorer's): the bug of the explorer's invariant
 when check found it, else check's first, with its KV operations as Hypothesis shrunk it and as
-qmodel.minimise left it (both from ``violations`` in ``--json``).
+qmodel.minimise left it (both from ``violations`` in ``--json``: up to where the bug is caught,
+through the settle when caught there), and the minimised trace replayed up to its last verb to
+count its KV operations as the explorer does (before the settle).
 
     python bench/bench_explore.py [--ids ID,ID] [--max-seconds S] [--no-check]
 
@@ -23,6 +25,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -126,14 +129,15 @@ def main() -> None:
     print(
         "KV semantics differ: check runs its default, production KV (strict) in a world of 2 "
         "frontends and 2 bots; each explorer scope names its own (--kv, --bots, --frontends "
-        "below), mostly local KV and fewer actors. check's KV operations are counted up to "
-        "where the bug shows (before the settle; through it for a safety invariant broken "
-        "there); ratio = minimised / explorer."
+        "below), mostly local KV and fewer actors. shrunk and minim.: check's KV operations up "
+        "to where the bug is caught (through the settle when caught there), as Hypothesis "
+        "shrunk it and as qmodel.minimise left it; before: the minimised run's before the "
+        "settle, counted as the explorer counts; ratio = before / explorer."
     )
     header = (
         f"{'race':28} {'explore':>8} {'verdict':>9} {'states':>7} {'st/s':>6} {'kv_ops':>6} "
         f"{'cited':>5} | {'check':>7} {'verdict':>9} {'invariant':>15} {'shrunk':>6} "
-        f"{'minim.':>6} {'ratio':>5}"
+        f"{'minim.':>6} {'before':>6} {'ratio':>5}"
     )
     print(header)
     print("-" * len(header))
@@ -158,19 +162,23 @@ def main() -> None:
         if args.no_check:
             print(row, flush=True)
             continue
-        ck, ck_s = qmodel("check", *target, "--profile", "ci", "--json")
-        found = ck.get("violations") or []
-        # The same bug as the explorer's when check found it too, else check's first.
-        same = [v for v in found if v["invariant"] == (ex.get("invariant") or invariant)]
-        pick = (same or found or [{}])[0]
+        with tempfile.TemporaryDirectory() as tmp:
+            ck, ck_s = qmodel("check", *target, "--profile", "ci", "--json", "--report", tmp)
+            found = ck.get("violations") or []
+            # The same bug as the explorer's when check found it too, else check's first.
+            same = [v for v in found if v["invariant"] == (ex.get("invariant") or invariant)]
+            pick = (same or found or [{}])[0]
+            before = None
+            if (pick.get("report") or {}).get("trace"):
+                before = story_kv_ops(pick["report"]["trace"])
         inv = pick.get("invariant") or "-"
         shrunk, least = _n(pick.get("shrunk_kv_ops")), _n(pick.get("minimised_kv_ops"))
         ratio = "-"
-        if pick.get("minimised_kv_ops") is not None and ex.get("kv_ops"):
-            ratio = f"{pick['minimised_kv_ops'] / ex['kv_ops']:.1f}"
+        if before is not None and ex.get("kv_ops"):
+            ratio = f"{before / ex['kv_ops']:.1f}"
         print(
             f"{row} | {ck_s:6.1f}s {ck.get('verdict', '?'):>9} {inv:>15} {shrunk:>6} "
-            f"{least:>6} {ratio:>5}",
+            f"{least:>6} {_n(before):>6} {ratio:>5}",
             flush=True,
         )
 

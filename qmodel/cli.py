@@ -824,10 +824,9 @@ def _write_report(
 ) -> dict[str, str]:
     """Write the report of one bug ``found`` of the search; the first bug takes the usual name,
     each other one a name with its invariant and rule in it."""
-    import re
-
+    from qmodel.bugs import lengths, report_name
     from qmodel.replay import trace_of
-    from qmodel.report import report_id, write_report
+    from qmodel.report import write_report
     from qmodel.trace import Search
 
     trace = trace_of(
@@ -841,17 +840,10 @@ def _write_report(
             max_examples=args.max_examples,
             examples=result["examples"],
             command=check_command(args),
-            shrunk_steps=(found.get("shrunk") or (None, None))[0],
-            shrunk_kv_ops=(found.get("shrunk") or (None, None))[1],
-            minimised_steps=(found.get("minimised") or (None, None))[0],
-            minimised_kv_ops=(found.get("minimised") or (None, None))[1],
+            **lengths(found),
         ),
     )
-    name = None
-    if not first:
-        v = found["violation"]
-        rule = v.values.get("rule")
-        name = re.sub(r"\W", "_", f"{report_id(trace)}__{v.invariant}_{rule or ''}".rstrip("_"))
+    name = report_name(trace, found["violation"], first=first)
     files = write_report(trace, args.report, name=name)
     return {"markdown": str(files.markdown), "trace": str(files.trace), "test": str(files.test)}
 
@@ -918,6 +910,7 @@ def run_check(args: argparse.Namespace, progress: Any = None) -> dict[str, Any]:
 
     from qmodel import machine as machine_mod
     from qmodel import protocols
+    from qmodel.bugs import MAX_DISTINCT_BUGS, known_key, minimise_found
     from qmodel.conformance import conform
     from qmodel.driver import bug_of
     from qmodel.exampledb import database_key
@@ -971,9 +964,8 @@ def run_check(args: argparse.Namespace, progress: Any = None) -> dict[str, Any]:
                 state["first_at"] = state["examples"]
 
     def search(known: frozenset[tuple[str, str | None]], budget: int) -> Any:
-        key = database_key(name, repr(config), (i.id for i in checked))
-        if known:  # another search: its saved failures are its own
-            key += ("|" + ",".join(f"{i}:{r}" for i, r in sorted(known, key=str))).encode()
+        # Another search (bugs known) keeps its saved failures apart.
+        key = known_key(database_key(name, repr(config), (i.id for i in checked)), known)
         cls = type(
             "CheckMachine",
             (machine_mod.QueueMachine,),
@@ -1042,7 +1034,7 @@ def run_check(args: argparse.Namespace, progress: Any = None) -> dict[str, Any]:
                     break
             runs = 0 if getattr(args, "no_minimise", False) else MINIMISE_RUNS[args.profile]
             for f in found:
-                _minimise_found(f, _constructing(target.factory, name), checked, runs)
+                minimise_found(f, _constructing(target.factory, name), checked, runs)
             if found:
                 state["failure"], state["first_at"] = (
                     (found[0]["world"], found[0]["violation"]),
@@ -1099,10 +1091,6 @@ def run_check(args: argparse.Namespace, progress: Any = None) -> dict[str, Any]:
     }
 
 
-#: The most distinct bugs one ``qmodel check`` reports before it stops searching.
-MAX_DISTINCT_BUGS = 8
-
-
 def _first_only(args: argparse.Namespace) -> bool:
     """Whether the search stops at its first violation: asked for, or the dev profile's way
     (fast feedback while editing) unless every bug was asked for."""
@@ -1113,50 +1101,11 @@ def _first_only(args: argparse.Namespace) -> bool:
     return args.profile == "dev"
 
 
-def _minimise_found(
-    found: dict[str, Any], factory: Callable[[], Any], checked: Any, runs: int
-) -> None:
-    """Minimise one bug the search found (:mod:`qmodel.minimise`) within ``runs`` candidate
-    runs, in place: its ``world`` and ``violation`` become the minimised run's when that is
-    shorter, and ``shrunk`` / ``minimised`` hold each run's ``(steps, kv_ops)`` (``minimised``
-    is ``None`` when minimisation was off or could not rerun the bug)."""
-    from qmodel.minimise import kv_ops_of, minimise
-
-    world, violation = found["world"], found["violation"]
-    done = minimise(world, violation, factory, checked, runs=runs) if runs > 0 else None
-    if done is None:
-        found["shrunk"] = (len(world.log), kv_ops_of(world, violation, factory, checked))
-        found["minimised"] = None
-        return
-    found["shrunk"] = (done.shrunk_steps, done.shrunk_kv_ops)
-    if (done.kv_ops, len(done.world.log)) < (done.shrunk_kv_ops, done.shrunk_steps):
-        found["world"], found["violation"] = done.world, done.violation
-        found["minimised"] = (len(done.world.log), done.kv_ops)
-    else:  # nothing shorter: the shrunk run stands
-        found["minimised"] = found["shrunk"]
-
-
 def _violation_summary(found: dict[str, Any]) -> dict[str, Any]:
-    """One entry of ``violations`` in ``--json``: the bug, the run it is told with (minimised),
-    its length, and the length of the run Hypothesis shrunk before it was minimised."""
-    world, v = found["world"], found["violation"]
-    rule = v.values.get("rule")
-    shrunk = found.get("shrunk") or (None, None)
-    minimised = found.get("minimised") or (None, None)
-    told = minimised if found.get("minimised") else shrunk
-    return {
-        "invariant": v.invariant,
-        "rule": None if rule is None else str(rule),
-        "found_at_example": found["first_at"],
-        "steps": len(world.log),
-        "kv_ops": told[1],
-        "shrunk_steps": shrunk[0],
-        "shrunk_kv_ops": shrunk[1],
-        "minimised_steps": minimised[0],
-        "minimised_kv_ops": minimised[1],
-        "trace": list(world.log),
-        "report": None,
-    }
+    """One entry of ``violations`` in ``--json`` (see :func:`qmodel.bugs.summary`)."""
+    from qmodel.bugs import summary
+
+    return summary(found)
 
 
 def _hypothesis_report(profile: str) -> Callable[[str], None]:
@@ -1178,6 +1127,7 @@ def _hypothesis_report(profile: str) -> Callable[[str], None]:
 
 
 def _human(result: dict[str, Any], args: argparse.Namespace) -> None:
+    from qmodel.bugs import describe
     from qmodel.story import story
 
     violation = result["violation"]
@@ -1215,15 +1165,8 @@ def _human(result: dict[str, Any], args: argparse.Namespace) -> None:
     if others:
         print()
         print(f"The same search found {len(others)} other distinct bug(s):")
-        for more in others:
-            rule = f" (rule {more['rule']})" if more["rule"] else ""
-            shrunk = ""
-            if more["minimised_kv_ops"] is not None and more["shrunk_kv_ops"] != more["kv_ops"]:
-                shrunk = f" (shrunk: {more['shrunk_steps']} steps, {more['shrunk_kv_ops']})"
-            print(
-                f"  {more['invariant']}{rule}: {more['steps']} steps, {more['kv_ops']} KV "
-                f"operations{shrunk}, first seen at example {more['found_at_example']}"
-            )
+        for more in result["found"][1:]:
+            print(f"  {describe(more)}")
 
 
 def check_command(args: argparse.Namespace) -> str:

@@ -10,7 +10,8 @@ a crash, a clock move) is one event, and the platform's own choices (which cache
 sees, a page size) are kept beside the events they were made in. Events are deleted in chunks,
 halving the chunk as in delta debugging (Zeller's ddmin), and a deletion is kept when the run
 that is left still breaks the same invariant with the same rule and costs fewer KV operations
-before the settle (or as many, in fewer events).
+up to where the bug is caught (through the settle when it is caught there, so that moving the
+race into the settle's traffic is no gain), or as many in fewer events.
 
 Each candidate is run from a fresh world through the driver (:class:`~qmodel.driver.Example`)
 with every choice, the verbs' included, answered by :class:`ProgramBackend` and recorded as in
@@ -42,7 +43,6 @@ __all__ = [
     "Minimised",
     "ProgramBackend",
     "events_of",
-    "kv_ops_of",
     "minimise",
     "story_kv_ops",
 ]
@@ -71,8 +71,8 @@ class Event:
 @attrs.frozen
 class Minimised:
     """The result of :func:`minimise`: the minimised run's world and violation, its events,
-    its KV operations before the settle, and the shrunk run's; ``runs`` candidate runs were
-    spent."""
+    its KV operations up to where the bug was caught (through the settle when caught there)
+    and the shrunk run's; ``runs`` candidate runs were spent."""
 
     world: World
     violation: Violation
@@ -156,7 +156,10 @@ class _Run:
     events: tuple[Event, ...]
     world: World
     violation: Violation
+    #: KV operations up to where the bug was caught (through the settle if caught there).
     kv_ops: int
+    #: KV operations before the settle.
+    before_settle: int
     #: Per event, the *segment* it belongs to: a step of a task that no other task started
     #: (an actor's loop, a client action) begins a segment of that task, and the steps of the
     #: tasks it started (its requests, what they call) belong to it, until its next step. A
@@ -167,7 +170,8 @@ class _Run:
 
 
 def story_kv_ops(world: World) -> int:
-    """The KV operations of a world so far (before the settle, when called before it)."""
+    """The KV operations of a world so far: of a failed example, those up to where its bug was
+    caught (through the settle when it was caught there)."""
     return world.platform.kv_stats().operations
 
 
@@ -296,42 +300,35 @@ class _Program:
             violation = exc.violation
         except (_Rejected, ActorDied):
             return None
-        kv = story_kv_ops(world)
+        before = story_kv_ops(world)
         if violation is None:
             try:
                 example.finish()
             except InvariantViolation as exc:
                 violation = exc.violation
-                if world.protocol.invariant(violation.invariant).kind == "safety":
-                    # It broke during the settle's own traffic, which is then part of the story.
-                    kv = story_kv_ops(world)
             except ActorDied:
                 return None
         if violation is None or bug_of(violation) != self.bug:
             return None
-        return _Run(tuple(done), world, violation, kv, tuple(segments), tuple(roots))
-
-
-def _story(
-    world: World, violation: Violation, factory: Callable[[], Any], checked: Sequence[Invariant]
-) -> tuple[list[Event], int]:
-    events, kv, broke = events_of(world, factory, world.protocol, checked)
-    if not broke and world.protocol.invariant(violation.invariant).kind == "safety":
-        kv = story_kv_ops(world)  # it broke in the settle's traffic, part of the story then
-    return events, kv
-
-
-def kv_ops_of(
-    world: World, violation: Violation, factory: Callable[[], Any], checked: Sequence[Invariant]
-) -> int:
-    """The KV operations of the failing run of ``world`` up to where its bug shows: before the
-    settle, or through it for a safety invariant that broke in the settle's own traffic (the
-    measure :func:`minimise` makes smaller)."""
-    return _story(world, violation, factory, checked)[1]
+        # Caught in the settle, the settle's traffic is part of the story: a deletion that only
+        # moves the race into the settle is no shorter.
+        return _Run(
+            tuple(done),
+            world,
+            violation,
+            story_kv_ops(world),
+            before,
+            tuple(segments),
+            tuple(roots),
+        )
 
 
 def _better(got: _Run | None, than: _Run) -> bool:
-    return got is not None and (got.kv_ops, len(got.events)) < (than.kv_ops, len(than.events))
+    return got is not None and (got.kv_ops, got.before_settle, len(got.events)) < (
+        than.kv_ops,
+        than.before_settle,
+        len(than.events),
+    )
 
 
 def _without_segments(program: _Program, best: _Run, runs: int) -> _Run | None:
@@ -409,7 +406,7 @@ def minimise(
     shrunk run itself.
     """
     protocol = world.protocol
-    events, shrunk_kv = _story(world, violation, factory, checked)
+    events, _, _ = events_of(world, factory, protocol, checked)
     program = _Program(factory, protocol, world.config, checked, bug_of(violation))
     best = program.run(events)
     if best is None:
@@ -425,7 +422,8 @@ def minimise(
         violation=best.violation,
         events=best.events,
         kv_ops=best.kv_ops,
-        shrunk_kv_ops=shrunk_kv,
+        # A failed example stops where its bug is caught (settled only if caught there).
+        shrunk_kv_ops=story_kv_ops(world),
         shrunk_steps=len(world.log),
         runs=program.runs,
     )

@@ -122,7 +122,7 @@ class Search:
     #: The ``qmodel check`` command that ran the search.
     command: str | None = None
     #: The length of the run Hypothesis shrunk (log lines, and KV operations up to where the
-    #: bug shows: before the settle, or through it for a safety invariant broken there), and of
+    #: bug was caught: through the settle when it was caught there), and of
     #: the run :mod:`qmodel.minimise` made of it, which this trace records; ``None`` (and not
     #: written) for a trace that was not minimised.
     shrunk_steps: int | None = None
