@@ -412,11 +412,16 @@ def minimise(
     if best is None:
         return None
     while program.runs < runs:
-        found = _without_segments(program, best, runs)
-        if found is None:
+        while program.runs < runs:
+            found = _without_segments(program, best, runs)
+            if found is None:
+                break
+            best = found
+        # What single events can still lose; a deletion there may free a segment again.
+        fine = _ddmin(program, best, runs)
+        if fine is best:
             break
-        best = found
-    best = _ddmin(program, best, runs)
+        best = fine
     return Minimised(
         world=best.world,
         violation=best.violation,
