@@ -894,9 +894,11 @@ def run_check(args: argparse.Namespace, progress: Any = None) -> dict[str, Any]:
     """Run ``qmodel check`` and return its result: the JSON fields plus ``violation`` (the
     record or ``None``), ``first_violation_at`` (the same as ``found_at_example``: examples run
     when the first violation was found, before shrinking; 1 when a saved example broke it at
-    once), ``world`` (the world it broke in, or ``None``) and ``checked`` (the invariants
-    checked), ``verbs_run`` and ``scheduler_steps_run`` (what the search ran over all its
-    examples). ``progress``, if given, is told of every example (see
+    once), ``world`` (the world of the first bug's counterexample, or ``None``), ``checked``
+    (the invariants checked), ``found`` (every distinct bug, as :mod:`qmodel.bugs` describes
+    them: each shrunk by Hypothesis, then minimised by :mod:`qmodel.minimise` unless
+    ``--no-minimise``), ``verbs_run`` and ``scheduler_steps_run`` (what the search ran over all
+    its examples). ``progress``, if given, is told of every example (see
     :class:`qmodel.progress.NoProgress`).
 
     Raises :class:`~qmodel.errors.QmodelError` for a bad target or option, and ends without a

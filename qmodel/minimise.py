@@ -7,11 +7,20 @@ intact looks to it like another run. Here the run is rewritten as a program of *
 scheduler step is one event that names the task it resumes (by name, kind and rank among the
 live tasks of that name, which survives deleting other tasks' steps), each other verb (a post,
 a crash, a clock move) is one event, and the platform's own choices (which cached copy a read
-sees, a page size) are kept beside the events they were made in. Events are deleted in chunks,
-halving the chunk as in delta debugging (Zeller's ddmin), and a deletion is kept when the run
-that is left still breaks the same invariant with the same rule and costs fewer KV operations
-up to where the bug is caught (through the settle when it is caught there, so that moving the
-race into the settle's traffic is no gain), or as many in fewer events.
+sees, a page size) are kept beside the events they were made in and handed out again label by
+label. A task that no other task started (an actor's loop, a client action) begins a
+*segment* at each of its steps; the steps of what it started (a request, what the request
+calls) belong to that segment: a segment is one request told from its sending.
+
+The passes, repeated while one finds a shorter run: delete two consecutive segments of one
+task (a request and the step that takes its answer, so the task starts its next request as it
+would have started this one), or one; tell one segment first (a post that lands before the
+bots' first poll); then delete chunks of single events, halving the chunk as in delta
+debugging (Zeller's ddmin). An event that cannot run where the deletions left it (its task is
+gone, or cannot step) is skipped. A change is kept when the run still breaks the same
+invariant with the same rule and costs fewer KV operations up to where the bug is caught
+(through the settle when it is caught there, so that moving the race into the settle's traffic
+is no gain), or as many before the settle, or as many in fewer events.
 
 Each candidate is run from a fresh world through the driver (:class:`~qmodel.driver.Example`)
 with every choice, the verbs' included, answered by :class:`ProgramBackend` and recorded as in
