@@ -40,7 +40,8 @@ from typing import Any
 import attrs
 
 from qmodel.check import Invariant, Violation
-from qmodel.driver import VERB_LABEL, ActorDied, Example, InvariantViolation, bug_of
+from qmodel.driver import VERB_LABEL, Example, InvariantViolation, bug_of
+from qmodel.errors import QmodelError
 from qmodel.protocol import Protocol
 from qmodel.sim.choices import Choice, RecordedBackend
 from qmodel.sim.scheduler import Scheduler, Task
@@ -307,7 +308,8 @@ class _Program:
                         raise _Rejected("another task stepped")
         except InvariantViolation as exc:
             violation = exc.violation
-        except (_Rejected, ActorDied):
+        except (_Rejected, QmodelError):
+            # Not a run of the program (or one qmodel cannot judge: an actor died): no candidate.
             return None
         before = story_kv_ops(world)
         if violation is None:
@@ -315,7 +317,7 @@ class _Program:
                 example.finish()
             except InvariantViolation as exc:
                 violation = exc.violation
-            except ActorDied:
+            except QmodelError:
                 return None
         if violation is None or bug_of(violation) != self.bug:
             return None
