@@ -25,8 +25,10 @@ is no gain), or as many before the settle, or as many in fewer events.
 Each candidate is run from a fresh world through the driver (:class:`~qmodel.driver.Example`)
 with every choice, the verbs' included, answered by :class:`ProgramBackend` and recorded as in
 any run; the minimised world is therefore an ordinary run whose trace
-(:func:`qmodel.replay.trace_of`) replays byte for byte. Every step is its own ``run 1`` verb,
-so the safety invariants are checked after every step and the story stops where the bug shows.
+(:func:`qmodel.replay.trace_of`) replays byte for byte. While the passes run, every step is its
+own ``run 1`` verb, so the safety invariants are checked after every step and the story stops
+where the bug shows; the result is then told with its consecutive steps as ``run N`` verbs
+(when that gives the same story, checked by running it).
 The budget is a number of candidate runs (never wall time), and the search takes no random
 decision: the same shrunk run gives the same minimised run.
 """
@@ -40,7 +42,7 @@ from typing import Any
 import attrs
 
 from qmodel.check import Invariant, Violation
-from qmodel.driver import VERB_LABEL, Example, InvariantViolation, bug_of
+from qmodel.driver import VERB_LABEL, Example, InvariantViolation, bug_of, verb_label
 from qmodel.errors import QmodelError
 from qmodel.protocol import Protocol
 from qmodel.sim.choices import Choice, RecordedBackend
@@ -401,6 +403,87 @@ def _ddmin(program: _Program, best: _Run, runs: int) -> _Run:
     return best
 
 
+#: The largest argument of the ``run`` verb (the steps one verb may take).
+_MAX_RUN = 40
+
+
+def _compacted(program: _Program, best: _Run) -> World | None:
+    """The minimised run told with its consecutive steps as one ``run N`` verb each (up to
+    :data:`_MAX_RUN`), as Hypothesis's runs are told, the last verb apart; ``None`` when that
+    does not give the same story (then the run of single steps stands).
+
+    A run of ``N`` takes the same steps as ``N`` runs of one; only the safety invariants are
+    checked less often, and none broke before the last verb.
+    """
+    world = best.world
+    verbs = list(world.verbs)
+    if len(verbs) < 3:
+        return None
+    # The choices of each verb: a verb's choices start at its ``verb`` choice, or at its
+    # argument's when it was the only verb enabled.
+    chunks: list[list[Choice]] = []
+    for c in world.platform.choices.log:
+        starts = c.label == VERB_LABEL or (
+            _is_verb(c.label) and not (chunks and chunks[-1][-1].label == VERB_LABEL)
+        )
+        if starts or not chunks:
+            chunks.append([])
+        chunks[-1].append(c)
+    if len(chunks) != len(verbs) or any(
+        next((c for c in chunk if c.label != VERB_LABEL), None) is None for chunk in chunks
+    ):
+        return None
+    out: list[Choice] = []
+    told: list[tuple[str, int]] = []
+    group: list[int] = []
+
+    def flush() -> None:
+        if not group:
+            return
+        head = chunks[group[0]]
+        if head[0].label == VERB_LABEL:
+            out.append(head[0])
+        out.append(Choice(verb_label("run"), _MAX_RUN, len(group) - 1))
+        for i in group:
+            out.extend(c for c in chunks[i] if not _is_verb(c.label))
+        told.append(("run", len(group)))
+        group.clear()
+
+    for i, verb in enumerate(verbs):
+        if verb == ("run", 1) and i < len(verbs) - 1 and len(group) < _MAX_RUN:
+            group.append(i)
+            continue
+        flush()
+        if verb == ("run", 1) and i < len(verbs) - 1:
+            group.append(i)
+            continue
+        out.extend(chunks[i])
+        told.append(verb)
+    flush()
+    if len(told) == len(verbs):
+        return None
+    example = Example.begin(
+        program.factory(), program.protocol, program.config, RecordedBackend(out), program.checked
+    )
+    again = example.world
+    program.runs += 1
+    try:
+        example.check_safety()
+        for _ in told:
+            example.step()
+        example.finish()
+    except InvariantViolation as exc:
+        same = (
+            exc.violation == best.violation
+            and again.log == world.log
+            and story_kv_ops(again) == story_kv_ops(world)
+        )
+        return again if same and again.verbs == told else None
+    except QmodelError:
+        return None
+    return None
+
+
 def minimise(
     world: World,
     violation: Violation,
@@ -422,6 +505,8 @@ def minimise(
     best = program.run(events)
     if best is None:
         return None
+    # One run is kept for telling the result with runs of several steps (see _compacted).
+    total, runs = runs, max(1, runs - 1)
     while program.runs < runs:
         while program.runs < runs:
             found = _without_segments(program, best, runs)
@@ -433,8 +518,9 @@ def minimise(
         if fine is best:
             break
         best = fine
+    told = _compacted(program, best) if program.runs < total else None
     return Minimised(
-        world=best.world,
+        world=best.world if told is None else told,
         violation=best.violation,
         events=best.events,
         kv_ops=best.kv_ops,
