@@ -51,8 +51,9 @@ def minimise_found(
 ) -> None:
     """Minimise one found bug (:func:`qmodel.minimise.minimise`) within ``runs`` candidate
     runs, in place: its ``world`` and ``violation`` become the minimised run's when that is
-    shorter, and ``shrunk`` / ``minimised`` are set (``minimised`` is ``None`` when ``runs`` is
-    0 or the bug could not be run again)."""
+    shorter (fewer KV operations or log lines, and more of neither), and ``shrunk`` /
+    ``minimised`` are set (``minimised`` is ``None`` when ``runs`` is 0 or the bug could not be
+    run again)."""
     from qmodel.minimise import minimise, story_kv_ops
 
     world, violation = found["world"], found["violation"]
@@ -62,7 +63,12 @@ def minimise_found(
         found["minimised"] = None
         return
     found["shrunk"] = (done.shrunk_steps, done.shrunk_kv_ops)
-    if (done.kv_ops, len(done.world.log)) < (done.shrunk_kv_ops, done.shrunk_steps):
+    steps = len(done.world.log)
+    if (
+        done.kv_ops <= done.shrunk_kv_ops
+        and steps <= done.shrunk_steps
+        and ((done.kv_ops, steps) != (done.shrunk_kv_ops, done.shrunk_steps))
+    ):
         found["world"], found["violation"] = done.world, done.violation
         found["minimised"] = (len(done.world.log), done.kv_ops)
     else:  # nothing shorter: the shrunk run stands

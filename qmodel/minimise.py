@@ -18,9 +18,9 @@ would have started this one), or one; tell one segment first (a post that lands 
 bots' first poll); then delete chunks of single events, halving the chunk as in delta
 debugging (Zeller's ddmin). An event that cannot run where the deletions left it (its task is
 gone, or cannot step) is skipped. A change is kept when the run still breaks the same
-invariant with the same rule and costs fewer KV operations up to where the bug is caught
+invariant with the same rule, costs no more KV operations up to where the bug is caught
 (through the settle when it is caught there, so that moving the race into the settle's traffic
-is no gain), or as many before the settle, or as many in fewer events.
+is no gain) and tells it in no more log lines, and is shorter in one of them (or in events).
 
 Each candidate is run from a fresh world through the driver (:class:`~qmodel.driver.Example`)
 with every choice, the verbs' included, answered by :class:`ProgramBackend` and recorded as in
@@ -337,9 +337,18 @@ class _Program:
 
 
 def _better(got: _Run | None, than: _Run) -> bool:
-    return got is not None and (got.kv_ops, got.before_settle, len(got.events)) < (
+    """Whether ``got`` tells the bug in less: no more KV operations and no more log lines (a
+    run that saves an operation by moving the race into the settle, whose polls the story then
+    tells, is no shorter), and fewer of one of them, or else fewer events."""
+    if got is None:
+        return False
+    lines, before = len(got.world.log), len(than.world.log)
+    if got.kv_ops > than.kv_ops or lines > before:
+        return False
+    return (got.kv_ops, got.before_settle, lines, len(got.events)) < (
         than.kv_ops,
         than.before_settle,
+        before,
         len(than.events),
     )
 
