@@ -5,8 +5,11 @@ For each race: ``qmodel explore`` in the scope listed below (end-to-end wall tim
 command, states, states per second, the counterexample's length in KV operations before the
 settle, and those of the requests the violation cites), then ``qmodel check --target
 catalog:ID --profile ci --json --report DIR`` (its defaults: production KV, every invariant, so
-the invariant it reports may differ from the explorer's), whose trace is replayed up to its
-last verb to count its KV operations the same way (before the settle).
+the invariant it reports may differ from the explorer's): the bug of the explorer's invariant
+when check found it, else check's first, with its KV operations as Hypothesis shrunk it and as
+qmodel.minimise left it (both from ``violations`` in ``--json``: up to where the bug is caught,
+through the settle when caught there), and the minimised trace replayed up to its last verb to
+count its KV operations as the explorer does (before the settle).
 
     python bench/bench_explore.py [--ids ID,ID] [--max-seconds S] [--no-check]
 
@@ -123,9 +126,18 @@ def main() -> None:
     args = p.parse_args()
     ids = args.ids.split(",") if args.ids else list(SCOPES)
     print(f"load: {Path('/proc/loadavg').read_text().strip()}")
+    print(
+        "KV semantics differ: check runs its default, production KV (strict) in a world of 2 "
+        "frontends and 2 bots; each explorer scope names its own (--kv, --bots, --frontends "
+        "below), mostly local KV and fewer actors. shrunk and minim.: check's KV operations up "
+        "to where the bug is caught (through the settle when caught there), as Hypothesis "
+        "shrunk it and as qmodel.minimise left it; before: the minimised run's before the "
+        "settle, counted as the explorer counts; ratio = before / explorer."
+    )
     header = (
         f"{'race':28} {'explore':>8} {'verdict':>9} {'states':>7} {'st/s':>6} {'kv_ops':>6} "
-        f"{'cited':>5} | {'check':>7} {'verdict':>9} {'invariant':>15} {'kv_ops':>6}"
+        f"{'cited':>5} | {'check':>7} {'verdict':>9} {'invariant':>15} {'shrunk':>6} "
+        f"{'minim.':>6} {'before':>6} {'ratio':>5}"
     )
     print(header)
     print("-" * len(header))
@@ -152,12 +164,23 @@ def main() -> None:
             continue
         with tempfile.TemporaryDirectory() as tmp:
             ck, ck_s = qmodel("check", *target, "--profile", "ci", "--json", "--report", tmp)
-            kv = "-"
-            report = ck.get("report") or {}
-            if report.get("trace"):
-                kv = str(story_kv_ops(report["trace"]))
-        inv = ck.get("invariant") or "-"
-        print(f"{row} | {ck_s:6.1f}s {ck.get('verdict', '?'):>9} {inv:>15} {kv:>6}", flush=True)
+            found = ck.get("violations") or []
+            # The same bug as the explorer's when check found it too, else check's first.
+            same = [v for v in found if v["invariant"] == (ex.get("invariant") or invariant)]
+            pick = (same or found or [{}])[0]
+            before = None
+            if (pick.get("report") or {}).get("trace"):
+                before = story_kv_ops(pick["report"]["trace"])
+        inv = pick.get("invariant") or "-"
+        shrunk, least = _n(pick.get("shrunk_kv_ops")), _n(pick.get("minimised_kv_ops"))
+        ratio = "-"
+        if before is not None and ex.get("kv_ops"):
+            ratio = f"{before / ex['kv_ops']:.1f}"
+        print(
+            f"{row} | {ck_s:6.1f}s {ck.get('verdict', '?'):>9} {inv:>15} {shrunk:>6} "
+            f"{least:>6} {_n(before):>6} {ratio:>5}",
+            flush=True,
+        )
 
 
 def _n(value: Any) -> str:

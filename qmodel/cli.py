@@ -275,6 +275,12 @@ def _parser() -> argparse.ArgumentParser:
         "and rule), each with its own shrunk run and report (the default of ci and nightly)",
     )
     c.add_argument(
+        "--no-minimise",
+        action="store_true",
+        help="keep Hypothesis's shrunk run as the counterexample: do not minimise it further "
+        "(deleting steps and verbs that the bug does not need)",
+    )
+    c.add_argument(
         "--step-limit",
         type=int,
         default=10_000,
@@ -825,10 +831,9 @@ def _write_report(
 ) -> dict[str, str]:
     """Write the report of one bug ``found`` of the search; the first bug takes the usual name,
     each other one a name with its invariant and rule in it."""
-    import re
-
+    from qmodel.bugs import lengths, report_name
     from qmodel.replay import trace_of
-    from qmodel.report import report_id, write_report
+    from qmodel.report import write_report
     from qmodel.trace import Search
 
     trace = trace_of(
@@ -842,13 +847,10 @@ def _write_report(
             max_examples=args.max_examples,
             examples=result["examples"],
             command=check_command(args),
+            **lengths(found),
         ),
     )
-    name = None
-    if not first:
-        v = found["violation"]
-        rule = v.values.get("rule")
-        name = re.sub(r"\W", "_", f"{report_id(trace)}__{v.invariant}_{rule or ''}".rstrip("_"))
+    name = report_name(trace, found["violation"], first=first)
     files = write_report(trace, args.report, name=name)
     return {"markdown": str(files.markdown), "trace": str(files.trace), "test": str(files.test)}
 
@@ -899,9 +901,11 @@ def run_check(args: argparse.Namespace, progress: Any = None) -> dict[str, Any]:
     """Run ``qmodel check`` and return its result: the JSON fields plus ``violation`` (the
     record or ``None``), ``first_violation_at`` (the same as ``found_at_example``: examples run
     when the first violation was found, before shrinking; 1 when a saved example broke it at
-    once), ``world`` (the world it broke in, or ``None``) and ``checked`` (the invariants
-    checked), ``verbs_run`` and ``scheduler_steps_run`` (what the search ran over all its
-    examples). ``progress``, if given, is told of every example (see
+    once), ``world`` (the world of the first bug's counterexample, or ``None``), ``checked``
+    (the invariants checked), ``found`` (every distinct bug, as :mod:`qmodel.bugs` describes
+    them: each shrunk by Hypothesis, then minimised by :mod:`qmodel.minimise` unless
+    ``--no-minimise``), ``verbs_run`` and ``scheduler_steps_run`` (what the search ran over all
+    its examples). ``progress``, if given, is told of every example (see
     :class:`qmodel.progress.NoProgress`).
 
     Raises :class:`~qmodel.errors.QmodelError` for a bad target or option, and ends without a
@@ -915,10 +919,11 @@ def run_check(args: argparse.Namespace, progress: Any = None) -> dict[str, Any]:
 
     from qmodel import machine as machine_mod
     from qmodel import protocols
+    from qmodel.bugs import MAX_DISTINCT_BUGS, known_key, minimise_found
     from qmodel.conformance import conform
     from qmodel.driver import bug_of
     from qmodel.exampledb import database_key
-    from qmodel.profiles import hypothesis_name, register, shrink_budget
+    from qmodel.profiles import MINIMISE_RUNS, hypothesis_name, register, shrink_budget
     from qmodel.targets import DEFAULT_TARGET, resolve
     from qmodel.world import WorldConfig
 
@@ -973,9 +978,8 @@ def run_check(args: argparse.Namespace, progress: Any = None) -> dict[str, Any]:
                 state["first_at"] = state["examples"]
 
     def search(known: frozenset[tuple[str, str | None]], budget: int) -> Any:
-        key = database_key(name, repr(config), (i.id for i in checked))
-        if known:  # another search: its saved failures are its own
-            key += ("|" + ",".join(f"{i}:{r}" for i, r in sorted(known, key=str))).encode()
+        # Another search (bugs known) keeps its saved failures apart.
+        key = known_key(database_key(name, repr(config), (i.id for i in checked)), known)
         cls = type(
             "CheckMachine",
             (machine_mod.QueueMachine,),
@@ -1042,6 +1046,9 @@ def run_check(args: argparse.Namespace, progress: Any = None) -> dict[str, Any]:
                 budget -= first
                 if _first_only(args) or budget < 1 or len(found) >= MAX_DISTINCT_BUGS:
                     break
+            runs = 0 if getattr(args, "no_minimise", False) else MINIMISE_RUNS[args.profile]
+            for f in found:
+                minimise_found(f, _constructing(target.factory, name), checked, runs)
             if found:
                 state["failure"], state["first_at"] = (
                     (found[0]["world"], found[0]["violation"]),
@@ -1098,10 +1105,6 @@ def run_check(args: argparse.Namespace, progress: Any = None) -> dict[str, Any]:
     }
 
 
-#: The most distinct bugs one ``qmodel check`` reports before it stops searching.
-MAX_DISTINCT_BUGS = 8
-
-
 def _first_only(args: argparse.Namespace) -> bool:
     """Whether the search stops at its first violation: asked for, or the dev profile's way
     (fast feedback while editing) unless every bug was asked for."""
@@ -1113,18 +1116,10 @@ def _first_only(args: argparse.Namespace) -> bool:
 
 
 def _violation_summary(found: dict[str, Any]) -> dict[str, Any]:
-    """One entry of ``violations`` in ``--json``: the bug, the shrunk run, its KV operations."""
-    world, v = found["world"], found["violation"]
-    rule = v.values.get("rule")
-    return {
-        "invariant": v.invariant,
-        "rule": None if rule is None else str(rule),
-        "found_at_example": found["first_at"],
-        "steps": len(world.log),
-        "kv_ops": sum(e.kv_reads + e.kv_writes + e.kv_lists + e.kv_deletes for e in world.history),
-        "trace": list(world.log),
-        "report": None,
-    }
+    """One entry of ``violations`` in ``--json`` (see :func:`qmodel.bugs.summary`)."""
+    from qmodel.bugs import summary
+
+    return summary(found)
 
 
 def _hypothesis_report(profile: str) -> Callable[[str], None]:
@@ -1146,6 +1141,7 @@ def _hypothesis_report(profile: str) -> Callable[[str], None]:
 
 
 def _human(result: dict[str, Any], args: argparse.Namespace) -> None:
+    from qmodel.bugs import describe
     from qmodel.story import story
 
     violation = result["violation"]
@@ -1157,10 +1153,16 @@ def _human(result: dict[str, Any], args: argparse.Namespace) -> None:
             "scheduler steps)"
         )
         return
+    first = result["violations"][0]
     found = (
         f"first seen at example {result['found_at_example']}, shrunk by example "
         f"{result['examples']}, {result['seconds']:.1f} s in all"
     )
+    if first["minimised_steps"] is not None and first["minimised_kv_ops"] != first["shrunk_kv_ops"]:
+        found += (
+            f"; minimised from {first['shrunk_steps']} steps and {first['shrunk_kv_ops']} KV "
+            f"operations to {first['minimised_steps']} and {first['minimised_kv_ops']}"
+        )
     print(
         story(
             violation,
@@ -1177,12 +1179,8 @@ def _human(result: dict[str, Any], args: argparse.Namespace) -> None:
     if others:
         print()
         print(f"The same search found {len(others)} other distinct bug(s):")
-        for more in others:
-            rule = f" (rule {more['rule']})" if more["rule"] else ""
-            print(
-                f"  {more['invariant']}{rule}: {more['steps']} steps, {more['kv_ops']} KV "
-                f"operations, first seen at example {more['found_at_example']}"
-            )
+        for more in result["found"][1:]:
+            print(f"  {describe(more)}")
 
 
 def check_command(args: argparse.Namespace) -> str:
@@ -1208,6 +1206,8 @@ def check_command(args: argparse.Namespace) -> str:
         cmd += ["--stop-at-first"]
     if getattr(args, "all_bugs", False):
         cmd += ["--all-bugs"]
+    if getattr(args, "no_minimise", False):
+        cmd += ["--no-minimise"]
     return " ".join(shlex.quote(c) for c in cmd)
 
 

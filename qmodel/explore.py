@@ -100,6 +100,11 @@ class Scope:
     #: The first ``landed`` posts are answered before any other task steps (a message already
     #: stored when the race begins, as a hand-written model starts).
     landed: int = 0
+    #: Once the landed posts are answered, every bot polls once (its first request runs to its
+    #: answer, one bot after the other) before anything else steps: the race starts from a
+    #: state where every bot knows the stored messages, as a hand-written model of a claim
+    #: race starts. The KV operations up to there are reported apart (``Found.setup_kv_ops``).
+    polled: bool = False
     #: Take steps nothing else can observe at once (see :meth:`Explorer._eager`).
     reduce: bool = True
     options: Mapping[str, int] = attrs.field(factory=lambda: dict(DEFAULT_PINNED))
@@ -114,6 +119,11 @@ class Scope:
             raise ScopeError(f"--posts {self.posts}: give 0 or more posts")
         if not 0 <= self.landed <= self.posts:
             raise ScopeError(f"--landed {self.landed}: give 0 to --posts ({self.posts})")
+        if self.polled and (not self.landed or not self.bots):
+            raise ScopeError(
+                "--polled: the bots poll the landed posts; give --landed 1 or more and --bots 1 "
+                "or more"
+            )
         if self.crashes < 0:
             raise ScopeError(f"--crashes {self.crashes}: give 0 or more crashes")
         if self.crashes and not self.bots:
@@ -178,6 +188,10 @@ class Found:
     at: str
     kv_ops: int
     settle_kv_ops: int
+    #: With a scope's ``polled``: the KV operations and log lines of the setup (the landed
+    #: posts and every bot's first poll), counted in ``kv_ops`` too; ``None`` otherwise.
+    setup_kv_ops: int | None = None
+    setup_steps: int | None = None
 
 
 @attrs.frozen
@@ -206,15 +220,32 @@ class _Run:
     clients: list[Any] = attrs.field(factory=list)
     #: Whether the posts that land first are answered.
     landed: bool = False
+    #: With a scope's ``polled``: the KV operations and log lines when every bot had its first
+    #: poll answered (the initial state), ``None`` until then.
+    polled: bool = False
+    setup: tuple[int, int] | None = None
+    #: How many posts land first (the scope's ``landed``).
+    landing: int = 0
+
+    def has_landed(self) -> bool:
+        """Whether the posts that land first are answered (known from the tasks themselves: a
+        replayed prefix does not ask the scope's choices, which note it in ``landed``)."""
+        first = self.clients[: self.landing]
+        return len(first) == self.landing and all(t.finished for t in first)
 
     def step(self, *, check: bool = True) -> None:
         """Take the next verb, noting the client task a post starts; ``check=False`` skips the
         safety invariants (a replayed prefix, checked when it was first run)."""
-        if check:
-            self.example.step()
-        else:
-            self.example.world.apply(*self.example.draw())
-        world = self.example.world
+        try:
+            if check:
+                self.example.step()
+            else:
+                self.example.world.apply(*self.example.draw())
+        finally:
+            world = self.example.world
+            if self.polled and self.setup is None and self.has_landed() and _all_polled(world):
+                # Each run verb is one step, so this is the state right after the last answer.
+                self.setup = (world.platform.kv_stats().operations, len(world.log))
         if world.verbs[-1][0] == "post":
             loops = set(world.tasks.values())
             newest = [
@@ -275,7 +306,9 @@ class Explorer:
             # horizon, a post after the clock moved is not in the scope.)
             return world.counts.get("post", 0) < s.posts and not world.counts.get("run", 0)
         if name == "crash":
-            return world.counts.get("crash", 0) < s.crashes
+            # Not while the initial state is being set up.
+            setting_up = s.polled and (self._run is None or self._run.setup is None)
+            return world.counts.get("crash", 0) < s.crashes and not setting_up
         if name == "run":
             sched = world.platform.scheduler
             if sched.runnable():
@@ -309,6 +342,8 @@ class Explorer:
             return range(min(n, max(self.scope.bots, 1)))
         if label == "step":
             landing = self._landing(run)
+            if landing is None:
+                landing = self._polling(run)
             if landing is not None:
                 return (landing,)
             if self.scope.reduce:
@@ -335,6 +370,28 @@ class Explorer:
                 return i
         if all(t.finished for t in first):
             run.landed = True  # they are answered: from now on every task may step
+        return None
+
+    def _polling(self, run: _Run) -> int | None:
+        """With ``polled``, once the landed posts are answered and until every bot has had its
+        first answer: the index among the runnable tasks of the first such bot's (its loop or
+        what it started); else ``None``."""
+        if not self.scope.polled or run.setup is not None or not run.has_landed():
+            return None
+        world = run.example.world
+        answered = {ex.actor for ex in world.history if ex.status is not None}
+        ready = world.platform.scheduler.runnable()
+        for bot in world.actors.get("bots", []):
+            if bot.name in answered:
+                continue
+            loop = world.tasks[bot.name]
+            for i, t in enumerate(ready):
+                root = t
+                while root.parent is not None:
+                    root = root.parent
+                if root is loop:
+                    return i
+            return None
         return None
 
     def _eager(self, world: World) -> int | None:
@@ -377,7 +434,9 @@ class Explorer:
         example = Example.begin(self.factory(), self.protocol, self.config, backend, self.checked)
         fp = Fingerprinter({})
         observed = Observations(fp.of)
-        run = _Run(example, backend, observed, fp)
+        run = _Run(
+            example, backend, observed, fp, polled=self.scope.polled, landing=self.scope.landed
+        )
         self._tokens(run)
         sched = example.world.platform.scheduler
         sched.observe = observed
@@ -472,7 +531,7 @@ class Explorer:
         if len(ready) <= 1:
             return True
         assert self._run is not None
-        if self._landing(self._run) is not None:
+        if self._landing(self._run) is not None or self._polling(self._run) is not None:
             return True
         return self.scope.reduce and self._eager(world) is not None
 
@@ -583,7 +642,12 @@ class Explorer:
                             if best is None or (done, kv_before) < best:
                                 best = (done, kv_before)
                                 found = Found(
-                                    world, exc.violation, "settled", kv_before, total - kv_before
+                                    world,
+                                    exc.violation,
+                                    "settled",
+                                    kv_before,
+                                    total - kv_before,
+                                    *(run.setup or (None, None)),
                                 )
                             break
                         if not terminal and done < s.depth and states < s.max_states:
@@ -625,7 +689,13 @@ class Explorer:
         world = run.example.world
         total = world.platform.kv_stats().operations
         before = total if kv_before is None else kv_before
-        return Found(world, violation, at, before, total - before)
+        return Found(world, violation, at, before, total - before, *(run.setup or (None, None)))
+
+
+def _all_polled(world: World) -> bool:
+    """Whether every bot has had an answer (its first poll)."""
+    answered = {ex.actor for ex in world.history if ex.status is not None}
+    return all(bot.name in answered for bot in world.actors.get("bots", []))
 
 
 def cited_kv_ops(world: World, violation: Violation) -> int:

@@ -53,6 +53,13 @@ def add_parser(sub: Any) -> None:
         default=0,
         help="the first N posts are answered before anything else steps (default 0)",
     )
+    e.add_argument(
+        "--polled",
+        action="store_true",
+        help="once the landed posts are answered, every bot polls once before anything else "
+        "steps: the race starts from a state where every bot knows the stored messages (its "
+        "KV operations are reported apart, as the initial state)",
+    )
     e.add_argument("--depth", type=int, default=80, help="verbs per example at most (default 80)")
     e.add_argument("--kv", choices=("strict", "local"), default="local", help="default local")
     e.add_argument(
@@ -111,6 +118,7 @@ def scope_of(args: argparse.Namespace) -> Scope:
         max_seconds=args.max_seconds,
         dedup=not args.no_dedup,
         landed=args.landed,
+        polled=args.polled,
         reduce=not args.no_reduce,
         options=_options(args.options),
     )
@@ -133,6 +141,8 @@ def explore_command(args: argparse.Namespace) -> str:
         cmd += ["--crashes", str(args.crashes)]
     if args.landed:
         cmd += ["--landed", str(args.landed)]
+    if args.polled:
+        cmd += ["--polled"]
     if args.horizon_ms:
         cmd += ["--horizon-ms", str(args.horizon_ms)]
     for item in args.options or ():
@@ -221,6 +231,8 @@ def explore_main(args: argparse.Namespace, cli: Any) -> int:
         "kv_ops": None,
         "settle_kv_ops": None,
         "cited_kv_ops": None,
+        "setup_kv_ops": None,
+        "setup_steps": None,
         "at": None,
         "bound": result.bound,
         "trace": [],
@@ -248,6 +260,8 @@ def explore_main(args: argparse.Namespace, cli: Any) -> int:
             kv_ops=found.kv_ops,
             settle_kv_ops=found.settle_kv_ops,
             cited_kv_ops=cited_kv_ops(found.world, found.violation),
+            setup_kv_ops=found.setup_kv_ops,
+            setup_steps=found.setup_steps,
             at=trace.expected.at,
             trace=log,
         )
@@ -293,8 +307,17 @@ def _human(out: dict[str, Any], found: Found | None) -> None:
         f"operations ({counts})"
     )
     print(f"  {found.violation.render()}")
+    setup = out["setup_steps"]
+    if setup is not None:
+        print(
+            f"  Initial state (steps 1-{setup}, {out['setup_kv_ops']} KV operations): the landed "
+            "posts are stored and every bot has polled once; the race from there: "
+            f"{out['kv_ops'] - out['setup_kv_ops']} KV operations"
+        )
     print()
     for i, text in enumerate(out["trace"], 1):
+        if setup is not None and i == setup + 1:
+            print("  --- the initial state above; the race below ---")
         print(f"  {i:3}. {text}")
     if out["report"]:
         r = out["report"]

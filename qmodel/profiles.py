@@ -24,6 +24,7 @@ from hypothesis import HealthCheck, Phase, settings
 __all__ = [
     "PINNED_SEEDS",
     "PROFILES",
+    "MINIMISE_RUNS",
     "SHRINK_BUDGETS",
     "current_profile_name",
     "ensure_registered",
@@ -118,6 +119,9 @@ def register(environ: dict[str, str] | None = None) -> None:
 #: seconds). The counts keep a run deterministic (the same seed gives the same shrunk trace on
 #: any machine); the seconds are only a safety net for a very slow machine.
 SHRINK_BUDGETS = {"dev": (40, 150, 60), "ci": (60, 250, 180), "nightly": (500, 5_000, 600)}
+#: Candidate runs each profile lets :func:`qmodel.minimise.minimise` spend on one bug after
+#: Hypothesis has shrunk it (a count, so the same seed gives the same counterexample).
+MINIMISE_RUNS = {"dev": 150, "ci": 400, "nightly": 2_000}
 
 
 @contextlib.contextmanager

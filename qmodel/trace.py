@@ -121,15 +121,31 @@ class Search:
     examples: int | None = None
     #: The ``qmodel check`` command that ran the search.
     command: str | None = None
+    #: The length of the run Hypothesis shrunk (log lines, and KV operations up to where the
+    #: bug was caught: through the settle when it was caught there), and of
+    #: the run :mod:`qmodel.minimise` made of it, which this trace records; ``None`` (and not
+    #: written) for a trace that was not minimised.
+    shrunk_steps: int | None = None
+    shrunk_kv_ops: int | None = None
+    minimised_steps: int | None = None
+    minimised_kv_ops: int | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out = {
             "profile": self.profile,
             "seed": self.seed,
             "max_examples": self.max_examples,
             "examples": self.examples,
             "command": self.command,
         }
+        for name in _LENGTHS:
+            if getattr(self, name) is not None:
+                out[name] = getattr(self, name)
+        return out
+
+
+#: The lengths a minimised trace's search records (see :class:`Search`).
+_LENGTHS = ("shrunk_steps", "shrunk_kv_ops", "minimised_steps", "minimised_kv_ops")
 
 
 @attrs.frozen(kw_only=True)
@@ -380,12 +396,26 @@ def loads(text: str, *, source: str = "<trace>") -> Trace:
             max_examples=search_raw.get("max_examples"),
             examples=search_raw.get("examples"),
             command=search_raw.get("command"),
+            **{name: _length(search_raw, name, source) for name in _LENGTHS},
         ),
         qmodel=str(raw.get("qmodel") or ""),
         hypothesis=str(raw.get("hypothesis") or ""),
         version=VERSION,
         bindings=_bindings(raw, source),
     )
+
+
+def _length(search: dict[str, Any], name: str, source: str) -> int | None:
+    value = search.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise TraceFileError(
+            f"{source}: field 'search.{name}' should be a count (an integer >= 0), not "
+            f"{value!r:.40}",
+            field=f"search.{name}",
+        )
+    return value
 
 
 def _bindings(raw: dict[str, Any], source: str) -> dict[str, Any] | None:

@@ -253,3 +253,51 @@ def test_the_explorer_does_not_use_hypothesis() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.split() == ["violation", "False"]
+
+
+def test_polled_starts_the_claim_race_where_the_hand_model_does(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--polled: the landed post is stored and both bots have polled it before anything else
+    steps; that setup (the post's write, the two polls' reads) is reported apart, and the race
+    from there is the hand model's 4 KV operations (the two claims' get and put). The trace is
+    the whole run, setup included, and replays byte for byte."""
+    code, obj, err = run(
+        capsys,
+        "--target",
+        "catalog:CLAIM_NOT_ATOMIC",
+        "--bots",
+        "2",
+        "--posts",
+        "1",
+        "--landed",
+        "1",
+        "--polled",
+        "--invariant",
+        "single-claim",
+        "--json",
+        "--report",
+        str(tmp_path),
+    )
+    assert code == 1, err
+    assert obj["invariant"] == "single-claim"
+    assert (obj["kv_ops"], obj["setup_kv_ops"], obj["setup_steps"]) == (7, 3, 4)
+    assert obj["kv_ops"] - obj["setup_kv_ops"] == obj["cited_kv_ops"] == 4
+    setup, race = obj["trace"][: obj["setup_steps"]], obj["trace"][obj["setup_steps"] :]
+    assert "starts posting" in setup[0] and "POST /api/comments" in setup[1]
+    assert ["bot-1", "bot-2"] == [line.split(" ")[1].split("@")[0] for line in setup[2:]]
+    assert all("GET /api/queue/pending" in line for line in setup[2:])
+    assert race and all("POST /api/queue/claim" in line for line in race)
+    trace = load(obj["report"]["trace"])
+    outcome = replay_strict(trace)
+    assert retrace(trace, outcome).dumps() == trace.dumps()
+
+
+def test_polled_needs_landed_posts_and_bots(capsys: pytest.CaptureFixture[str]) -> None:
+    """--polled without a landed post has nothing for the bots to poll: exit 2, saying what to
+    give."""
+    code, obj, _ = run(capsys, "--polled", "--json")
+    assert code == 2
+    assert obj["error"]["message"] == (
+        "--polled: the bots poll the landed posts; give --landed 1 or more and --bots 1 or more"
+    )

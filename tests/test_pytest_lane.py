@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -114,15 +115,59 @@ TestSound.settings = settings(settings.get_profile("qmodel-ci"), max_examples=3)
         f"--junitxml={junit}",
     )
     result.assert_outcomes(passed=1, failed=1)
+    # One report, trace and regression test per distinct bug the search found.
+    markdowns = sorted(p for p in reports.iterdir() if p.suffix == ".md")
     written = sorted(p.name for p in reports.iterdir())
-    assert len(written) == 3 and written[2].startswith("test_regression_"), written
-    markdown = next(p for p in reports.iterdir() if p.suffix == ".md")
+    assert markdowns and len(written) == 3 * len(markdowns), written
+    assert sum(name.startswith("test_regression_") for name in written) == len(markdowns)
     result.stdout.fnmatch_lines(
-        ["*= qmodel reports =*", f"test_worker.py::TestMyWorker::runTest: {markdown} (trace *"]
+        ["*= qmodel reports =*"]
+        + [f"test_worker.py::TestMyWorker::runTest: {md} (trace *" for md in markdowns]
     )
-    props = {p.get("name"): p.get("value") for p in ET.parse(junit).getroot().iter("property")}
-    assert props["qmodel_report"] == str(markdown)
-    assert props["qmodel_trace"] == str(markdown.with_suffix(".json"))
+    props = [(p.get("name"), p.get("value")) for p in ET.parse(junit).getroot().iter("property")]
+    assert sorted(v for k, v in props if k == "qmodel_report") == [str(md) for md in markdowns]
+    assert sorted(v for k, v in props if k == "qmodel_trace") == [
+        str(md.with_suffix(".json")) for md in markdowns
+    ]
+
+
+def test_every_distinct_bug_is_reported(project: pytest.Pytester) -> None:
+    """After the first bug the search goes on, as qmodel check does: the failure lists every
+    distinct (invariant, rule) it found, each with its minimised story, and --qmodel-report
+    writes a report per bug whose trace replays that bug."""
+    from qmodel.trace import load
+
+    reports = project.path / "reports"
+    result = project.runpytest_subprocess("-p", "no:cacheprovider", "--qmodel-report", reports)
+    result.assert_outcomes(failed=1)
+    out = result.stdout.str()
+    result.stdout.fnmatch_lines(
+        [
+            "*The search found 2 distinct bugs:",
+            "*1. platform (rule 5xx): * steps, * KV operations*, first seen at example *",
+            "*2. single-claim: * steps, * KV operations*, first seen at example *",
+            "*Bug 1 of 2:",
+            "*VIOLATION of platform (safety) against worker:Worker",
+            "*Bug 2 of 2:",
+            "*VIOLATION of single-claim (safety) against worker:Worker",
+        ]
+    )
+    assert "minimised from " in out
+    traces = sorted(reports.glob("*.json"))
+    assert len(traces) == 2
+    bugs = set()
+    for path in traces:
+        trace = load(path)
+        assert trace.search.minimised_kv_ops is not None
+        assert trace.search.minimised_kv_ops <= trace.search.shrunk_kv_ops
+        # Replayed exactly where the worker is importable, as a user would.
+        replayed = project.run(
+            sys.executable, "-m", "qmodel", "replay", path, "--target", trace.target, "--json"
+        )
+        assert replayed.ret == 1, replayed.stderr.str()
+        bugs.add((trace.expected.invariant, trace.expected.values.get("rule")))
+        assert json.loads(replayed.stdout.str())["invariant"] == trace.expected.invariant
+    assert bugs == {("platform", "5xx"), ("single-claim", None)}
 
 
 def test_generated_regression_tests_are_collected_only_when_named(

@@ -274,7 +274,7 @@ def render(detail: Detail, paths: Paths) -> str:
         f"- **World:** protocol `{cfg.get('protocol')}`, {_actors(detail)}, {cfg.get('kv')} KV",
         f"- **Invariant:** `{inv.id}` ({inv.kind}): {inv.doc}",
         f"- **Caught:** {_where(caught, len(trace.verbs))}",
-        f"- **Found by:** `{_search_command(trace)}`{found}; shrunk to "
+        f"- **Found by:** `{_search_command(trace)}`{found}; {_how_short(trace)} "
         f"{trace.expected.steps} steps ({len(trace.verbs)} verbs, {len(trace.choices)} choices)",
         f"- **Seed:** {search.seed if search.seed is not None else 'n/a'}"
         + (f" (profile {search.profile})" if search.profile else ""),
@@ -361,6 +361,17 @@ def _posters(detail: Detail) -> dict[str, str]:
             if isinstance(mid, str):
                 out.setdefault(mid, ex.actor)
     return out
+
+
+def _how_short(trace: Any) -> str:
+    """``shrunk to``, or for a minimised trace what Hypothesis's shrunk run was."""
+    search = trace.search
+    if search.minimised_steps is None or search.shrunk_kv_ops == search.minimised_kv_ops:
+        return "shrunk to"
+    return (
+        f"shrunk to {search.shrunk_steps} steps and {search.shrunk_kv_ops} KV operations, "
+        f"then minimised to {search.minimised_kv_ops} KV operations and"
+    )
 
 
 def _search_command(trace: Any) -> str:

@@ -1,0 +1,540 @@
+"""Minimising a shrunk counterexample: delta debugging over its scheduler steps and verbs.
+
+Hypothesis shrinks the stream of choices as integers: a ``run 17`` stays a run of 17 steps
+when only 3 of them matter, and deleting one step shifts the meaning of every ``step`` choice
+after it (an index into the tasks that may run), so a deletion that would leave the story
+intact looks to it like another run. Here the run is rewritten as a program of *events*: each
+scheduler step is one event that names the task it resumes (by name, kind and rank among the
+live tasks of that name, which survives deleting other tasks' steps), each other verb (a post,
+a crash, a clock move) is one event, and the platform's own choices (which cached copy a read
+sees, a page size) are kept beside the events they were made in and handed out again label by
+label. A task that no other task started (an actor's loop, a client action) begins a
+*segment* at each of its steps; the steps of what it started (a request, what the request
+calls) belong to that segment: a segment is one request told from its sending.
+
+The passes, repeated while one finds a shorter run: delete two consecutive segments of one
+task (a request and the step that takes its answer, so the task starts its next request as it
+would have started this one), or one; tell one segment first (a post that lands before the
+bots' first poll); then delete chunks of single events, halving the chunk as in delta
+debugging (Zeller's ddmin). An event that cannot run where the deletions left it (its task is
+gone, or cannot step) is skipped. A change is kept when the run still breaks the same
+invariant with the same rule, costs no more KV operations up to where the bug is caught
+(through the settle when it is caught there, so that moving the race into the settle's traffic
+is no gain) and tells it in no more log lines, and is shorter in one of them (or in events).
+
+Each candidate is run from a fresh world through the driver (:class:`~qmodel.driver.Example`)
+with every choice, the verbs' included, answered by :class:`ProgramBackend` and recorded as in
+any run; the minimised world is therefore an ordinary run whose trace
+(:func:`qmodel.replay.trace_of`) replays byte for byte. While the passes run, every step is its
+own ``run 1`` verb, so the safety invariants are checked after every step and the story stops
+where the bug shows; the result is then told with its consecutive steps as ``run N`` verbs
+(when that gives the same story, checked by running it).
+The budget is a number of candidate runs (never wall time), and the search takes no random
+decision: the same shrunk run gives the same minimised run.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import attrs
+
+from qmodel.check import Invariant, Violation
+from qmodel.driver import VERB_LABEL, Example, InvariantViolation, bug_of, verb_label
+from qmodel.errors import QmodelError
+from qmodel.protocol import Protocol
+from qmodel.sim.choices import Choice, RecordedBackend
+from qmodel.sim.scheduler import Scheduler, Task
+from qmodel.world import World, WorldConfig
+
+__all__ = [
+    "DEFAULT_RUNS",
+    "Event",
+    "Minimised",
+    "ProgramBackend",
+    "events_of",
+    "minimise",
+    "story_kv_ops",
+]
+
+#: Candidate runs a minimisation may spend by default (each is one example from a fresh world,
+#: settled when the bug is an eventual one).
+DEFAULT_RUNS = 400
+
+#: A task as an event names it: its name, its kind, and its rank among the live tasks of that
+#: name and kind (0: the oldest).
+TaskKey = tuple[str, str, int]
+
+
+@attrs.frozen
+class Event:
+    """One step of a program: a verb other than ``run`` with its argument (``task`` is
+    ``None``), or one scheduler step of ``task`` (``verb`` is ``run``, ``arg`` 1); ``choices``
+    are the platform's choices made while it ran."""
+
+    verb: str
+    arg: int
+    task: TaskKey | None
+    choices: tuple[Choice, ...] = ()
+
+
+@attrs.frozen
+class Minimised:
+    """The result of :func:`minimise`: the minimised run's world and violation, its events,
+    its KV operations up to where the bug was caught (through the settle when caught there)
+    and the shrunk run's; ``runs`` candidate runs were spent."""
+
+    world: World
+    violation: Violation
+    events: tuple[Event, ...]
+    kv_ops: int
+    shrunk_kv_ops: int
+    shrunk_steps: int
+    runs: int
+
+
+class _Rejected(Exception):
+    """A candidate that cannot run as written (a task it names is gone or cannot step, a verb
+    it names is not enabled): not a run of the program, so not a counterexample."""
+
+
+def _key_of(sched: Scheduler, task: Task) -> TaskKey:
+    same = [t for t in sched.tasks if t.name == task.name and t.kind == task.kind]
+    return task.name, task.kind, same.index(task)
+
+
+def _task_of(sched: Scheduler, key: TaskKey) -> Task | None:
+    name, kind, rank = key
+    same = [t for t in sched.tasks if t.name == name and t.kind == kind]
+    return same[rank] if rank < len(same) else None
+
+
+def _is_verb(label: str) -> bool:
+    return label == VERB_LABEL or label.startswith(VERB_LABEL + ".")
+
+
+@attrs.define
+class ProgramBackend:
+    """Answers the choices of a program's run: the verb and argument of the event being run
+    (``verb``, ``arg``), the task it steps (``task``), and every other choice from the
+    platform's choices of the program's events, label by label in order (option 0 when none
+    is left or the recorded one had another number of options)."""
+
+    example: Example | None = None
+    verb: str = ""
+    arg: int = 0
+    task: Task | None = None
+    queues: dict[str, deque[Choice]] = attrs.field(factory=dict)
+
+    @classmethod
+    def of(cls, events: Iterable[Event]) -> ProgramBackend:
+        queues: dict[str, deque[Choice]] = {}
+        for e in events:
+            for c in e.choices:
+                queues.setdefault(c.label, deque()).append(c)
+        return cls(queues=queues)
+
+    def pick(self, label: str, n: int, weights: tuple[int, ...] | None) -> int:
+        if label == VERB_LABEL:
+            assert self.example is not None
+            names = [v.name for v in self.example.enabled()]
+            if self.verb not in names:
+                raise _Rejected(f"verb {self.verb} is not enabled")
+            return names.index(self.verb)
+        if _is_verb(label):
+            assert self.example is not None
+            args = self.example.protocol.verb(self.verb).args
+            if self.arg not in args:
+                raise _Rejected(f"verb {self.verb} has no argument {self.arg}")
+            return args.index(self.arg)
+        if label == "step":
+            assert self.example is not None
+            ready = self.example.world.platform.scheduler.runnable()
+            if self.task is None or self.task not in ready:
+                raise _Rejected("the task to step cannot step now")
+            return ready.index(self.task)
+        queue = self.queues.get(label)
+        if queue:
+            c = queue.popleft()
+            if c.n == n:
+                return c.index
+        return 0
+
+
+@attrs.frozen
+class _Run:
+    events: tuple[Event, ...]
+    world: World
+    violation: Violation
+    #: KV operations up to where the bug was caught (through the settle if caught there).
+    kv_ops: int
+    #: KV operations before the settle.
+    before_settle: int
+    #: Per event, the *segment* it belongs to: a step of a task that no other task started
+    #: (an actor's loop, a client action) begins a segment of that task, and the steps of the
+    #: tasks it started (its requests, what they call) belong to it, until its next step. A
+    #: segment is a request told from its sending: a unit of the story.
+    segments: tuple[int, ...]
+    #: Per event, the task whose segment it is (its id in the run; ``-1`` for another verb).
+    roots: tuple[int, ...]
+
+
+def story_kv_ops(world: World) -> int:
+    """The KV operations of a world so far: of a failed example, those up to where its bug was
+    caught (through the settle when it was caught there)."""
+    return world.platform.kv_stats().operations
+
+
+def events_of(
+    world: World,
+    factory: Callable[[], Any],
+    protocol: Protocol,
+    checked: Sequence[Invariant],
+) -> tuple[list[Event], int, bool]:
+    """The program of events of ``world``'s run, its KV operations before the settle, and
+    whether it broke before the settle.
+
+    The run is replayed from its recorded choices, a ``run N`` verb as ``N`` single steps
+    (the same steps: a run of ``N`` is ``N`` runs of one), so each step's task is known as it
+    starts: the first step the scheduler records in it (a request the step starts may run its
+    first part inside it, recorded after it).
+    """
+    log = [c for c in world.platform.choices.log if not _is_verb(c.label)]
+    example = Example.begin(factory(), protocol, world.config, RecordedBackend(log), checked)
+    w = example.world
+    sched = w.platform.scheduler
+    choices = w.platform.choices
+    events: list[Event] = []
+    try:
+        example.check_safety()
+        for verb, arg in world.verbs:
+            if verb != "run":
+                first = len(choices.log)
+                w.apply(verb, arg)
+                events.append(Event(verb, arg, None, _own(choices.log[first:])))
+                example.check_safety()
+                continue
+            for _ in range(arg):
+                keys = {t.tid: _key_of(sched, t) for t in sched.tasks}
+                mark, first = len(sched.trace), len(choices.log)
+                w.run(1)
+                if len(sched.trace) > mark:
+                    key = keys[sched.trace[mark].tid]
+                    events.append(Event("run", 1, key, _own(choices.log[first:])))
+            w.verbs.append((verb, arg))
+            w.counts[verb] = w.counts.get(verb, 0) + 1
+            example.check_safety()
+    except InvariantViolation:
+        return events, story_kv_ops(w), True
+    return events, story_kv_ops(w), False
+
+
+def _own(made: Sequence[Choice]) -> tuple[Choice, ...]:
+    """The platform's choices among ``made`` (not a verb's, not which task steps)."""
+    return tuple(c for c in made if not _is_verb(c.label) and c.label != "step")
+
+
+class _Program:
+    def __init__(
+        self,
+        factory: Callable[[], Any],
+        protocol: Protocol,
+        config: WorldConfig,
+        checked: Sequence[Invariant],
+        bug: tuple[str, str | None],
+    ) -> None:
+        self.factory = factory
+        self.protocol = protocol
+        self.config = config
+        self.checked = tuple(checked)
+        self.bug = bug
+        self.runs = 0
+
+    def run(self, events: Sequence[Event]) -> _Run | None:
+        """Run ``events`` from a fresh world; the run when it breaks the bug, else ``None``."""
+        self.runs += 1
+        backend = ProgramBackend.of(events)
+        example = Example.begin(self.factory(), self.protocol, self.config, backend, self.checked)
+        backend.example = example
+        world = example.world
+        sched = world.platform.scheduler
+        done: list[Event] = []
+        segments: list[int] = []
+        roots: list[int] = []
+        current: dict[int, int] = {}
+        started: dict[int, int] = {}
+        violation: Violation | None = None
+        try:
+            example.check_safety()
+            for ev in events:
+                backend.verb, backend.arg, backend.task = ev.verb, ev.arg, None
+                mark = len(sched.trace)
+                if ev.task is not None:
+                    backend.task = _task_of(sched, ev.task)
+                    ready = sched.runnable()
+                    if backend.task is None or (ready and backend.task not in ready):
+                        # What the deletions left of a task cannot step here: the event is
+                        # skipped (the run records what it did, not what was asked).
+                        continue
+                elif ev.verb not in {v.name for v in example.enabled()}:
+                    continue
+                done.append(ev)
+                if backend.task is None:
+                    segments.append(len(done))
+                    roots.append(-1)
+                else:
+                    root = backend.task
+                    while root.parent is not None:
+                        root = root.parent
+                    if root is backend.task or root.tid not in current:
+                        # A client action's first step continues the verb that started it.
+                        current[root.tid] = started.pop(root.tid, len(done))
+                    segments.append(current[root.tid])
+                    roots.append(root.tid)
+                before = {t.tid for t in sched.tasks}
+                try:
+                    example.step()
+                finally:
+                    if backend.task is None:
+                        for t in sched.tasks:
+                            if t.tid not in before and t.parent is None:
+                                started[t.tid] = segments[-1]
+                                roots[-1] = t.tid
+                    if world.verbs[-1:] != [(ev.verb, ev.arg)]:
+                        raise _Rejected("another verb was applied")
+                    if ev.task is not None and (
+                        len(sched.trace) <= mark or sched.trace[mark].tid != backend.task.tid
+                    ):
+                        raise _Rejected("another task stepped")
+        except InvariantViolation as exc:
+            violation = exc.violation
+        except (_Rejected, QmodelError):
+            # Not a run of the program (or one qmodel cannot judge: an actor died): no candidate.
+            return None
+        before = story_kv_ops(world)
+        if violation is None:
+            try:
+                example.finish()
+            except InvariantViolation as exc:
+                violation = exc.violation
+            except QmodelError:
+                return None
+        if violation is None or bug_of(violation) != self.bug:
+            return None
+        # Caught in the settle, the settle's traffic is part of the story: a deletion that only
+        # moves the race into the settle is no shorter.
+        return _Run(
+            tuple(done),
+            world,
+            violation,
+            story_kv_ops(world),
+            before,
+            tuple(segments),
+            tuple(roots),
+        )
+
+
+def _better(got: _Run | None, than: _Run) -> bool:
+    """Whether ``got`` tells the bug in less: no more KV operations and no more log lines (a
+    run that saves an operation by moving the race into the settle, whose polls the story then
+    tells, is no shorter), and fewer of one of them, or else fewer events."""
+    if got is None:
+        return False
+    lines, before = len(got.world.log), len(than.world.log)
+    if got.kv_ops > than.kv_ops or lines > before:
+        return False
+    return (got.kv_ops, got.before_settle, lines, len(got.events)) < (
+        than.kv_ops,
+        than.before_settle,
+        before,
+        len(than.events),
+    )
+
+
+def _without_segments(program: _Program, best: _Run, runs: int) -> _Run | None:
+    """The first better run left by deleting whole segments of one task: two consecutive ones
+    (a request and the step that takes its answer: the task then starts its next segment as it
+    would have started that one), else one; ``None`` when no deletion is better."""
+    order: dict[int, list[int]] = {}
+    for seg, root in zip(best.segments, best.roots, strict=True):
+        mine = order.setdefault(root, [])
+        if not mine or mine[-1] != seg:
+            mine.append(seg)
+    units: list[set[int]] = []
+    for root, segs in order.items():
+        if root == -1:
+            continue
+        units += [{a, b} for a, b in zip(segs, segs[1:], strict=False)]
+    units += [{seg} for root, segs in order.items() for seg in segs]
+    # Earlier parts of the story first: what precedes the race is what a story can lose.
+    units.sort(key=min)
+    paired = list(zip(best.events, best.segments, strict=True))
+    for unit in units:
+        if program.runs >= runs:
+            return None
+        got = program.run([e for e, seg in paired if seg not in unit])
+        if _better(got, best):
+            return got
+    # A segment told first: a request sent before the others may show the bug before the
+    # others' traffic (a post that lands before the bots' first poll).
+    for seg in sorted({s for s, r in zip(best.segments, best.roots, strict=True)}):
+        if program.runs >= runs:
+            return None
+        first = [e for e, s in paired if s == seg]
+        got = program.run(first + [e for e, s in paired if s != seg])
+        if _better(got, best):
+            return got
+    return None
+
+
+def _ddmin(program: _Program, best: _Run, runs: int) -> _Run:
+    """Delete chunks of events, halving the chunk when none can go (ddmin's complement
+    steps), within the budget of runs."""
+    size = max(1, len(best.events) // 2)
+    while program.runs < runs:
+        progressed = False
+        start = 0
+        while start < len(best.events) and program.runs < runs:
+            current = best.events
+            got = program.run(current[:start] + current[start + size :])
+            if got is not None and _better(got, best):
+                best, progressed = got, True
+            else:
+                start += size
+        if not progressed:
+            if size == 1:
+                break
+            size = max(1, size // 2)
+        else:
+            size = min(size, max(1, len(best.events) // 2))
+    return best
+
+
+#: The largest argument of the ``run`` verb (the steps one verb may take).
+_MAX_RUN = 40
+
+
+def _compacted(program: _Program, best: _Run) -> World | None:
+    """The minimised run told with its consecutive steps as one ``run N`` verb each (up to
+    :data:`_MAX_RUN`), as Hypothesis's runs are told, the last verb apart; ``None`` when that
+    does not give the same story (then the run of single steps stands).
+
+    A run of ``N`` takes the same steps as ``N`` runs of one; only the safety invariants are
+    checked less often, and none broke before the last verb.
+    """
+    world = best.world
+    verbs = list(world.verbs)
+    if len(verbs) < 3:
+        return None
+    # The choices of each verb: a verb's choices start at its ``verb`` choice, or at its
+    # argument's when it was the only verb enabled.
+    chunks: list[list[Choice]] = []
+    for c in world.platform.choices.log:
+        starts = c.label == VERB_LABEL or (
+            _is_verb(c.label) and not (chunks and chunks[-1][-1].label == VERB_LABEL)
+        )
+        if starts or not chunks:
+            chunks.append([])
+        chunks[-1].append(c)
+    if len(chunks) != len(verbs) or any(
+        next((c for c in chunk if c.label != VERB_LABEL), None) is None for chunk in chunks
+    ):
+        return None
+    out: list[Choice] = []
+    told: list[tuple[str, int]] = []
+    group: list[int] = []
+
+    def flush() -> None:
+        if not group:
+            return
+        head = chunks[group[0]]
+        if head[0].label == VERB_LABEL:
+            out.append(head[0])
+        out.append(Choice(verb_label("run"), _MAX_RUN, len(group) - 1))
+        for i in group:
+            out.extend(c for c in chunks[i] if not _is_verb(c.label))
+        told.append(("run", len(group)))
+        group.clear()
+
+    for i, verb in enumerate(verbs):
+        if verb == ("run", 1) and i < len(verbs) - 1 and len(group) < _MAX_RUN:
+            group.append(i)
+            continue
+        flush()
+        if verb == ("run", 1) and i < len(verbs) - 1:
+            group.append(i)
+            continue
+        out.extend(chunks[i])
+        told.append(verb)
+    flush()
+    if len(told) == len(verbs):
+        return None
+    example = Example.begin(
+        program.factory(), program.protocol, program.config, RecordedBackend(out), program.checked
+    )
+    again = example.world
+    program.runs += 1
+    try:
+        example.check_safety()
+        for _ in told:
+            example.step()
+        example.finish()
+    except InvariantViolation as exc:
+        same = (
+            exc.violation == best.violation
+            and again.log == world.log
+            and story_kv_ops(again) == story_kv_ops(world)
+        )
+        return again if same and again.verbs == told else None
+    except QmodelError:
+        return None
+    return None
+
+
+def minimise(
+    world: World,
+    violation: Violation,
+    factory: Callable[[], Any],
+    checked: Sequence[Invariant],
+    *,
+    runs: int = DEFAULT_RUNS,
+) -> Minimised | None:
+    """Minimise the failing run of ``world`` (a fresh target from ``factory`` per candidate;
+    the invariants ``checked`` as the search checked them) within ``runs`` candidate runs.
+
+    Gives ``None`` when the run cannot be rewritten as a program that breaks the same bug
+    again (a target that is not deterministic); else the shortest run found, which may be the
+    shrunk run itself.
+    """
+    protocol = world.protocol
+    events, _, _ = events_of(world, factory, protocol, checked)
+    program = _Program(factory, protocol, world.config, checked, bug_of(violation))
+    best = program.run(events)
+    if best is None:
+        return None
+    # One run is kept for telling the result with runs of several steps (see _compacted).
+    total, runs = runs, max(1, runs - 1)
+    while program.runs < runs:
+        while program.runs < runs:
+            found = _without_segments(program, best, runs)
+            if found is None:
+                break
+            best = found
+        # What single events can still lose; a deletion there may free a segment again.
+        fine = _ddmin(program, best, runs)
+        if fine is best:
+            break
+        best = fine
+    told = _compacted(program, best) if program.runs < total else None
+    return Minimised(
+        world=best.world if told is None else told,
+        violation=best.violation,
+        events=best.events,
+        kv_ops=best.kv_ops,
+        # A failed example stops where its bug is caught (settled only if caught there).
+        shrunk_kv_ops=story_kv_ops(world),
+        shrunk_steps=len(world.log),
+        runs=program.runs,
+    )
