@@ -47,17 +47,22 @@ def test_plugin_is_registered_by_entry_point() -> None:
 
 
 def test_failing_machine_gets_a_report(pytester: pytest.Pytester, tmp_path: Path) -> None:
-    """One failing machine, one report; the sound machine passes, an ordinary failure is left
-    alone, and the summary lists the files."""
+    """One failing machine, a report for each distinct bug it met (the first under the
+    machine's name); the sound machine passes, an ordinary failure is left alone, and the
+    summary lists the files."""
     pytester.makepyfile(test_machines=MACHINES)
     out = tmp_path / "reports"
-    result = pytester.runpytest_inprocess("--qmodel-report", str(out), "-p", "no:cacheprovider")
+    result = pytester.runpytest_subprocess("--qmodel-report", str(out), "-p", "no:cacheprovider")
     result.assert_outcomes(passed=1, failed=2)
-    assert sorted(p.name for p in out.iterdir()) == [
-        "CLAIM_NOT_ATOMIC.json",
-        "CLAIM_NOT_ATOMIC.md",
-        "test_regression_CLAIM_NOT_ATOMIC.py",
-    ]
+    names = {p.name for p in out.iterdir()}
+    first = {"CLAIM_NOT_ATOMIC.json", "CLAIM_NOT_ATOMIC.md", "test_regression_CLAIM_NOT_ATOMIC.py"}
+    assert first <= names
+    # Each further distinct bug the search met has its own trace, report and test.
+    for extra in sorted(n for n in names - first if n.endswith(".json")):
+        stem = extra.removesuffix(".json")
+        assert stem.startswith("CLAIM_NOT_ATOMIC__")
+        assert {f"{stem}.md", f"test_regression_{stem}.py"} <= names
+    assert len(names) % 3 == 0
     result.stdout.fnmatch_lines(
         ["*= qmodel reports =*", f"test_machines.py::TestClaims*: {out / 'CLAIM_NOT_ATOMIC.md'}*"]
     )
@@ -70,7 +75,7 @@ def test_failing_machine_gets_a_report(pytester: pytest.Pytester, tmp_path: Path
 def test_without_the_option_nothing_is_written(pytester: pytest.Pytester) -> None:
     """Without --qmodel-report the plugin does nothing."""
     pytester.makepyfile(test_machines=MACHINES)
-    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "-k", "Claims")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-k", "Claims")
     result.assert_outcomes(failed=1)
     assert "qmodel reports" not in result.stdout.str()
     assert not list(pytester.path.glob("**/*.md"))
@@ -80,7 +85,7 @@ def test_option_naming_a_file_is_a_usage_error(pytester: pytest.Pytester) -> Non
     """--qmodel-report pointing at a file is refused before anything runs."""
     pytester.makepyfile(test_machines=MACHINES)
     (pytester.path / "afile").write_text("")
-    result = pytester.runpytest_inprocess("--qmodel-report", "afile")
+    result = pytester.runpytest_subprocess("--qmodel-report", "afile")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*--qmodel-report afile: that path is a file; give a directory*"])
 
