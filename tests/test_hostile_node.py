@@ -320,11 +320,13 @@ def test_a_worker_awaiting_forever_is_a_liveness_finding(
     # virtual minutes before it is stopped.)
     monkeypatch.setitem(SHRINK_BUDGETS, "dev", (1, 1, 60))
     path = module(tmp_path, "export default { fetch() { return new Promise(() => {}); } };\n")
-    code, result, _, seconds = timed_check(capsys, path, "--max-examples", "1")
+    code, result, _, seconds = timed_check(capsys, path, "--max-examples", "1", "--no-minimise")
     assert (code, result["verdict"], result["invariant"]) == (1, "violation", "platform")
     unanswered = [line for line in result["trace"] if "-> no answer" in line]
     assert unanswered and all("it can never answer" in line for line in unanswered)
-    assert seconds < 30
+    # A guard against a hang (an await nothing settles must not wait on a real clock), not a
+    # speed figure: the run takes seconds, well under the bound even on a loaded machine.
+    assert seconds < 60
 
 
 @pytest.mark.parametrize(
