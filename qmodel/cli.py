@@ -1188,6 +1188,12 @@ def check_command(args: argparse.Namespace) -> str:
     cmd = ["qmodel", "check"]
     if args.target:
         cmd += ["--target", args.target]
+    if getattr(args, "env", None):
+        cmd += ["--env", args.env]
+    for name in getattr(args, "kv_binding", None) or ():
+        cmd += ["--kv-binding", name]
+    for pair in getattr(args, "do_binding", None) or ():
+        cmd += ["--do-binding", pair]
     if args.protocol:
         cmd += ["--protocol", args.protocol]
     for flag, default in (("bots", 2), ("frontends", 2)):

@@ -256,6 +256,7 @@ def test_env_on_the_command_line_and_in_the_trace(
     assert code == 1, result
     trace = json.loads(Path(result["report"]["trace"]).read_text())
     assert trace["bindings"]["env"] == "x"
+    assert "--env x" in trace["search"]["command"]  # the search's command line, to run it again
     code, _, err = run_cli(capsys, "replay", result["report"]["trace"], "--target", trace["target"])
     assert code == 1, err
 
