@@ -42,6 +42,11 @@ def add_parser(sub: Any) -> None:
         "covered, unknown when a bound was hit.",
     )
     e.add_argument("--target", help="as for qmodel check (default seed-000)")
+    e.add_argument(
+        "--env",
+        metavar="NAME",
+        help="as for qmodel check: the Wrangler environment of a JavaScript or TypeScript target",
+    )
     e.add_argument("--protocol", metavar="NAME", help="as for qmodel check (default: the target's)")
     e.add_argument("--bots", type=int, default=1, help="bot processes (default 1)")
     e.add_argument("--frontends", type=int, default=1, help="frontends (default 1)")
@@ -133,6 +138,8 @@ def explore_command(args: argparse.Namespace) -> str:
     cmd = ["qmodel", "explore"]
     if args.target:
         cmd += ["--target", args.target]
+    if getattr(args, "env", None):
+        cmd += ["--env", args.env]
     if args.protocol:
         cmd += ["--protocol", args.protocol]
     cmd += ["--bots", str(args.bots), "--frontends", str(args.frontends)]
@@ -190,7 +197,7 @@ def explore_main(args: argparse.Namespace, cli: Any) -> int:
     scope = scope_of(args)
     if args.report:
         cli._check_report_dir(args.report)
-    target = resolve(args.target)
+    target = resolve(args.target, env=getattr(args, "env", None))
     name = target.name if args.target else DEFAULT_TARGET
     proto = protocols.get(args.protocol or target.protocol)
     checked = select(

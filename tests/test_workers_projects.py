@@ -219,12 +219,10 @@ def test_env_bindings_are_not_inherited(tmp_path: Path) -> None:
         bindings_for(worker, env="qa")
 
 
-def test_env_on_the_command_line_and_in_the_trace(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """qmodel check --env NAME uses the environment; the trace records it, so a replay does too."""
-    write(
-        tmp_path,
+def env_project(folder: Path) -> Path:
+    """A project whose worker answers 404 everywhere but in its environment ``x`` (500 there)."""
+    return write(
+        folder,
         wrangler_jsonc="""
             {
               "name": "t", "main": "worker.mjs",
@@ -246,6 +244,13 @@ def test_env_on_the_command_line_and_in_the_trace(
             };
         """,
     )
+
+
+def test_env_on_the_command_line_and_in_the_trace(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """qmodel check --env NAME uses the environment; the trace records it, so a replay does too."""
+    env_project(tmp_path)
     code, out, _ = run_cli(capsys, "check", "--target", str(tmp_path), "--json", "--profile", "dev")
     assert code == 2 and "404" in json.loads(out)["error"]["message"]
     code, out, _ = run_cli(
@@ -259,6 +264,16 @@ def test_env_on_the_command_line_and_in_the_trace(
     assert "--env x" in trace["search"]["command"]  # the search's command line, to run it again
     code, _, err = run_cli(capsys, "replay", result["report"]["trace"], "--target", trace["target"])
     assert code == 1, err
+
+
+def test_explore_takes_env_too(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """qmodel explore --env NAME searches the environment's worker."""
+    env_project(tmp_path)
+    code, out, _ = run_cli(
+        capsys, "explore", "--target", str(tmp_path), "--env", "x", "--posts", "1", "--json"
+    )
+    result = json.loads(out)
+    assert (code, result["verdict"], result["invariant"]) == (1, "violation", "platform"), result
 
 
 # -- nodejs_compat ------------------------------------------------------------------------------
