@@ -8,9 +8,10 @@ source map. The map's sources are rewritten relative to the project's folder, so
 frame and the call site of every platform call read ``src/index.ts:42:7``, not a line of the
 bundle.
 
-esbuild is the project's own (``node_modules/.bin/esbuild`` in the project or above it, as a
-Wrangler project has through Wrangler), else ``QMODEL_ESBUILD``, else the copy pinned in
-qmodel's ``tools/esbuild`` (``npm ci --prefix tools/esbuild``). The bundle is written under the
+esbuild is ``QMODEL_ESBUILD``, else the copy pinned in qmodel's ``tools/esbuild`` (``npm ci
+--prefix tools/esbuild``), else the project's own (``node_modules/.bin/esbuild`` in the project or
+above it, as a Wrangler project has through Wrangler): a program of the project's runs outside
+the Node lane's sandbox, so it comes last. The bundle is written under the
 system's temporary folder, in a folder named by a digest of its content, so a running check
 never sees its bundle change and the same sources give the same paths every time.
 """
@@ -53,12 +54,10 @@ class Bundle:
 
 
 def find_esbuild(project: Path) -> str:
-    """The esbuild to bundle ``project`` with (see the module's docstring)."""
-    start = project.resolve()
-    for folder in [start, *start.parents]:
-        candidate = folder / "node_modules" / ".bin" / "esbuild"
-        if candidate.is_file():
-            return str(candidate)
+    """The esbuild to bundle ``project`` with (see the module's docstring): ``QMODEL_ESBUILD``,
+    else qmodel's own pinned copy, else the project's (``node_modules/.bin/esbuild`` in its
+    folder or above), last because it is a program of the project's and runs outside the
+    Node lane's sandbox, as ``wrangler`` would run it."""
     named = os.environ.get("QMODEL_ESBUILD")
     if named:
         if not Path(named).is_file():
@@ -70,6 +69,11 @@ def find_esbuild(project: Path) -> str:
         return named
     if _OWN.is_file():
         return str(_OWN)
+    start = project.resolve()
+    for folder in [start, *start.parents]:
+        candidate = folder / "node_modules" / ".bin" / "esbuild"
+        if candidate.is_file():
+            return str(candidate)
     raise InvalidTarget(
         f"{project} is a TypeScript worker and no esbuild was found to bundle it: install the "
         f"project's packages (npm install; Wrangler brings esbuild), or npm install --save-dev "
