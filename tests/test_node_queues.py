@@ -43,40 +43,52 @@ if shutil.which(os.environ.get("QMODEL_NODE") or "node") is None:
 from qmodel.node import JsWorker, NodeWorker, js_worker  # noqa: E402
 
 QUEUES = Path(__file__).resolve().parent.parent / "examples" / "workers" / "queues"
-#: Each catalog id of the Queues designs, and the JavaScript module that ports it.
+#: Each catalog id of the Queues designs, and the JavaScript module that ports it. The push
+#: designs run in the project's Wrangler environment ``push`` (:func:`env_of`).
 DESIGNS = {
-    "QUEUES_SOUND": QUEUES / "pull" / "sound.mjs",
-    "QUEUES_REPLY_NOT_IDEMPOTENT": QUEUES / "pull" / "reply-not-idempotent.mjs",
-    "QUEUES_ACK_BEFORE_REPLY": QUEUES / "pull" / "ack-before-reply.mjs",
-    "QUEUES_PUSH_SOUND": QUEUES / "push" / "sound.mjs",
-    "QUEUES_PUSH_REPLY_NOT_IDEMPOTENT": QUEUES / "push" / "reply-not-idempotent.mjs",
+    "QUEUES_SOUND": QUEUES / "pull-sound.mjs",
+    "QUEUES_REPLY_NOT_IDEMPOTENT": QUEUES / "pull-reply-not-idempotent.mjs",
+    "QUEUES_ACK_BEFORE_REPLY": QUEUES / "pull-ack-before-reply.mjs",
+    "QUEUES_PUSH_SOUND": QUEUES / "push-sound.mjs",
+    "QUEUES_PUSH_REPLY_NOT_IDEMPOTENT": QUEUES / "push-reply-not-idempotent.mjs",
 }
 
 _WORKERS: dict[Path, JsWorker] = {}
 
 
-def js(path: Path) -> JsWorker:
-    """The checked JavaScript design at ``path`` (checked once per test session)."""
+def env_name(catalog_id: str) -> str | None:
+    """The Wrangler environment a design runs in: the push consumer is the environment push."""
+    return "push" if catalog_id.startswith("QUEUES_PUSH") else None
+
+
+def env_of(catalog_id: str) -> list[str]:
+    """The ``--env`` flag of a design's command line."""
+    env = env_name(catalog_id)
+    return ["--env", env] if env else []
+
+
+def js(catalog_id: str) -> JsWorker:
+    """The checked JavaScript design of ``catalog_id`` (checked once per test session)."""
+    path = DESIGNS[catalog_id]
     if path not in _WORKERS:
-        _WORKERS[path] = js_worker(path)
+        _WORKERS[path] = js_worker(path, env=env_name(catalog_id))
     return _WORKERS[path]
 
 
 def test_every_queues_design_has_a_javascript_port() -> None:
-    """Each QUEUES_* catalog entry has its JavaScript design; the shared chat module is the
-    same file in both project folders."""
+    """Each QUEUES_* catalog entry has its JavaScript design."""
     assert sorted(DESIGNS) == sorted(i for i in CATALOG if i.startswith("QUEUES_"))
-    assert (QUEUES / "pull" / "chat.mjs").read_text() == (QUEUES / "push" / "chat.mjs").read_text()
 
 
 def test_the_designs_bindings_come_from_their_wrangler_files() -> None:
-    """The pull project's queue has an HTTP pull consumer, the push project's a push consumer,
-    with the Python designs' settings; ack-before-reply says so to the bot by its export."""
-    pull, push = js(DESIGNS["QUEUES_SOUND"])(), js(DESIGNS["QUEUES_PUSH_SOUND"])()
+    """The project's queue has an HTTP pull consumer, and a push consumer in its environment
+    push, with the Python designs' settings; ack-before-reply says so to the bot by its
+    export."""
+    pull, push = js("QUEUES_SOUND")(), js("QUEUES_PUSH_SOUND")()
     python_pull = CATALOG["QUEUES_SOUND"].target()
     python_push = CATALOG["QUEUES_PUSH_SOUND"].target()
     assert pull.queues == python_pull.queues and push.queues == python_push.queues
-    assert js(DESIGNS["QUEUES_ACK_BEFORE_REPLY"])().pull_bot == PullBot(ack_before_reply=True)
+    assert js("QUEUES_ACK_BEFORE_REPLY")().pull_bot == PullBot(ack_before_reply=True)
     assert pull.pull_bot is None
 
 
@@ -158,7 +170,7 @@ def test_same_scenario_same_outcome(
     JavaScript design as in the Python design (those it is written to break), with the same
     requests, answers and times."""
     python = scenario(catalog_id)
-    javascript = scenario(catalog_id, js(DESIGNS[catalog_id])())
+    javascript = scenario(catalog_id, js(catalog_id)())
     assert history(javascript) == history(python)
     assert scenarios.broken(javascript) == scenarios.broken(python) == expected
     assert history(javascript) == history(python)  # the settle did the same too
@@ -167,11 +179,9 @@ def test_same_scenario_same_outcome(
 def test_a_redelivered_message_is_answered_twice_in_javascript() -> None:
     """The mechanism of QUEUES_REPLY_NOT_IDEMPOTENT happens in the JavaScript design: the lease
     runs out, both bots' replies are stored; the sound design refuses the second (409)."""
-    w = scenarios.lease_runs_out(
-        "QUEUES_REPLY_NOT_IDEMPOTENT", js(DESIGNS["QUEUES_REPLY_NOT_IDEMPOTENT"])()
-    )
+    w = scenarios.lease_runs_out("QUEUES_REPLY_NOT_IDEMPOTENT", js("QUEUES_REPLY_NOT_IDEMPOTENT")())
     assert scenarios.replies(w) == 2
-    w = scenarios.lease_runs_out("QUEUES_SOUND", js(DESIGNS["QUEUES_SOUND"])())
+    w = scenarios.lease_runs_out("QUEUES_SOUND", js("QUEUES_SOUND")())
     assert scenarios.replies(w) == 1
     assert any(ex.kind == "post" and ex.status == 409 for ex in w.history.exchanges)
 
@@ -183,14 +193,15 @@ def _protocol(catalog_id: str) -> str:
     return CATALOG[catalog_id].protocol
 
 
-def _check(target: Path | str, protocol: str, examples: int, capsys: Any) -> dict[str, Any]:
+def _check(target: Path | str, catalog_id: str, examples: int, capsys: Any) -> dict[str, Any]:
     code = cli.main(
         [
             "check",
             "--target",
             str(target),
+            *env_of(catalog_id),
             "--protocol",
-            protocol,
+            _protocol(catalog_id),
             "--max-examples",
             str(examples),
             "--profile",
@@ -215,21 +226,18 @@ def test_check_finds_each_bug(
     of an invariant its catalog entry names, within 10 examples (a short shrink, for speed)."""
     short = tuple(min(v, 3) for v in profiles.SHRINK_BUDGETS["dev"])
     monkeypatch.setitem(profiles.SHRINK_BUDGETS, "dev", short)
-    out = _check(DESIGNS[catalog_id], _protocol(catalog_id), 10, capsys)
+    out = _check(DESIGNS[catalog_id], catalog_id, 10, capsys)
     assert out["verdict"] == "violation"
     assert out["invariant"] in CATALOG[catalog_id].invariants
 
 
-@pytest.mark.parametrize(
-    ("folder", "catalog_id"),
-    [("pull", "QUEUES_SOUND"), ("push", "QUEUES_PUSH_SOUND")],
-)
+@pytest.mark.parametrize("catalog_id", ["QUEUES_SOUND", "QUEUES_PUSH_SOUND"])
 def test_check_finds_nothing_in_the_sound_designs(
-    folder: str, catalog_id: str, capsys: pytest.CaptureFixture[str]
+    catalog_id: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """qmodel check on a sound project folder (its main is the sound design) is clean over a
-    small budget."""
-    out = _check(QUEUES / folder, _protocol(catalog_id), 8, capsys)
+    """qmodel check on the project folder (its main is the sound design, at the top level and
+    in the environment push) is clean over a small budget."""
+    out = _check(QUEUES, catalog_id, 8, capsys)
     assert out["verdict"] == "ok" and out["examples"] == 8
 
 
@@ -241,7 +249,8 @@ def test_ci_profile_agrees_with_the_python_design(catalog_id: str) -> None:
     (not necessarily the Python run's: the JavaScript run draws its PRNG seed from the same
     choices, so the two searches take different paths)."""
     protocol = ["--protocol", _protocol(catalog_id)]
-    js_result = cli.run_check(cli.check_args(["--target", str(DESIGNS[catalog_id]), *protocol]))
+    target = ["--target", str(DESIGNS[catalog_id]), *env_of(catalog_id)]
+    js_result = cli.run_check(cli.check_args([*target, *protocol]))
     py_result = cli.run_check(cli.check_args(["--target", f"catalog:{catalog_id}", *protocol]))
     assert js_result["verdict"] == py_result["verdict"]
     expected = CATALOG[catalog_id].invariants
@@ -608,11 +617,12 @@ def test_the_fingerprint_covers_the_queue_configuration(tmp_path: Path) -> None:
 VERBS = [("post", 0), ("post", 1), ("run", 20), ("advance", 6_000), ("run", 40), ("post", 0)]
 
 
-def drive_world(path: Path, protocol: str, backend: Any) -> tuple[list[str], str, list[str]]:
-    """A world on the JavaScript design at ``path`` driven by fixed verbs, then settled: its
-    log, its recorded choices and its steps."""
+def drive_world(catalog_id: str, backend: Any) -> tuple[list[str], str, list[str]]:
+    """A world on the JavaScript design of ``catalog_id`` driven by fixed verbs, then settled:
+    its log, its recorded choices and its steps."""
+    protocol = _protocol(catalog_id)
     world = World.create(
-        js(path)(), WorldConfig(protocol=protocol), backend, get_protocol(protocol)
+        js(catalog_id)(), WorldConfig(protocol=protocol), backend, get_protocol(protocol)
     )
     for verb, arg in VERBS:
         world.apply(verb, arg)
@@ -625,8 +635,7 @@ def drive_world(path: Path, protocol: str, backend: Any) -> tuple[list[str], str
 def test_a_javascript_queues_run_replays_byte_for_byte(catalog_id: str) -> None:
     """The same seed gives the same run of a JavaScript Queues design, sends, pulls and push
     batches included; replaying its recorded choices gives it again."""
-    path, protocol = DESIGNS[catalog_id], _protocol(catalog_id)
-    run = drive_world(path, protocol, SeededBackend(5))
+    run = drive_world(catalog_id, SeededBackend(5))
     assert any("COMMENTS_QUEUE.send" in step for step in run[2])
-    assert drive_world(path, protocol, SeededBackend(5)) == run
-    assert drive_world(path, protocol, RecordedBackend(ChoiceSource.loads(run[1]))) == run
+    assert drive_world(catalog_id, SeededBackend(5)) == run
+    assert drive_world(catalog_id, RecordedBackend(ChoiceSource.loads(run[1]))) == run

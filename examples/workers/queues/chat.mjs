@@ -18,9 +18,9 @@
 // a redelivered message is acked without a second answer; without it every reply is stored and
 // the message is marked complete afterwards, so a redelivery is answered twice.
 //
-// This file is the same in queues/pull/ and queues/push/ (a Workers project reads only its own
-// folder; tests/test_node_queues.py checks the copies are equal). The designs are the small
-// modules beside it; their wrangler.toml says which consumer the queue has.
+// The designs are the small modules beside it (pull-*.mjs, push-*.mjs); wrangler.toml says which
+// consumer the queue has: an HTTP pull consumer at its top level, a push consumer in its
+// environment `push` (qmodel check --env push).
 
 const CORS = { 'access-control-allow-origin': '*' };
 const CACHE_SIZE = 200;
