@@ -272,9 +272,10 @@ def _checked(trace: Trace, protocol: Protocol) -> tuple[Invariant, ...]:
 
 def _resolve(spec: str, bindings: Mapping[str, Any] | None = None) -> Any:
     """The target ``spec``; a JavaScript target with the recorded ``bindings``."""
-    from qmodel.targets import JS_SUFFIXES, resolve
+    from qmodel.node.bundle import runs_in_node
+    from qmodel.targets import resolve
 
-    if bindings is None or not spec.endswith(JS_SUFFIXES):
+    if bindings is None or not runs_in_node(spec):
         return resolve(spec)
     return resolve(
         spec,

@@ -38,8 +38,6 @@ from qmodel.workers import CommentsWorker, Fixes
 __all__ = ["DEFAULT_TARGET", "ResolvedTarget", "resolve", "target_spec"]
 
 DEFAULT_TARGET = "seed-000"
-#: Targets the Node lane runs: JavaScript modules, and TypeScript entries it bundles.
-JS_SUFFIXES = (".mjs", ".js", ".ts", ".mts", ".tsx")
 
 
 @attrs.frozen
@@ -72,7 +70,7 @@ def resolve(
     """
     if spec is not None and _is_project(spec):
         spec = str(_project_main(spec, env))
-    if (kv_bindings or do_bindings or env) and not (spec or "").endswith(JS_SUFFIXES):
+    if (kv_bindings or do_bindings or env) and not _runs_in_node(spec or ""):
         raise InvalidTarget(
             "--kv-binding, --do-binding and --env set the bindings of a JavaScript or "
             "TypeScript worker (a .mjs, .js or .ts target, or a project folder); a Python "
@@ -89,13 +87,13 @@ def resolve(
             raise InvalidTarget(str(err), target=spec) from None
         return ResolvedTarget(spec, e.target, e.protocol, e.needs_production_kv)
     path_part, _, attr = spec.partition(":") if not _is_windows_drive(spec) else (spec, "", "")
-    if spec.endswith(JS_SUFFIXES):
+    if _runs_in_node(spec):
         # The Node lane: the module runs in Node, its platform calls in this simulator.
         from qmodel.node import js_worker
 
         worker = js_worker(spec, kv_bindings=kv_bindings, do_bindings=do_bindings, env=env)
         return ResolvedTarget(spec, worker, "queue", False)
-    if path_part.endswith(JS_SUFFIXES):
+    if _runs_in_node(path_part):
         raise InvalidTarget(
             f"{spec}: a JavaScript target is its module's default export (and the classes its "
             f"Durable Object bindings name); give the path alone, --target {path_part}",
@@ -105,6 +103,12 @@ def resolve(
     if path_part.endswith(".py") or looks_like_path:
         return _from_file(spec, Path(path_part), attr or None)
     return _from_module(spec, path_part, attr or None)
+
+
+def _runs_in_node(spec: str) -> bool:
+    from qmodel.node.bundle import runs_in_node  # the Node lane is imported only when needed
+
+    return runs_in_node(spec)
 
 
 def _is_project(spec: str) -> bool:

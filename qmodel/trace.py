@@ -504,7 +504,7 @@ def fingerprint(spec: str, instance: Any) -> str:
     if spec.startswith(_BUILTIN_PREFIXES) or spec in _BUILTIN_NAMES:
         return repr(instance)
     module = getattr(instance, "module", None)
-    if spec.endswith(_JS) and module is not None:
+    if module is not None and _runs_in_node(spec):
         return _js_fingerprint(module)
     path = _source_file(spec)
     if path is not None:
@@ -527,7 +527,7 @@ def fingerprint_unrun(spec: str, bindings: Mapping[str, Any] | None = None) -> s
     so a trace recorded against other code runs none of this code."""
     if not runs_code(spec):
         return None
-    if spec.endswith(_JS):
+    if _runs_in_node(spec):
         from qmodel.node.bundle import TS_SUFFIXES, bundle
         from qmodel.node.config import bindings_for
         from qmodel.node.target import JsModule, project_root
@@ -581,8 +581,10 @@ def _file_of(url: str) -> str:
     return unquote(urlparse(url).path)
 
 
-#: Targets the Node lane runs (JavaScript modules, TypeScript entries it bundles).
-_JS = (".mjs", ".js", ".ts", ".mts", ".tsx")
+def _runs_in_node(spec: str) -> bool:
+    from qmodel.node.bundle import runs_in_node  # the Node lane is imported only when needed
+
+    return runs_in_node(spec)
 
 
 def _source_file(spec: str) -> Path | None:

@@ -278,6 +278,9 @@ def test_explore_takes_env_too(tmp_path: Path, capsys: pytest.CaptureFixture[str
 
 # -- nodejs_compat ------------------------------------------------------------------------------
 
+#: A project whose worker.mjs runs with nodejs_compat.
+COMPAT_TOML = 'name = "t"\nmain = "worker.mjs"\ncompatibility_flags = ["nodejs_compat"]\n'
+
 CRYPTO_WORKER = """
     import { randomUUID, randomBytes, createHash, randomInt } from 'node:crypto';
     export default {
@@ -305,7 +308,7 @@ def test_node_crypto_draws_from_the_runs_seed(tmp_path: Path) -> None:
     same seed gives the same values, another seed others); hashing is Node's."""
     write(
         tmp_path,
-        wrangler_toml='name = "t"\nmain = "worker.mjs"\ncompatibility_flags = ["nodejs_compat"]\n',
+        wrangler_toml=COMPAT_TOML,
         worker_mjs=CRYPTO_WORKER,
     )
     worker = js_worker(tmp_path / "worker.mjs")
@@ -327,7 +330,7 @@ def test_node_timers_run_on_the_virtual_clock(tmp_path: Path) -> None:
     global setTimeout does."""
     write(
         tmp_path,
-        wrangler_toml='name = "t"\nmain = "worker.mjs"\ncompatibility_flags = ["nodejs_compat"]\n',
+        wrangler_toml=COMPAT_TOML,
         worker_mjs="""
             import { setTimeout as sleep } from 'node:timers/promises';
             import timers from 'node:timers';
@@ -349,7 +352,7 @@ def test_unsupported_node_crypto_apis_say_so(tmp_path: Path) -> None:
     """An API of node:crypto left out (a thread-pool one) throws naming it."""
     write(
         tmp_path,
-        wrangler_toml='name = "t"\nmain = "worker.mjs"\ncompatibility_flags = ["nodejs_compat"]\n',
+        wrangler_toml=COMPAT_TOML,
         worker_mjs="""
             import crypto from 'node:crypto';
             export default {

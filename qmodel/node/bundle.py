@@ -30,9 +30,18 @@ import attrs
 
 from qmodel.errors import InvalidTarget
 
-__all__ = ["TS_SUFFIXES", "Bundle", "bundle", "find_esbuild"]
+__all__ = ["MODULE_SUFFIXES", "TS_SUFFIXES", "Bundle", "bundle", "find_esbuild", "runs_in_node"]
 
 TS_SUFFIXES = (".ts", ".mts", ".tsx")
+#: The modules the Node lane runs: JavaScript as it is, TypeScript bundled first.
+MODULE_SUFFIXES = (".mjs", ".js", *TS_SUFFIXES)
+
+
+def runs_in_node(spec: str) -> bool:
+    """Whether the target ``spec`` names a module the Node lane runs."""
+    return spec.endswith(MODULE_SUFFIXES)
+
+
 #: The esbuild Wrangler 4 pins; qmodel's own copy (tools/esbuild) is this version.
 ESBUILD_VERSION = "0.28.2"
 #: How long one bundling may take before it is stopped.

@@ -665,14 +665,16 @@ class DurableObjectStub {
     const target = typeof input === 'string' || input instanceof URL ? new URL(String(input), DO_ORIGIN) : input;
     const request = new Request(target, init);
     const body = request.method === 'GET' || request.method === 'HEAD' ? null : await request.text();
-    const answer = await bridge({
-      k: 'do',
-      b: this.#binding,
-      hex: this.id.toString(),
-      name: this.id.name ?? null,
-      req: { method: request.method, url: request.url, headers: [...request.headers], body },
-    }, `${this.#binding} stub.fetch`);
+    const req = { method: request.method, url: request.url, headers: [...request.headers], body };
+    const answer = await this.#send(req, 'fetch');
     return new Response(NULL_BODY.has(answer.status) ? null : answer.body, { status: answer.status, headers: answer.headers });
+  }
+
+  /** A request to the object (a platform call of the caller): its answer. */
+  #send(req, what) {
+    const hex = this.id.toString();
+    const payload = { k: 'do', b: this.#binding, hex, name: this.id.name ?? null, req };
+    return bridge(payload, `${this.#binding} stub.${what}`);
   }
 
   /** `stub.method(...args)`: a call of the object's method, which travels as a Durable Object
@@ -689,13 +691,8 @@ class DurableObjectStub {
         'Node lane passes structured-cloneable values to Durable Object methods (no functions or stubs)',
       );
     }
-    const answer = await bridge({
-      k: 'do',
-      b: this.#binding,
-      hex: this.id.toString(),
-      name: this.id.name ?? null,
-      req: { method: 'POST', url: `${DO_ORIGIN}/rpc/${encodeURIComponent(method)}`, headers: [[RPC_HEADER, method]], body },
-    }, `${this.#binding} stub.${method}`);
+    const url = `${DO_ORIGIN}/rpc/${encodeURIComponent(method)}`;
+    const answer = await this.#send({ method: 'POST', url, headers: [[RPC_HEADER, method]], body }, method);
     const outcome = new Headers(answer.headers).get(RPC_HEADER);
     if (outcome === 'ok') return v8.deserialize(bufferFrom(answer.body, 'base64'));
     if (outcome === 'error') {
@@ -1339,16 +1336,18 @@ function serviceWorkerHandler(listeners) {
 
 // -- node:timers under nodejs_compat: the virtual clock's timers ----------------------------------
 
+// The worker's timers, as globals and as node:timers.
+const VIRTUAL_TIMERS = Object.freeze({
+  setTimeout: setVirtualTimeout,
+  setInterval: setVirtualInterval,
+  setImmediate: (fn, ...args) => setVirtualTimeout(fn, 0, ...args),
+  clearTimeout: clearVirtualTimer,
+  clearInterval: clearVirtualTimer,
+  clearImmediate: clearVirtualTimer,
+});
+
 function makeNodeTimers() {
-  const ns = {
-    setTimeout: setVirtualTimeout,
-    setInterval: setVirtualInterval,
-    setImmediate: (fn, ...args) => setVirtualTimeout(fn, 0, ...args),
-    clearTimeout: clearVirtualTimer,
-    clearInterval: clearVirtualTimer,
-    clearImmediate: clearVirtualTimer,
-  };
-  return { ...ns, default: Object.freeze({ ...ns }) };
+  return { ...VIRTUAL_TIMERS, default: VIRTUAL_TIMERS };
 }
 
 function makeNodeTimerPromises() {
@@ -1482,12 +1481,7 @@ function installGlobals() {
   provideCompatBuiltin('crypto', makeNodeCrypto());
   provideCompatBuiltin('timers', makeNodeTimers());
   provideCompatBuiltin('timers/promises', makeNodeTimerPromises());
-  globalThis.setTimeout = setVirtualTimeout;
-  globalThis.setInterval = setVirtualInterval;
-  globalThis.setImmediate = (fn, ...args) => setVirtualTimeout(fn, 0, ...args);
-  globalThis.clearTimeout = clearVirtualTimer;
-  globalThis.clearInterval = clearVirtualTimer;
-  globalThis.clearImmediate = clearVirtualTimer;
+  Object.assign(globalThis, VIRTUAL_TIMERS);
   const log = (level) => (...args) => {
     const store = als.getStore();
     emit({ e: 'log', rid: store ? store.rid : null, level, text: String(util.format(...args)) });

@@ -227,10 +227,11 @@ export function nativeImportsPending() {
   return pendingNative;
 }
 
+/** The module of built-in `name`: a pure one, or one nodejs_compat opens (the names differ). */
 function builtinModule(name) {
   let module = builtinModules.get(name);
   if (module === undefined) {
-    module = synthetic(BUILTINS.get(name), `node:${name}`);
+    module = synthetic(BUILTINS.get(name) ?? COMPAT.get(name), `node:${name}`);
     builtinModules.set(name, module);
   }
   return module;
@@ -265,17 +266,6 @@ function packageModule(url) {
   return module;
 }
 
-const compatModules = new Map(); // name -> SyntheticModule
-
-function compatModule(name) {
-  let module = compatModules.get(name);
-  if (module === undefined) {
-    module = synthetic(COMPAT.get(name), `node:${name}`);
-    compatModules.set(name, module);
-  }
-  return module;
-}
-
 /** A linker for one module instance of a worker: `modules` holds its own files' modules;
  * `flags` are the worker's compatibility flags; `beforeEntry(namespace)` is called once the
  * entry module is linked and before it runs (the host tells a Service Worker script, one
@@ -300,9 +290,8 @@ export function makeLinker(modules, { flags = [], beforeEntry = null } = {}) {
     const target = resolveImport(specifier, parent, attributes, flags);
     switch (target.kind) {
       case 'builtin':
-        return builtinModule(target.name);
       case 'compat':
-        return compatModule(target.name);
+        return builtinModule(target.name);
       case 'cloudflare':
         return cloudflareModule();
       case 'package':

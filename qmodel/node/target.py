@@ -19,7 +19,7 @@ from typing import Any
 import attrs
 
 from qmodel.errors import InvalidTarget
-from qmodel.node.bundle import TS_SUFFIXES, bundle
+from qmodel.node.bundle import MODULE_SUFFIXES, TS_SUFFIXES, bundle
 from qmodel.node.config import Bindings, bindings_for, find_config
 from qmodel.node.host import LOAD_TIMEOUT_S, find_node, host_for
 from qmodel.node.worker import NodeWorker
@@ -28,9 +28,6 @@ from qmodel.workers.queues_chat import PullBot
 
 __all__ = ["JsModule", "JsWorker", "js_worker"]
 
-SUFFIXES = (".mjs", ".js")
-#: What a target may be: a JavaScript module, or a TypeScript entry bundled first.
-ALL_SUFFIXES = SUFFIXES + TS_SUFFIXES
 _LOCAL_IMPORT = re.compile(r"""(?:\bfrom\s*|\bimport\s*\(?\s*)(['"])(\.{1,2}/[^'"]+)\1""")
 
 
@@ -114,7 +111,7 @@ def js_worker(
     (``"NAME=Class"``) replace them.
     """
     p = Path(path)
-    if p.suffix not in ALL_SUFFIXES:
+    if p.suffix not in MODULE_SUFFIXES:
         raise InvalidTarget(
             f"{p} is not a JavaScript or TypeScript module; give a .mjs, .js or .ts file with "
             "export default { async fetch(request, env, ctx) { ... } }, or the project's folder",

@@ -508,9 +508,9 @@ class NodeWorker:
             try:
                 if item["k"] == "kv":
                     call = self._kv(ch, item)
-                    if hasattr(type(call), "site"):
-                        # Where the worker's code made the call, for the report.
-                        call.site = item.get("site")  # type: ignore[attr-defined]
+                    site = item.get("site")  # sent only when a report's replay asks for sites
+                    if site is not None and hasattr(type(call), "site"):
+                        call.site = site  # type: ignore[attr-defined]
                     value = await call
                     if item["m"] == "list":
                         value = _page(value)
