@@ -62,10 +62,10 @@ DEFAULT_PINNED: Mapping[str, int] = {
     "bot.generate": 1,
 }
 
-#: The verbs a scope may use: posts (up to the scope's count), single scheduler steps, and
-#: crashes (up to the scope's count). The clock moves only where nothing can run (``run``
+#: The verbs a scope may use: posts, another app's bursts and crashes (each up to the scope's
+#: count), and single scheduler steps. The clock moves only where nothing can run (``run``
 #: jumps to the next wake-up), within the scope's horizon.
-SCOPE_VERBS = ("post", "run", "crash")
+SCOPE_VERBS = ("post", "burst", "run", "crash")
 
 
 #: Task kinds whose answers nobody else reads as they arrive (see :meth:`Explorer._eager`).
@@ -80,16 +80,24 @@ class ScopeError(QmodelError, ValueError):
 class Scope:
     """What the search covers: the world's shape and the bounds of an example.
 
-    ``posts`` messages are posted (by any frontend, at any point); ``run`` verbs are single
-    scheduler steps; ``crashes`` bot crashes may happen; the clock may jump to a sleeping
-    task's wake-up while it stays within ``horizon_ms`` of the start. ``depth`` bounds the
-    verbs of an example, ``max_states`` the distinct states, ``max_seconds`` the wall time.
+    ``posts`` messages are posted (by any frontend, at any point); ``bursts`` times another app
+    floods the chat (each burst of any of the protocol's sizes, landing whole: see
+    ``bursts``); ``run`` verbs are single scheduler steps; ``crashes`` bot crashes may happen;
+    the clock may jump to a sleeping task's wake-up while it stays within ``horizon_ms`` of the
+    start. ``depth`` bounds the verbs of an example (a burst's steps are one), ``max_states``
+    the distinct states, ``max_seconds`` the wall time.
     ``options`` caps how many options of a choice label are explored (the first ``K``).
     """
 
     bots: int = 1
     frontends: int = 1
     posts: int = 2
+    #: Bursts of another app's messages (the protocol's ``burst`` verb, every size it offers).
+    #: A burst lands whole: once its verb is taken, its requests step to their end before
+    #: anything else steps (as the landed posts do), so a burst of 201 messages is one story
+    #: step, not 201 interleaved ones. The scope holds every order of bursts among the other
+    #: verbs, not the interleavings of a burst's own requests with other requests.
+    bursts: int = 0
     crashes: int = 0
     depth: int = 80
     kv: str = "local"
@@ -124,6 +132,8 @@ class Scope:
                 "--polled: the bots poll the landed posts; give --landed 1 or more and --bots 1 "
                 "or more"
             )
+        if self.bursts < 0:
+            raise ScopeError(f"--bursts {self.bursts}: give 0 or more bursts")
         if self.crashes < 0:
             raise ScopeError(f"--crashes {self.crashes}: give 0 or more crashes")
         if self.crashes and not self.bots:
@@ -146,7 +156,7 @@ class Scope:
         """The scope in one line, for the progress line and reports."""
         return (
             f"{self.frontends} frontends, {self.bots} bots, {self.posts} posts, "
-            f"{self.crashes} crashes, depth {self.depth}, kv {self.kv}, "
+            f"{self.bursts} bursts, {self.crashes} crashes, depth {self.depth}, kv {self.kv}, "
             f"horizon {self.horizon_ms} ms"
         )
 
@@ -226,6 +236,11 @@ class _Run:
     setup: tuple[int, int] | None = None
     #: How many posts land first (the scope's ``landed``).
     landing: int = 0
+    #: The task of each burst, in order (each lands whole before anything else steps).
+    bursts: list[Any] = attrs.field(factory=list)
+    #: The scheduler steps that served a burst: they do not count towards the scope's depth
+    #: (a burst is one verb of the story, however many requests it makes).
+    burst_steps: int = 0
 
     def has_landed(self) -> bool:
         """Whether the posts that land first are answered (known from the tasks themselves: a
@@ -236,6 +251,7 @@ class _Run:
     def step(self, *, check: bool = True) -> None:
         """Take the next verb, noting the client task a post starts; ``check=False`` skips the
         safety invariants (a replayed prefix, checked when it was first run)."""
+        bursting = any(not t.finished for t in self.bursts)
         try:
             if check:
                 self.example.step()
@@ -243,15 +259,17 @@ class _Run:
                 self.example.world.apply(*self.example.draw())
         finally:
             world = self.example.world
+            if bursting and world.verbs and world.verbs[-1][0] == "run":
+                self.burst_steps += 1
             if self.polled and self.setup is None and self.has_landed() and _all_polled(world):
                 # Each run verb is one step, so this is the state right after the last answer.
                 self.setup = (world.platform.kv_stats().operations, len(world.log))
-        if world.verbs[-1][0] == "post":
+        if world.verbs[-1][0] in ("post", "burst"):
             loops = set(world.tasks.values())
             newest = [
                 t for t in world.platform.scheduler.tasks if t not in loops and t.parent is None
             ]
-            self.clients.append(newest[-1])
+            (self.clients if world.verbs[-1][0] == "post" else self.bursts).append(newest[-1])
 
 
 class Explorer:
@@ -305,6 +323,11 @@ class Explorer:
             # the same as a post made later, so posting after a step adds no behaviour. (With a
             # horizon, a post after the clock moved is not in the scope.)
             return world.counts.get("post", 0) < s.posts and not world.counts.get("run", 0)
+        if name == "burst":
+            # At any point (not first, as posts): a burst lands whole once taken, so when it
+            # is taken says where it falls among the other requests.
+            going = self._run is not None and self._bursting(self._run) is not None
+            return world.counts.get("burst", 0) < s.bursts and not going
         if name == "crash":
             # Not while the initial state is being set up.
             setting_up = s.polled and (self._run is None or self._run.setup is None)
@@ -341,7 +364,9 @@ class Explorer:
         if label == verb_label("crash"):
             return range(min(n, max(self.scope.bots, 1)))
         if label == "step":
-            landing = self._landing(run)
+            landing = self._bursting(run)
+            if landing is None:
+                landing = self._landing(run)
             if landing is None:
                 landing = self._polling(run)
             if landing is not None:
@@ -370,6 +395,20 @@ class Explorer:
                 return i
         if all(t.finished for t in first):
             run.landed = True  # they are answered: from now on every task may step
+        return None
+
+    def _bursting(self, run: _Run) -> int | None:
+        """While a burst is not over: the index among the runnable tasks of the first one that
+        serves it (a burst lands whole), else ``None``."""
+        going = [t for t in run.bursts if not t.finished]
+        if not going:
+            return None
+        for i, t in enumerate(run.example.world.platform.scheduler.runnable()):
+            root = t
+            while root.parent is not None:
+                root = root.parent
+            if root in going:
+                return i
         return None
 
     def _polling(self, run: _Run) -> int | None:
@@ -531,7 +570,8 @@ class Explorer:
         if len(ready) <= 1:
             return True
         assert self._run is not None
-        if self._landing(self._run) is not None or self._polling(self._run) is not None:
+        run = self._run
+        if any(f(run) is not None for f in (self._bursting, self._landing, self._polling)):
             return True
         return self.scope.reduce and self._eager(world) is not None
 
@@ -616,7 +656,8 @@ class Explorer:
                     done += 1
                     run.step()
                     quiet = self._quiescent(world)
-                    if done < s.depth and not quiet and self._forced(example):
+                    depth = done - run.burst_steps
+                    if depth < s.depth and not quiet and self._forced(example):
                         continue  # a chain of forced steps: nothing to register between
                     transitions += 1
                     deepest = max(deepest, done)
@@ -650,17 +691,17 @@ class Explorer:
                                     *(run.setup or (None, None)),
                                 )
                             break
-                        if not terminal and done < s.depth and states < s.max_states:
+                        if not terminal and depth < s.depth and states < s.max_states:
                             # A settled world cannot go on: its state is run again from there.
                             serial += 1
                             heapq.heappush(heap, (done, serial, tuple(b.taken), key))
                         elif not terminal:
-                            bound = self._bound(done, states)
+                            bound = self._bound(depth, states)
                         break
                     if terminal:
                         break
-                    if done >= s.depth or states >= s.max_states:
-                        bound = self._bound(done, states)
+                    if depth >= s.depth or states >= s.max_states:
+                        bound = self._bound(depth, states)
                         break
                     if self.progress is not None and states % 64 == 0:
                         self.progress(done, states, transitions, len(heap), self._clock() - started)

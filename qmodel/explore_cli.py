@@ -51,6 +51,13 @@ def add_parser(sub: Any) -> None:
     e.add_argument("--bots", type=int, default=1, help="bot processes (default 1)")
     e.add_argument("--frontends", type=int, default=1, help="frontends (default 1)")
     e.add_argument("--posts", type=int, default=2, help="messages posted (default 2)")
+    e.add_argument(
+        "--bursts",
+        type=int,
+        default=0,
+        help="bursts of another app's messages, of every size the protocol offers; a burst "
+        "lands whole, its requests stepped to their end before anything else (default 0)",
+    )
     e.add_argument("--crashes", type=int, default=0, help="bot crashes (default 0)")
     e.add_argument(
         "--landed",
@@ -115,6 +122,7 @@ def scope_of(args: argparse.Namespace) -> Scope:
         bots=args.bots,
         frontends=args.frontends,
         posts=args.posts,
+        bursts=args.bursts,
         crashes=args.crashes,
         depth=args.depth,
         kv=args.kv,
@@ -144,6 +152,8 @@ def explore_command(args: argparse.Namespace) -> str:
         cmd += ["--protocol", args.protocol]
     cmd += ["--bots", str(args.bots), "--frontends", str(args.frontends)]
     cmd += ["--posts", str(args.posts), "--depth", str(args.depth), "--kv", args.kv]
+    if args.bursts:
+        cmd += ["--bursts", str(args.bursts)]
     if args.crashes:
         cmd += ["--crashes", str(args.crashes)]
     if args.landed:

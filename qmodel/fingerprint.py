@@ -18,6 +18,8 @@ trace, operation counters, and pure caches (:class:`~qmodel.workers.jsontext.Jso
 from __future__ import annotations
 
 import hashlib
+import json
+import marshal
 import types
 import weakref
 from collections.abc import Callable, Iterable
@@ -198,6 +200,32 @@ def _slots(t: type) -> tuple[str, ...]:
     return tuple(out)
 
 
+def _plain(value: Any) -> bytes | None:
+    """The bytes of ``value`` when it is plain data (lists, dicts, tuples, strings, numbers;
+    a read's JSON, a storage call's answer), else ``None``.
+
+    ``marshal`` writes such values in C, keeping every type apart (a tuple is not a list, an
+    int key not a string one), and refuses anything else. Version 2 writes no back-references,
+    so the bytes depend on the value only, not on which of its parts are shared. Sets are left
+    to :meth:`Fingerprinter.of`, which sorts them (their order depends on hashing); the value
+    is searched for one only when the bytes hold a set's type code (which a number or a string
+    may hold too), by the JSON encoder, which refuses sets (and bytes, also left to it).
+    """
+    if type(value) is not list and type(value) is not dict and type(value) is not tuple:
+        return None
+    try:
+        out = marshal.dumps(value, 2)
+    except ValueError:
+        return None
+    if b"<" in out or b">" in out:
+        # JSON has no sets: a value the (C) encoder takes holds none.
+        try:
+            json.dumps(value)
+        except (TypeError, ValueError):
+            return None
+    return out
+
+
 class Observations:
     """What each task has been handed by the platform so far, in order (the scheduler's
     ``observe`` hook feeds it)."""
@@ -216,7 +244,9 @@ class Observations:
             # headers are all a reader can see.
             got = ("Response", value.status, value.body, tuple(value.headers._items.items()))
         else:
-            got = self._fp(value)
+            got = _plain(value)
+            if got is None:
+                got = self._fp(value)
         self.seen.setdefault(task, []).append(got)
 
     def of(self, task: Task) -> tuple[Any, ...]:

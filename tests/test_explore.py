@@ -12,6 +12,7 @@ import pytest
 from qmodel import catalog, cli, protocols, targets
 from qmodel.check import select
 from qmodel.explore import Explorer, PathBackend, Result, Scope, cited_kv_ops
+from qmodel.fingerprint import Fingerprinter, Observations
 from qmodel.replay import replay_strict, retrace
 from qmodel.trace import load
 
@@ -42,15 +43,30 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, dict, str]
         # (get, put each) are the 4 operations of the hand-written model.
         ("CLAIM_NOT_ATOMIC", "single-claim", {"bots": 2, "posts": 1, "landed": 1}, 7, 4),
         ("STATUS_WRITE_CLOBBERS_CACHE", "cache-coherent", {"posts": 2, "landed": 1}, 2, 1),
+        # The post's write, then the bot's reply and the PATCH whose one list() page is empty
+        # though more keys follow (production KV), half a second later.
+        (
+            "LIST_FIRST_PAGE_404",
+            "addressable",
+            {"posts": 1, "kv": "strict", "horizon_ms": 1000},
+            3,
+            2,
+        ),
+        # A pending poll caches the miss of the cache key; the post lands; the next poll, 3 s
+        # on, still reads the cached miss and the settle's rewrite erases the message.
+        ("GHOST_PENDING", "cache-coherent", {"posts": 1, "kv": "strict", "horizon_ms": 3000}, 4, 1),
+        # Another app's 201 messages in one millisecond: the after cursor with a page of 200
+        # skips the last of them for good.
+        ("POLL_MISSES_MESSAGE", "poll-delivery", {"bots": 0, "posts": 0, "bursts": 1}, 201, 1),
     ],
 )
 def test_finds_each_race_with_its_invariant(
-    catalog_id: str, invariant: str, scope: dict[str, int], kv_ops: int, cited: int
+    catalog_id: str, invariant: str, scope: dict[str, object], kv_ops: int, cited: int
 ) -> None:
     """The explorer finds the race, named by the catalog's invariant, with exactly the KV
     operations of its shortest story."""
     assert invariant in catalog.entry(catalog_id).invariants
-    result = explore(f"catalog:{catalog_id}", invariant, kv="local", **scope)
+    result = explore(f"catalog:{catalog_id}", invariant, **{"kv": "local", **scope})
     assert result.verdict == "violation"
     assert result.found is not None
     assert result.found.violation.invariant == invariant
@@ -69,6 +85,57 @@ def test_the_counterexample_is_the_shortest() -> None:
     )
     assert shorter.verdict == "unknown"
     assert shorter.bound == f"--depth {verbs - 1}"
+
+
+def test_a_burst_is_one_verb_of_the_story_and_lands_whole() -> None:
+    """Without a burst the scope holds no violation; with one, its 201 requests step to their
+    end before anything else steps, and they do not count towards the depth."""
+    scope = {"kv": "local", "bots": 0, "frontends": 2, "posts": 1}
+    quiet = explore("catalog:POLL_MISSES_MESSAGE", "poll-delivery", **scope)
+    assert (quiet.verdict, quiet.exhaustive) == ("ok", True)
+    burst = explore("catalog:POLL_MISSES_MESSAGE", "poll-delivery", bursts=1, depth=8, **scope)
+    assert burst.verdict == "violation" and burst.found is not None
+    world = burst.found.world
+    assert [v for v, _ in world.verbs].count("burst") == 1
+    # The other app's requests are answered one after the other, nothing else between them.
+    actors = [ex.actor for ex in sorted(world.history, key=lambda ex: ex.seq)]
+    first = actors.index("other-app-1")
+    last = len(actors) - 1 - actors[::-1].index("other-app-1")
+    assert set(actors[first : last + 1]) == {"other-app-1"}
+    assert last - first + 1 == 201
+
+
+@pytest.mark.slow
+def test_a_burst_pushes_a_pending_message_out_of_the_cache() -> None:
+    """CACHE_TRIM_DROPS_PENDING: the post lands, a burst of 201 lands whole after it and
+    pushes it out of the 200-message cache; the bot never sees it (every scheduler step of
+    the burst is replayed for each state after it: about 20 s)."""
+    result = explore(
+        "catalog:CACHE_TRIM_DROPS_PENDING", "pending-visible", kv="local", posts=1, bursts=1
+    )
+    assert result.verdict == "violation" and result.found is not None
+    assert result.found.violation.invariant == "pending-visible"
+    assert result.found.kv_ops == 202  # the post's write and the burst's 201
+
+
+def test_observed_plain_data_keeps_every_type_apart() -> None:
+    """What a task is handed is compared by type and value: a tuple is not a list, an int key
+    not a string one; two sets with the same members are the same whatever their order."""
+    fp = Fingerprinter({})
+    seen = Observations(fp.of)
+    a, b, c, d, e, f = (object() for _ in range(6))
+    for task, value in [
+        (a, [1, 2]),
+        (b, (1, 2)),
+        (c, {1: "x"}),
+        (d, {"1": "x"}),
+        (e, [{"k", "j", "a<"}]),
+        (f, [{"a<", "j", "k"}]),
+    ]:
+        seen(task, value, None)  # type: ignore[arg-type]
+    assert seen.of(a) != seen.of(b)  # type: ignore[arg-type]
+    assert seen.of(c) != seen.of(d)  # type: ignore[arg-type]
+    assert seen.of(e) == seen.of(f)  # type: ignore[arg-type]
 
 
 def test_sound_is_ok_and_exhaustive_on_a_small_scope() -> None:
@@ -176,6 +243,7 @@ def test_a_bound_hit_gives_unknown(capsys: pytest.CaptureFixture[str]) -> None:
         (["--depth", "0"], "--depth 0: give at least 1 verb"),
         (["--posts", "1", "--landed", "2"], "--landed 2: give 0 to --posts (1)"),
         (["--bots", "0", "--crashes", "1"], "--crashes needs a bot to crash: give --bots 1"),
+        (["--bursts", "-1"], "--bursts -1: give 0 or more bursts"),
         (["--options", "kv.node"], "--options kv.node: give LABEL=K, e.g. bot.generate=3"),
         (["--options", "kv.node=0"], "--options kv.node=0: explore at least 1 option"),
         (["--invariant", "no-such"], "no-such"),
