@@ -62,10 +62,12 @@ DEFAULT_PINNED: Mapping[str, int] = {
     "bot.generate": 1,
 }
 
-#: The verbs a scope may use: posts, another app's bursts and crashes (each up to the scope's
-#: count), and single scheduler steps. The clock moves only where nothing can run (``run``
-#: jumps to the next wake-up), within the scope's horizon.
-SCOPE_VERBS = ("post", "burst", "run", "crash")
+#: The verbs a scope may use besides the protocol's work verb (the first of its happy path: the
+#: chat's ``post``, the jobs' ``enqueue``; the scope's ``posts`` counts them): another app's
+#: bursts, crashes and clock advances (each up to the scope's count), and single scheduler
+#: steps. Otherwise the clock moves only where nothing can run (``run`` jumps to the next
+#: wake-up), within the horizon.
+SCOPE_VERBS = ("burst", "run", "crash", "advance")
 
 
 #: Task kinds whose answers nobody else reads as they arrive (see :meth:`Explorer._eager`).
@@ -99,6 +101,10 @@ class Scope:
     #: verbs, not the interleavings of a burst's own requests with other requests.
     bursts: int = 0
     crashes: int = 0
+    #: Clock moves (the protocol's ``advance`` verb, each of its ticks) while tasks may still
+    #: run: a request that takes long, a timeout that fires first. Without them the clock
+    #: moves only when nothing can run.
+    advances: int = 0
     depth: int = 80
     kv: str = "local"
     horizon_ms: int = 0
@@ -136,6 +142,8 @@ class Scope:
             raise ScopeError(f"--bursts {self.bursts}: give 0 or more bursts")
         if self.crashes < 0:
             raise ScopeError(f"--crashes {self.crashes}: give 0 or more crashes")
+        if self.advances < 0:
+            raise ScopeError(f"--advances {self.advances}: give 0 or more clock moves")
         if self.crashes and not self.bots:
             raise ScopeError("--crashes needs a bot to crash: give --bots 1 or more")
         if self.depth < 1:
@@ -156,8 +164,8 @@ class Scope:
         """The scope in one line, for the progress line and reports."""
         return (
             f"{self.frontends} frontends, {self.bots} bots, {self.posts} posts, "
-            f"{self.bursts} bursts, {self.crashes} crashes, depth {self.depth}, kv {self.kv}, "
-            f"horizon {self.horizon_ms} ms"
+            f"{self.bursts} bursts, {self.crashes} crashes, {self.advances} advances, "
+            f"depth {self.depth}, kv {self.kv}, horizon {self.horizon_ms} ms"
         )
 
 
@@ -241,6 +249,8 @@ class _Run:
     #: The scheduler steps that served a burst: they do not count towards the scope's depth
     #: (a burst is one verb of the story, however many requests it makes).
     burst_steps: int = 0
+    #: The protocol's work verb (see :data:`SCOPE_VERBS`).
+    work: str = "post"
 
     def has_landed(self) -> bool:
         """Whether the posts that land first are answered (known from the tasks themselves: a
@@ -264,12 +274,12 @@ class _Run:
             if self.polled and self.setup is None and self.has_landed() and _all_polled(world):
                 # Each run verb is one step, so this is the state right after the last answer.
                 self.setup = (world.platform.kv_stats().operations, len(world.log))
-        if world.verbs[-1][0] in ("post", "burst"):
+        if world.verbs[-1][0] in (self.work, "burst"):
             loops = set(world.tasks.values())
             newest = [
                 t for t in world.platform.scheduler.tasks if t not in loops and t.parent is None
             ]
-            (self.clients if world.verbs[-1][0] == "post" else self.bursts).append(newest[-1])
+            (self.clients if world.verbs[-1][0] == self.work else self.bursts).append(newest[-1])
 
 
 class Explorer:
@@ -306,28 +316,33 @@ class Explorer:
         self._run: _Run | None = None
         self._start_ms = 0
         names = {v.name for v in protocol.verbs}
-        missing = [v for v in ("post", "run") if v not in names]
+        #: The verb that makes work (a message posted, a job enqueued): the first of the
+        #: protocol's happy path; ``posts`` counts it.
+        self.work = protocol.happy_path[0][0] if protocol.happy_path else "post"
+        missing = [v for v in (self.work, "run") if v not in names]
         if missing:
             raise ScopeError(
                 f"protocol {protocol.name!r} has no {' or '.join(missing)} verb; the explorer "
-                "posts messages and runs single steps (its verbs: "
-                f"{', '.join(sorted(names))})"
+                "makes work with the first verb of the protocol's happy path and runs single "
+                f"steps (its verbs: {', '.join(sorted(names))})"
             )
 
     # -- the choices a scope allows ------------------------------------------------------------
 
     def _verb_allowed(self, world: World, name: str) -> bool:
         s = self.scope
-        if name == "post":
+        if name == self.work:
             # Posts come first: with the clock still, a post task made now and stepped later is
             # the same as a post made later, so posting after a step adds no behaviour. (With a
             # horizon, a post after the clock moved is not in the scope.)
-            return world.counts.get("post", 0) < s.posts and not world.counts.get("run", 0)
+            return world.counts.get(name, 0) < s.posts and not world.counts.get("run", 0)
         if name == "burst":
             # At any point (not first, as posts): a burst lands whole once taken, so when it
             # is taken says where it falls among the other requests.
             going = self._run is not None and self._bursting(self._run) is not None
             return world.counts.get("burst", 0) < s.bursts and not going
+        if name == "advance":
+            return world.counts.get("advance", 0) < s.advances
         if name == "crash":
             # Not while the initial state is being set up.
             setting_up = s.polled and (self._run is None or self._run.setup is None)
@@ -346,7 +361,7 @@ class Explorer:
         return [
             i
             for i, v in enumerate(example.enabled())
-            if v.name in SCOPE_VERBS and self._verb_allowed(world, v.name)
+            if (v.name in SCOPE_VERBS or v.name == self.work) and self._verb_allowed(world, v.name)
         ]
 
     def _allowed(self, label: str, n: int) -> Sequence[int]:
@@ -354,10 +369,10 @@ class Explorer:
         assert run is not None
         if label == VERB_LABEL:
             return self.allowed_verbs(run.example)
-        if label == verb_label("post"):
+        if label == verb_label(self.work):
             # Frontends in order (post by 0 then 1, never 1 then 0): the two orders only swap
             # which task was spawned first, so one of them stands for both.
-            posted = [a for v, a in run.example.world.verbs if v == "post"]
+            posted = [a for v, a in run.example.world.verbs if v == self.work]
             return range(posted[-1] if posted else 0, min(n, self.scope.frontends))
         if label == verb_label("run"):
             return (0,)  # one scheduler step per verb: levels are steps
@@ -474,7 +489,13 @@ class Explorer:
         fp = Fingerprinter({})
         observed = Observations(fp.of)
         run = _Run(
-            example, backend, observed, fp, polled=self.scope.polled, landing=self.scope.landed
+            example,
+            backend,
+            observed,
+            fp,
+            polled=self.scope.polled,
+            landing=self.scope.landed,
+            work=self.work,
         )
         self._tokens(run)
         sched = example.world.platform.scheduler
@@ -548,7 +569,7 @@ class Explorer:
             repr(tuple(world.history)),
             tuple(sorted(world.in_flight.items(), key=repr)),
             # How many verbs of each budget were spent (runs are the path, not the state).
-            tuple(sorted((v, n) for v, n in world.counts.items() if v not in ("run", "advance"))),
+            tuple(sorted((v, n) for v, n in world.counts.items() if v != "run")),
             world.crashes,
         )
         return digest(whole)

@@ -60,6 +60,13 @@ def add_parser(sub: Any) -> None:
     )
     e.add_argument("--crashes", type=int, default=0, help="bot crashes (default 0)")
     e.add_argument(
+        "--advances",
+        type=int,
+        default=0,
+        help="clock moves while tasks may still run, of every tick the protocol offers "
+        "(default 0: the clock moves only when nothing can run)",
+    )
+    e.add_argument(
         "--landed",
         type=int,
         default=0,
@@ -124,6 +131,7 @@ def scope_of(args: argparse.Namespace) -> Scope:
         posts=args.posts,
         bursts=args.bursts,
         crashes=args.crashes,
+        advances=args.advances,
         depth=args.depth,
         kv=args.kv,
         horizon_ms=args.horizon_ms,
@@ -156,6 +164,8 @@ def explore_command(args: argparse.Namespace) -> str:
         cmd += ["--bursts", str(args.bursts)]
     if args.crashes:
         cmd += ["--crashes", str(args.crashes)]
+    if args.advances:
+        cmd += ["--advances", str(args.advances)]
     if args.landed:
         cmd += ["--landed", str(args.landed)]
     if args.polled:

@@ -138,6 +138,39 @@ def test_observed_plain_data_keeps_every_type_apart() -> None:
     assert seen.of(e) == seen.of(f)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize(
+    ("catalog_id", "invariant", "kv_ops"),
+    [
+        # The object checks the job is free, awaits a KV audit write, then stores the lease.
+        ("JOBS_LEASE_RACE", "single-lease", 2),
+        # The lease route takes a list() page of the KV mirror, behind the lease in flight.
+        ("JOBS_STALE_LIST", "single-lease", 5),
+    ],
+)
+def test_the_jobs_protocol_is_explored_with_its_own_work_verb(
+    catalog_id: str, invariant: str, kv_ops: int
+) -> None:
+    """The work verb is the first of the protocol's happy path (``enqueue`` here), counted by
+    ``posts``; two consumers race for the one job already enqueued."""
+    result = explore(f"catalog:{catalog_id}", invariant, kv="local", bots=2, posts=1, landed=1)
+    assert result.verdict == "violation" and result.found is not None
+    assert result.found.violation.invariant == invariant
+    assert [v for v, _ in result.found.world.verbs].count("enqueue") == 1
+    assert result.found.kv_ops == kv_ops
+
+
+def test_advances_move_the_clock_while_tasks_may_run() -> None:
+    """Without an advance the clock moves only when nothing can run; with one, each of the
+    protocol's ticks is taken at every state, and the scope (still covered) grows."""
+    scope = {"kv": "local", "bots": 0, "posts": 1}
+    still = explore("sound", "cache-coherent", **scope)
+    moved = explore("sound", "cache-coherent", advances=1, **scope)
+    assert (still.verdict, still.exhaustive) == (moved.verdict, moved.exhaustive) == ("ok", True)
+    assert moved.states > still.states
+    once = explore("sound", "cache-coherent", advances=1, options={"verb.advance": 1}, **scope)
+    assert still.states < once.states < moved.states
+
+
 def test_sound_is_ok_and_exhaustive_on_a_small_scope() -> None:
     """The sound design breaks nothing in one post with one bot: ok, the scope covered."""
     result = explore("sound", None, kv="local", bots=1, frontends=1, posts=1)
