@@ -12,7 +12,7 @@ from qmodel.driver import bug_of
 from qmodel.minimise import minimise
 from qmodel.replay import replay_strict, trace_of
 from qmodel.targets import resolve
-from qmodel.trace import load
+from qmodel.trace import load, loads
 
 
 @pytest.fixture(scope="module")
@@ -71,3 +71,24 @@ def test_a_budget_of_one_run_keeps_the_shrunk_length(shrunk: Path) -> None:
     )
     assert done is not None and done.runs == 1
     assert done.kv_ops == done.shrunk_kv_ops
+
+
+def test_an_actor_the_story_does_not_need_is_left_out(shrunk: Path) -> None:
+    """Two POSTs lose a cache update with no bot: the minimised run is in a world with fewer
+    actors than the search's, its trace records that world, and it replays byte for byte."""
+    trace = load(shrunk)
+    outcome = replay_strict(trace)
+    assert outcome.violation is not None
+    checked = outcome.world.protocol.invariants
+    done = minimise(
+        outcome.world, outcome.violation, resolve(trace.target).factory, checked, runs=400
+    )
+    assert done is not None
+    before, after = outcome.world.config, done.world.config
+    assert after.bots + after.frontends < before.bots + before.frontends
+    told = trace_of(done.world, done.violation, target=trace.target, checked=checked)
+    assert told.config["bots"] == after.bots
+    again = replay_strict(loads(told.dumps()))
+    assert again.violation is not None
+    assert bug_of(again.violation) == bug_of(done.violation)
+    assert again.world.log == done.world.log
