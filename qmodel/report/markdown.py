@@ -401,9 +401,14 @@ def _search_command(trace: Any) -> str:
 
 
 def _actors(detail: Detail) -> str:
-    """``2 frontends, 2 bots``: each group of the protocol's actors with its size."""
+    """``2 frontends, 1 bot``: each group of the protocol's actors with its size (a group's name
+    is plural; one member is told in the singular)."""
     groups = detail.world.actors
-    return ", ".join(f"{len(members)} {name}" for name, members in groups.items()) or "no actors"
+    told = [
+        f"1 {name.removesuffix('s')}" if len(members) == 1 else f"{len(members)} {name}"
+        for name, members in groups.items()
+    ]
+    return ", ".join(told) or "no actors"
 
 
 def _named(trace: Any) -> str:
