@@ -119,8 +119,10 @@ def main() -> None:
         walls = ", ".join(f"{r['seconds']:.2f}" for r in runs)
         print(f"runs:                    {args.repeat} (wall s: {walls}); the fastest below")
     print(f"wall time:               {out['seconds']:.2f} s (CPU {out['cpu_seconds']:.2f} s)")
-    print(f"KV operations per second: {out['kv_ops_per_s']:,.0f} "
-          f"({out['kv_ops_per_cpu_s']:,.0f} per CPU second)")
+    print(
+        f"KV operations per second: {out['kv_ops_per_s']:,.0f} "
+        f"({out['kv_ops_per_cpu_s']:,.0f} per CPU second)"
+    )
     print(f"scheduler steps per second: {out['steps_per_s']:,.0f}")
     print(f"requests per second:     {out['requests_per_s']:,.0f}")
     print(f"simulated KV cost:       ${out['cost_usd']:.6f} at Cloudflare's prices")

@@ -16,6 +16,7 @@ from qmodel.sim.runtime import format_counters
 
 __all__ = ["Exchange", "History", "KvWrite"]
 
+
 @attrs.frozen
 class KvWrite:
     """One KV write a worker invocation attempted: key, outcome status (200, 429, 4xx)."""
