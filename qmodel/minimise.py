@@ -12,18 +12,17 @@ label. A task that no other task started (an actor's loop, a client action) begi
 *segment* at each of its steps; the steps of what it started (a request, what the request
 calls) belong to that segment: a segment is one request told from its sending.
 
-First the world is made smaller while that keeps the bug and shortens the run: one bot
-fewer, or one frontend fewer, the events of the actor left out skipped (its polls leave the
-story and the settle). The passes, repeated while one finds a shorter run: delete two
+First the world is made smaller while that keeps the bug and shortens the run: one bot fewer
+(never the last), or one frontend fewer, the events of the actor left out skipped (its polls
+leave the story and the settle). The passes, repeated while one finds a shorter run: delete two
 consecutive segments of one task (a request and the step that takes its answer, so the task
-starts its next request as it would have started this one), or one; tell one segment first
-(a post that lands before the bots' first poll); then delete chunks of single events, halving
-the chunk as in delta debugging (Zeller's ddmin). An event that cannot run where the
-deletions left it (its task is gone, or cannot step) is skipped. A change is kept when the
-run still breaks the same invariant with the same rule, costs no more KV operations up to
-where the bug is caught (through the settle when it is caught there, so that moving the race
-into the settle's traffic is no gain) and tells it in no more log lines, and is shorter in
-one of them (or in events).
+starts its next request as it would have started this one), or one; tell one segment first (a
+post that lands before the bots' first poll); then delete chunks of single events, halving the
+chunk as in delta debugging (Zeller's ddmin). An event that cannot run where the deletions left
+it (its task is gone, or cannot step) is skipped. A change is kept when the run still breaks the
+same invariant with the same rule, costs no more KV operations up to where the bug is caught
+(through the settle when it is caught there, so that moving the race into the settle's traffic
+is no gain) and tells it in no more log lines, and is shorter in one of them (or in events).
 
 Each candidate is run from a fresh world through the driver (:class:`~qmodel.driver.Example`)
 with every choice, the verbs' included, answered by :class:`ProgramBackend` and recorded as in
@@ -393,15 +392,18 @@ def _without_segments(program: _Program, best: _Run, runs: int) -> _Run | None:
 
 
 def _fewer_actors(program: _Program, best: _Run, runs: int) -> _Run:
-    """The same events in a world with one bot fewer, or one frontend fewer, as long as the
-    bug still breaks and the run is better: an actor the story does not need adds its polls
-    to the story and to the settle. The events of the actor left out are skipped (its tasks
-    are never made); its posts fall to the frontends left (a post names its frontend modulo
-    their number). The world the run keeps is recorded in its trace, so it replays in it."""
+    """The same events in a world with one bot fewer (one is always left), or one frontend
+    fewer, as long as the bug still breaks and the run is better: an actor the story does not
+    need adds its polls to the story and to the settle. The events of the actor left out are
+    skipped (its tasks are never made); its posts fall to the frontends left (a post names its
+    frontend modulo their number). The world the run keeps is recorded in its trace, so it
+    replays in it."""
     while program.runs < runs:
         config = program.config
         smaller = []
-        if config.bots > 0:
+        # Never the last bot: a world where nobody does the work breaks every invariant about
+        # the work being done, whatever the design.
+        if config.bots > 1:
             smaller.append(attrs.evolve(config, bots=config.bots - 1))
         if config.frontends > 1:
             smaller.append(attrs.evolve(config, frontends=config.frontends - 1))
