@@ -402,12 +402,9 @@ class Explorer:
         if len(first) < self.scope.landed:
             return None  # still posting
         sched = run.example.world.platform.scheduler
-        for i, t in enumerate(sched.runnable()):
-            root = t
-            while root.parent is not None:
-                root = root.parent
-            if root in first:
-                return i
+        serving = _serving(sched.runnable(), first)
+        if serving is not None:
+            return serving
         if all(t.finished for t in first):
             run.landed = True  # they are answered: from now on every task may step
         return None
@@ -418,13 +415,7 @@ class Explorer:
         going = [t for t in run.bursts if not t.finished]
         if not going:
             return None
-        for i, t in enumerate(run.example.world.platform.scheduler.runnable()):
-            root = t
-            while root.parent is not None:
-                root = root.parent
-            if root in going:
-                return i
-        return None
+        return _serving(run.example.world.platform.scheduler.runnable(), going)
 
     def _polling(self, run: _Run) -> int | None:
         """With ``polled``, once the landed posts are answered and until every bot has had its
@@ -438,14 +429,7 @@ class Explorer:
         for bot in world.actors.get("bots", []):
             if bot.name in answered:
                 continue
-            loop = world.tasks[bot.name]
-            for i, t in enumerate(ready):
-                root = t
-                while root.parent is not None:
-                    root = root.parent
-                if root is loop:
-                    return i
-            return None
+            return _serving(ready, [world.tasks[bot.name]])
         return None
 
     def _eager(self, world: World) -> int | None:
@@ -752,6 +736,18 @@ class Explorer:
         total = world.platform.kv_stats().operations
         before = total if kv_before is None else kv_before
         return Found(world, violation, at, before, total - before, *(run.setup or (None, None)))
+
+
+def _serving(ready: Sequence[Any], roots: Sequence[Any]) -> int | None:
+    """The index among ``ready`` of the first task that is one of ``roots`` or was started by
+    one of them (through any chain of parents), else ``None``."""
+    for i, t in enumerate(ready):
+        root = t
+        while root.parent is not None:
+            root = root.parent
+        if any(root is r for r in roots):
+            return i
+    return None
 
 
 def _all_polled(world: World) -> bool:

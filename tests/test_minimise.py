@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -59,17 +60,24 @@ def test_minimise_is_shorter_the_same_bug_and_deterministic(shrunk: Path) -> Non
     assert json.loads(texts[0].dumps())["expected"]["values"]["rule"] == "swallowed-429"
 
 
-def test_a_budget_of_one_run_keeps_the_shrunk_length(shrunk: Path) -> None:
-    """The budget is a count of candidate runs: with one, only the shrunk run itself is run
-    again, and nothing shorter is found."""
+def _minimised(shrunk: Path, runs: int) -> tuple[Any, Any, Any]:
+    """The shrunk run replayed, its minimised run within ``runs``, and the trace."""
     trace = load(shrunk)
     outcome = replay_strict(trace)
     assert outcome.violation is not None
     checked = outcome.world.protocol.invariants
     done = minimise(
-        outcome.world, outcome.violation, resolve(trace.target).factory, checked, runs=1
+        outcome.world, outcome.violation, resolve(trace.target).factory, checked, runs=runs
     )
-    assert done is not None and done.runs == 1
+    assert done is not None
+    return outcome, done, trace
+
+
+def test_a_budget_of_one_run_keeps_the_shrunk_length(shrunk: Path) -> None:
+    """The budget is a count of candidate runs: with one, only the shrunk run itself is run
+    again, and nothing shorter is found."""
+    _, done, _ = _minimised(shrunk, 1)
+    assert done.runs == 1
     assert done.kv_ops == done.shrunk_kv_ops
 
 
@@ -77,14 +85,8 @@ def test_an_actor_the_story_does_not_need_is_left_out(shrunk: Path) -> None:
     """Two POSTs lose a cache update without a bot's help: the minimised run is in a world
     with fewer actors than the search's (but one bot), its trace records that world, and it
     replays byte for byte."""
-    trace = load(shrunk)
-    outcome = replay_strict(trace)
-    assert outcome.violation is not None
+    outcome, done, trace = _minimised(shrunk, 400)
     checked = outcome.world.protocol.invariants
-    done = minimise(
-        outcome.world, outcome.violation, resolve(trace.target).factory, checked, runs=400
-    )
-    assert done is not None
     before, after = outcome.world.config, done.world.config
     assert after.bots + after.frontends < before.bots + before.frontends
     # The race needs no bot, but the last one stays: without it nobody does the work.
