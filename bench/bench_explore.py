@@ -94,14 +94,19 @@ SCOPES: dict[str, tuple[str, list[str]]] = {
     # The jobs protocol: the work verb is enqueue; --bots are its consumers.
     "JOBS_LEASE_RACE": ("single-lease", ["--bots", "2", "--posts", "1", "--landed", "1"]),
     "JOBS_STALE_LIST": ("single-lease", ["--bots", "2", "--posts", "1", "--landed", "1"]),
+    # The first consumer works 45 s (its fourth work time) on a lease of 30 s.
     "JOBS_NO_FENCING": (
         "stale-ack",
-        ["--bots", "2", "--posts", "1", "--landed", "1", "--advances", "1"],
+        ["--bots", "2", "--posts", "1", "--landed", "1", "--horizon-ms", "46000"]
+        + ["--options", "consumer.work_ms=@4"],
     ),
+    # The clock moves a second (the second tick) while the first attempt waits: the
+    # producer's one-second timeout fires and its retry races the first attempt.
     "JOBS_IDEMPOTENCY_STALE": (
         "no-double-work",
-        ["--bots", "1", "--posts", "1", "--advances", "1", "--options", "verb.advance=2"]
-        + ["--kv", "strict"],
+        ["--bots", "1", "--posts", "1", "--advances", "1", "--horizon-ms", "8000"]
+        + ["--options", "verb.advance=@2", "--options", "producer.timeout_ms=@1"]
+        + ["--options", "consumer.work_ms=@1", "--options", "consumer.outcome=@1"],
     ),
     # Cloudflare Queues: leases of 30 s run out within the horizon.
     "QUEUES_REPLY_NOT_IDEMPOTENT": (

@@ -15,9 +15,10 @@ The search goes in order of verbs, and every ``run`` of the scope is one schedul
 the violation reported has the fewest verbs of any in the scope among the schedules the
 reduction keeps (it keeps every behaviour, but a step it takes early that the story did not
 need can add one verb). The safety invariants are checked after every verb, as the driver
-does; the eventual ones at every quiescent state (no request, client action or background work
-left, only the actors' loops): the world is settled there exactly as an example's end settles
-it.
+does; every invariant at every quiescent state (no request, client action or background work
+left, only the actors' loops), where the world is settled exactly as an example's end settles
+it (the driver checks them all there: a safety invariant may read the settled world too, as
+``one-reply`` counts the replies once settled).
 
 A counterexample is recorded with :func:`qmodel.replay.trace_of`, as ``qmodel check`` records
 its own, so ``qmodel replay`` runs it again byte for byte and ``--report`` writes the same
@@ -88,7 +89,8 @@ class Scope:
     the clock may jump to a sleeping task's wake-up while it stays within ``horizon_ms`` of the
     start. ``depth`` bounds the verbs of an example (a burst's steps are one), ``max_states``
     the distinct states, ``max_seconds`` the wall time.
-    ``options`` caps how many options of a choice label are explored (the first ``K``).
+    ``options`` caps how many options of a choice label are explored (the first ``K``);
+    ``only`` takes one option of a label and no other (its index from 0).
     """
 
     bots: int = 1
@@ -122,6 +124,9 @@ class Scope:
     #: Take steps nothing else can observe at once (see :meth:`Explorer._eager`).
     reduce: bool = True
     options: Mapping[str, int] = attrs.field(factory=lambda: dict(DEFAULT_PINNED))
+    #: One option of a label, and no other (a long work time, one clock tick): a scope that
+    #: names the one it needs instead of exploring the first ``K``.
+    only: Mapping[str, int] = attrs.field(factory=dict)
 
     def check(self) -> None:
         """Refuse a scope that cannot be explored, saying which flag and what to give."""
@@ -159,6 +164,9 @@ class Scope:
         for label, k in self.options.items():
             if k < 1:
                 raise ScopeError(f"--options {label}={k}: explore at least 1 option")
+        for label, i in self.only.items():
+            if i < 0:
+                raise ScopeError(f"--options {label}=@{i + 1}: options are counted from 1")
 
     def describe(self) -> str:
         """The scope in one line, for the progress line and reports."""
@@ -309,9 +317,6 @@ class Explorer:
             max_task_steps=step_limit,
         )
         self.progress = progress
-        #: Only eventual invariants need a settled world; with safety ones alone the search
-        #: covers the scope's own schedules and does not settle.
-        self._settles = any(i.kind == "eventual" for i in self.checked)
         self._clock = clock
         self._run: _Run | None = None
         self._start_ms = 0
@@ -390,6 +395,10 @@ class Explorer:
                 eager = self._eager(run.example.world)
                 if eager is not None:
                     return (eager,)
+        one = self.scope.only.get(label)
+        if one is not None:
+            # The one option named, when the choice has it (else its last).
+            return (min(one, n - 1),)
         cap = self.scope.options.get(label)
         return range(n if cap is None else min(n, cap))
 
@@ -626,13 +635,12 @@ class Explorer:
             found = self._found(run, exc.violation, "start")
             return result("violation")
         root = self.state(run)
-        if self._settles:
-            # The example without a verb ends settled too, as the driver's would.
-            try:
-                run.example.finish()
-            except InvariantViolation as exc:
-                found = self._found(run, exc.violation, "settled", 0)
-                return result("violation")
+        # The example without a verb ends settled too, as the driver's would.
+        try:
+            run.example.finish()
+        except InvariantViolation as exc:
+            found = self._found(run, exc.violation, "settled", 0)
+            return result("violation")
         seen[root] = 0
         states = 1
         heapq.heappush(heap, (0, serial, (), root))
@@ -679,7 +687,7 @@ class Explorer:
                     else:
                         states += 1
                     terminal = not self.allowed_verbs(example)
-                    if self._settles and (quiet or terminal):
+                    if quiet or terminal:
                         kv_before = world.platform.kv_stats().operations
                         try:
                             example.finish()

@@ -91,7 +91,8 @@ def add_parser(sub: Any) -> None:
         "--options",
         action="append",
         metavar="LABEL=K",
-        help="explore the first K options of choice LABEL (repeatable; the default scope "
+        help="explore the first K options of choice LABEL, or with LABEL=@N the Nth only "
+        "(repeatable; the default scope "
         f"takes option 0 of {', '.join(DEFAULT_PINNED)})",
     )
     e.add_argument("--invariant", action="append", metavar="ID", help="check only this one")
@@ -113,18 +114,31 @@ def add_parser(sub: Any) -> None:
     e.add_argument("--report", metavar="DIR", help="on a violation, write the report files")
 
 
-def _options(raw: Sequence[str] | None) -> dict[str, int]:
-    out = dict(DEFAULT_PINNED)
+def _options(raw: Sequence[str] | None) -> tuple[dict[str, int], dict[str, int]]:
+    """The caps (``LABEL=K``: the first K options) and the single options (``LABEL=@N``: the
+    Nth option only, counted from 1) of ``--options``."""
+    caps, only = dict(DEFAULT_PINNED), {}
     for item in raw or ():
         label, sep, k = item.partition("=")
-        if not sep or not label or not k.strip().lstrip("-").isdigit():
-            raise ScopeError(f"--options {item}: give LABEL=K, e.g. bot.generate=3")
-        out[label] = int(k)
-    return out
+        one = k.startswith("@")
+        digits = k[1:] if one else k
+        if not sep or not label or not digits.strip().lstrip("-").isdigit():
+            raise ScopeError(
+                f"--options {item}: give LABEL=K (the first K options, e.g. bot.generate=3) or "
+                "LABEL=@N (the Nth only, e.g. consumer.work_ms=@4)"
+            )
+        if one:
+            caps.pop(label, None)
+            only[label] = int(digits) - 1
+        else:
+            only.pop(label, None)
+            caps[label] = int(digits)
+    return caps, only
 
 
 def scope_of(args: argparse.Namespace) -> Scope:
     """The :class:`Scope` a command line asks for (:class:`ScopeError` if it cannot be)."""
+    caps, only = _options(args.options)
     scope = Scope(
         bots=args.bots,
         frontends=args.frontends,
@@ -141,7 +155,8 @@ def scope_of(args: argparse.Namespace) -> Scope:
         landed=args.landed,
         polled=args.polled,
         reduce=not args.no_reduce,
-        options=_options(args.options),
+        options=caps,
+        only=only,
     )
     scope.check()
     if args.step_limit < 10:

@@ -143,8 +143,9 @@ def test_observed_plain_data_keeps_every_type_apart() -> None:
     [
         # The object checks the job is free, awaits a KV audit write, then stores the lease.
         ("JOBS_LEASE_RACE", "single-lease", 2),
-        # The lease route takes a list() page of the KV mirror, behind the lease in flight.
-        ("JOBS_STALE_LIST", "single-lease", 5),
+        # The lease route takes a list() page of the KV mirror, behind the lease in flight
+        # (caught once settled: the settle's fair run leases the job again).
+        ("JOBS_STALE_LIST", "single-lease", 3),
     ],
 )
 def test_the_jobs_protocol_is_explored_with_its_own_work_verb(
@@ -157,6 +158,33 @@ def test_the_jobs_protocol_is_explored_with_its_own_work_verb(
     assert result.found.violation.invariant == invariant
     assert [v for v, _ in result.found.world.verbs].count("enqueue") == 1
     assert result.found.kv_ops == kv_ops
+
+
+def test_a_timeout_that_fires_first_sends_a_second_job() -> None:
+    """JOBS_IDEMPOTENCY_STALE: with one clock move of a second (the second tick only) while the
+    first attempt is not yet served, the producer's one-second timeout (its first option only)
+    fires and a retry races the first attempt past the idempotency key."""
+    result = explore(
+        "catalog:JOBS_IDEMPOTENCY_STALE",
+        "no-double-work",
+        kv="local",
+        bots=1,
+        posts=1,
+        advances=1,
+        horizon_ms=8000,
+        only={
+            "verb.advance": 1,
+            "producer.timeout_ms": 0,
+            "consumer.work_ms": 0,
+            "consumer.outcome": 0,
+        },
+    )
+    assert result.verdict == "violation" and result.found is not None
+    world = result.found.world
+    assert ("advance", 1000) in world.verbs
+    enqueues = [ex for ex in world.history if ex.kind == "enqueue"]
+    assert len(enqueues) == 2  # the first attempt and its retry, with the same key
+    assert result.found.kv_ops == 4
 
 
 def test_advances_move_the_clock_while_tasks_may_run() -> None:
@@ -277,7 +305,9 @@ def test_a_bound_hit_gives_unknown(capsys: pytest.CaptureFixture[str]) -> None:
         (["--posts", "1", "--landed", "2"], "--landed 2: give 0 to --posts (1)"),
         (["--bots", "0", "--crashes", "1"], "--crashes needs a bot to crash: give --bots 1"),
         (["--bursts", "-1"], "--bursts -1: give 0 or more bursts"),
-        (["--options", "kv.node"], "--options kv.node: give LABEL=K, e.g. bot.generate=3"),
+        (["--options", "kv.node"], "--options kv.node: give LABEL=K (the first K options"),
+        (["--options", "kv.node=@x"], "or LABEL=@N (the Nth only, e.g. consumer.work_ms=@4)"),
+        (["--options", "kv.node=@0"], "--options kv.node=@0: options are counted from 1"),
         (["--options", "kv.node=0"], "--options kv.node=0: explore at least 1 option"),
         (["--invariant", "no-such"], "no-such"),
     ],
