@@ -162,13 +162,16 @@ class Example:
     def finish(self) -> None:
         """Settle the world and check every invariant (raises :class:`InvariantViolation`).
 
-        After a violation the example is over: settling it would only cost time, so a failed
-        example is not settled.
+        The safety invariants are checked during the settle too, whenever a request is answered,
+        so a violation the settle's traffic shows ends the story there. After a violation the
+        example is over: settling it would only cost time, so a failed example is not settled.
         """
         world = self.world
         if self.failed or world.settled is not None:
             return
-        world.settle()
+        world.settle(watch=self.check_safety)
+        if self.failed:
+            return  # a known bug the settle showed: nothing more is judged
         self._check(self.safety + self.eventual)
         if self.on_end is not None:
             self.on_end(world, None)

@@ -361,7 +361,9 @@ class World:
 
     # -- settling and looking ----------------------------------------------------------------
 
-    def settle(self, *, settle_ms: int | None = None) -> Any:
+    def settle(
+        self, *, settle_ms: int | None = None, watch: Callable[[], None] | None = None
+    ) -> Any:
         """Stop traffic and faults, pass the staleness windows, run fairly, pass them again,
         then observe.
 
@@ -375,6 +377,10 @@ class World:
         all). The last writes of that run may still be inside a staleness window, so the clock
         passes ``quiet_ms`` again and the actors poll twice more (every client then reads what
         is really stored) before the protocol observes the world through the target's API.
+
+        ``watch`` is called whenever the history has grown (a request was answered), so the
+        safety invariants are judged during the settle as after every verb: a violation the
+        settle's traffic shows stops the example there, not once the world is observed.
         """
         platform = self.platform
         protocol = self.protocol
@@ -386,8 +392,14 @@ class World:
         def in_flight() -> bool:
             return any(t not in loops for t in sched.tasks)
 
+        told = [len(self.history)]
+
         def step() -> bool:
-            return sched.step() is not None or sched.advance_to_next_wakeup()
+            went = sched.step() is not None or sched.advance_to_next_wakeup()
+            if watch is not None and len(self.history) != told[0]:
+                told[0] = len(self.history)
+                watch()
+            return went
 
         for _ in range(200_000):
             if not in_flight() or not step():
