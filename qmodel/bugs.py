@@ -53,7 +53,7 @@ def minimise_found(
     runs, in place: its ``world`` and ``violation`` become the minimised run's when that is
     shorter (fewer KV operations or log lines, and more of neither), and ``shrunk`` /
     ``minimised`` are set (``minimised`` is ``None`` when ``runs`` is 0 or the bug could not be
-    run again)."""
+    run again); with the minimised run, ``checked`` is the invariants it was judged by."""
     from qmodel.minimise import minimise, story_kv_ops
 
     world, violation = found["world"], found["violation"]
@@ -71,6 +71,8 @@ def minimise_found(
     ):
         found["world"], found["violation"] = done.world, done.violation
         found["minimised"] = (len(done.world.log), done.kv_ops)
+        # The invariants its trace records: the minimised run is judged as it was found.
+        found["checked"] = done.checked
     else:  # nothing shorter: the shrunk run stands
         found["minimised"] = found["shrunk"]
 

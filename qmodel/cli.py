@@ -840,7 +840,7 @@ def _write_report(
         found["world"],
         found["violation"],
         target=result["target"],
-        checked=result["checked"],
+        checked=found.get("checked") or result["checked"],
         search=Search(
             profile=args.profile,
             seed=args.seed,

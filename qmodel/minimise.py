@@ -14,7 +14,8 @@ calls) belong to that segment: a segment is one request told from its sending.
 
 First the world is made smaller while that keeps the bug and shortens the run: one bot fewer
 (never the last), or one frontend fewer, the events of the actor left out skipped (its polls
-leave the story and the settle). The passes, repeated while one finds a shorter run: delete two
+leave the story and the settle). The passes, repeated while one finds a shorter run: delete one
+verb other than a step (a post, a burst, a clock move), the earliest first; delete two
 consecutive segments of one task (a request and the step that takes its answer, so the task
 starts its next request as it would have started this one), or one; tell one segment first (a
 post that lands before the bots' first poll); then delete chunks of single events, halving the
@@ -95,6 +96,10 @@ class Minimised:
     shrunk_kv_ops: int
     shrunk_steps: int
     runs: int
+    #: The invariants the minimised run was judged by: those given, or the bug's own alone
+    #: when another one breaks first in the rewritten run (see :func:`minimise`); a trace of
+    #: the minimised run records these, so its replay judges it as it was found.
+    checked: tuple[Invariant, ...] = ()
 
 
 class _Rejected(Exception):
@@ -391,6 +396,22 @@ def _without_segments(program: _Program, best: _Run, runs: int) -> _Run | None:
     return None
 
 
+def _without_verbs(program: _Program, best: _Run, runs: int) -> _Run | None:
+    """The first better run left by deleting one verb other than a step (a post, a burst, a
+    clock move, a crash), the earliest first; ``None`` when no deletion is better. A post
+    left out takes its request, and all the settle does for its message, out of the story:
+    few candidates (a run has few such verbs) for what single events reach only late."""
+    for i, event in enumerate(best.events):
+        if program.runs >= runs:
+            return None
+        if event.task is not None:
+            continue
+        got = program.run(best.events[:i] + best.events[i + 1 :])
+        if _better(got, best):
+            return got
+    return None
+
+
 def _fewer_actors(program: _Program, best: _Run, runs: int) -> _Run:
     """The same events in a world with one bot fewer (one is always left), or one frontend
     fewer, as long as the bug still breaks and the run is better: an actor the story does not
@@ -546,13 +567,22 @@ def minimise(
     program = _Program(factory, protocol, world.config, checked, bug_of(violation))
     best = program.run(events)
     if best is None:
+        # The search checks after each verb, the program after each step: another invariant
+        # may break first at a step inside a verb (a 5xx before the double claim it leads to).
+        # The bug's own invariant alone then judges the program.
+        own = tuple(i for i in checked if i.id == violation.invariant)
+        program = _Program(factory, protocol, world.config, own, bug_of(violation))
+        best = program.run(events)
+    if best is None:
         return None
     # One run is kept for telling the result with runs of several steps (see _compacted).
     total, runs = runs, max(1, runs - 1)
     best = _fewer_actors(program, best, runs)
     while program.runs < runs:
         while program.runs < runs:
-            found = _without_segments(program, best, runs)
+            found = _without_verbs(program, best, runs)
+            if found is None:
+                found = _without_segments(program, best, runs)
             if found is None:
                 break
             best = found
@@ -571,4 +601,5 @@ def minimise(
         shrunk_kv_ops=story_kv_ops(world),
         shrunk_steps=len(world.log),
         runs=program.runs,
+        checked=program.checked,
     )

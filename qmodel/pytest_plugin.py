@@ -194,7 +194,7 @@ def _write(item: pytest.Item, found: Any, directory: str) -> list[tuple[str, Any
             bug["world"],
             bug["violation"],
             target=target_spec(bug["world"].target),
-            checked=checked,
+            checked=bug.get("checked") or checked,
             search=Search(command=f"pytest {item.nodeid}", **lengths(bug)),
         )
         name = report_name(trace, bug["violation"], first=i == 0)
