@@ -160,6 +160,21 @@ def test_the_jobs_protocol_is_explored_with_its_own_work_verb(
     assert result.found.kv_ops == kv_ops
 
 
+def test_a_safety_invariant_the_settle_breaks_ends_the_story_there() -> None:
+    """The settle's traffic is judged as it goes: the second lease of a job the stale list
+    shows free ends the story at that lease, before the world is observed (no probe, no
+    last polls)."""
+    result = explore(
+        "catalog:JOBS_STALE_LIST", "single-lease", kv="local", bots=2, posts=1, landed=1
+    )
+    assert result.found is not None and result.found.at == "settled"
+    world = result.found.world
+    assert world.settled is None
+    assert "lease" in world.log[-1]
+    assert not any("last polls" in line for line in world.log)
+    assert all(ex.actor != "probe" for ex in world.history)
+
+
 def test_a_timeout_that_fires_first_sends_a_second_job() -> None:
     """JOBS_IDEMPOTENCY_STALE: with one clock move of a second (the second tick only) while the
     first attempt is not yet served, the producer's one-second timeout (its first option only)

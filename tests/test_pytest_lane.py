@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -82,7 +83,7 @@ def test_racy_worker_fails_with_the_story(project: pytest.Pytester) -> None:
     out = result.stdout.str()
     assert "VIOLATION of " in out and " against worker:Worker" in out
     assert "virtual time since the start:" in out
-    result.stdout.fnmatch_lines(["*1. +0.000 s  *@* GET /api/*"])
+    result.stdout.fnmatch_lines(["* 1. +0.000 s  *", "*. +0.000 s  *@* GET /api/*"])
     result.stdout.fnmatch_lines(
         ["*pytest --qmodel-report DIR test_worker.py::TestMyWorker::runTest*"]
     )
@@ -120,10 +121,11 @@ TestSound.settings = settings(settings.get_profile("qmodel-ci"), max_examples=3)
     written = sorted(p.name for p in reports.iterdir())
     assert markdowns and len(written) == 3 * len(markdowns), written
     assert sum(name.startswith("test_regression_") for name in written) == len(markdowns)
-    result.stdout.fnmatch_lines(
-        ["*= qmodel reports =*"]
-        + [f"test_worker.py::TestMyWorker::runTest: {md} (trace *" for md in markdowns]
-    )
+    # The summary lists every report, in the order the bugs were found (not the files' order).
+    summary = result.stdout.str().split("= qmodel reports =", 1)
+    assert len(summary) == 2, result.stdout.str()
+    for md in markdowns:
+        assert f"test_worker.py::TestMyWorker::runTest: {md} (trace " in summary[1], md
     props = [(p.get("name"), p.get("value")) for p in ET.parse(junit).getroot().iter("property")]
     assert sorted(v for k, v in props if k == "qmodel_report") == [str(md) for md in markdowns]
     assert sorted(v for k, v in props if k == "qmodel_trace") == [
@@ -141,20 +143,24 @@ def test_every_distinct_bug_is_reported(project: pytest.Pytester) -> None:
     result = project.runpytest_subprocess("-p", "no:cacheprovider", "--qmodel-report", reports)
     result.assert_outcomes(failed=1)
     out = result.stdout.str()
+    # How many the budget reaches depends on the search; the claim race and its 5xx always.
+    found = re.search(r"The search found (\d+) distinct bugs:", out)
+    assert found is not None, out
+    count = int(found.group(1))
+    assert count >= 2
     result.stdout.fnmatch_lines(
         [
-            "*The search found 2 distinct bugs:",
             "*1. platform (rule 5xx): * steps, * KV operations*, first seen at example *",
-            "*2. single-claim: * steps, * KV operations*, first seen at example *",
-            "*Bug 1 of 2:",
+            "*2. *: * steps, * KV operations*, first seen at example *",
+            "*Bug 1 of *:",
             "*VIOLATION of platform (safety) against worker:Worker",
-            "*Bug 2 of 2:",
-            "*VIOLATION of single-claim (safety) against worker:Worker",
+            f"*Bug {count} of {count}:",
         ]
     )
+    assert "VIOLATION of single-claim (safety) against worker:Worker" in out
     assert "minimised from " in out
     traces = sorted(reports.glob("*.json"))
-    assert len(traces) == 2
+    assert len(traces) == count
     bugs = set()
     for path in traces:
         trace = load(path)
@@ -167,7 +173,8 @@ def test_every_distinct_bug_is_reported(project: pytest.Pytester) -> None:
         assert replayed.ret == 1, replayed.stderr.str()
         bugs.add((trace.expected.invariant, trace.expected.values.get("rule")))
         assert json.loads(replayed.stdout.str())["invariant"] == trace.expected.invariant
-    assert bugs == {("platform", "5xx"), ("single-claim", None)}
+    assert {("platform", "5xx"), ("single-claim", None)} <= bugs
+    assert len(bugs) == count
 
 
 def test_generated_regression_tests_are_collected_only_when_named(

@@ -181,7 +181,7 @@ def test_every_distinct_bug_gets_its_own_report(
     """--all-bugs: after the first violation the search goes on within its budget; each
     distinct (invariant, rule) is listed in violations with its own shrunk run and report
     files, the first under the catalog id, the others under the id and their invariant."""
-    argv = ["check", "--target", "catalog:CLAIM_NOT_ATOMIC", "--max-examples", "60"]
+    argv = ["check", "--target", "catalog:CLAIM_NOT_ATOMIC", "--max-examples", "100"]
     code = cli.main([*argv, "--all-bugs", "--json", "--report", str(tmp_path)])
     answer = json.loads(capsys.readouterr().out)
     assert code == 1 and answer["verdict"] == "violation"
