@@ -11,7 +11,10 @@ qmodel.minimise left it (both from ``violations`` in ``--json``: up to where the
 through the settle when caught there), and the minimised trace replayed up to its last verb to
 count its KV operations as the explorer does (before the settle).
 
-    python bench/bench_explore.py [--ids ID,ID] [--max-seconds S] [--no-check]
+    python bench/bench_explore.py [--ids ID,ID] [--max-seconds S] [--no-check] [--like-for-like]
+
+With ``--like-for-like`` check runs in the explorer's KV mode (``--kv``) and checks the
+explorer's invariant only, so both engines judge the same semantics.
 
 Prints one row per race; asserts nothing (speed is measured here, not in tests). A race the
 explorer cannot reach in its scope (or in ``--max-seconds``) says so in its row: ``unknown``
@@ -168,17 +171,24 @@ def main() -> None:
     p.add_argument("--ids", help="comma-separated catalog ids (default: every race)")
     p.add_argument("--max-seconds", type=float, default=30.0, help="per exploration")
     p.add_argument("--no-check", action="store_true", help="skip qmodel check (slow)")
+    p.add_argument(
+        "--like-for-like",
+        action="store_true",
+        help="run check in the explorer's KV mode and with its invariant only",
+    )
     args = p.parse_args()
     ids = args.ids.split(",") if args.ids else list(SCOPES)
     print(f"load: {Path('/proc/loadavg').read_text().strip()}")
+    if args.like_for_like:
+        print("like for like: check runs with each scope's --kv and invariant only.")
     print(
-        "KV semantics differ: check runs its default, production KV (strict) in a world of 2 "
-        "frontends and 2 bots; each explorer scope names its own (--kv, --bots, --frontends "
-        "below), mostly local KV and fewer actors. shrunk and minim.: check's KV operations up "
-        "to where the bug is caught (through the settle when caught there), as Hypothesis "
-        "shrunk it and as qmodel.minimise left it; before: the minimised run's before the "
-        "settle, counted as the explorer counts; ratio = before / explorer; all = minim. / "
-        "the explorer's through the settle when caught there."
+        "Unless --like-for-like, KV semantics differ: check runs its default, production KV "
+        "(strict) in a world of 2 frontends and 2 bots; each explorer scope names its own "
+        "(--kv, --bots, --frontends below), mostly local KV and fewer actors. shrunk and "
+        "minim.: check's KV operations up to where the bug is caught (through the settle when"
+        " caught there), as Hypothesis shrunk it and as qmodel.minimise left it; before: the "
+        "minimised run's before the settle, counted as the explorer counts; ratio = before / "
+        "explorer; all = minim. / the explorer's through the settle when caught there."
     )
     header = (
         f"{'race':28} {'explore':>8} {'verdict':>9} {'states':>7} {'st/s':>6} {'kv_ops':>6} "
@@ -209,7 +219,13 @@ def main() -> None:
             print(row, flush=True)
             continue
         with tempfile.TemporaryDirectory() as tmp:
-            ck, ck_s = qmodel("check", *target, "--profile", "ci", "--json", "--report", tmp)
+            alike: list[str] = []
+            if args.like_for_like:
+                kv = flags[flags.index("--kv") + 1] if "--kv" in flags else "local"
+                alike = ["--kv", kv, "--invariant", invariant]
+            ck, ck_s = qmodel(
+                "check", *target, *alike, "--profile", "ci", "--json", "--report", tmp
+            )
             found = ck.get("violations") or []
             # The same bug as the explorer's when check found it too, else check's first.
             same = [v for v in found if v["invariant"] == (ex.get("invariant") or invariant)]
