@@ -397,19 +397,24 @@ def _without_segments(program: _Program, best: _Run, runs: int) -> _Run | None:
 
 
 def _without_verbs(program: _Program, best: _Run, runs: int) -> _Run | None:
-    """The first better run left by deleting one verb other than a step (a post, a burst, a
-    clock move, a crash), the earliest first; ``None`` when no deletion is better. A post
-    left out takes its request, and all the settle does for its message, out of the story:
-    few candidates (a run has few such verbs) for what single events reach only late."""
-    for i, event in enumerate(best.events):
-        if program.runs >= runs:
-            return None
-        if event.task is not None:
-            continue
-        got = program.run(best.events[:i] + best.events[i + 1 :])
-        if _better(got, best):
-            return got
-    return None
+    """One sweep deleting verbs other than a step (a post, a burst, a clock move, a crash),
+    from the last to the first, each deletion kept when the run is better; ``None`` when none
+    was. A post left out takes its request, and all the settle does for its message, out of
+    the story: few candidates (a run has few such verbs) for what single events reach only
+    late. From the last: deleting a later post does not change how the steps of an earlier one
+    name its task (by rank among the live tasks of its name), and the sweep goes on from where
+    a deletion was kept rather than starting again."""
+    found = None
+    i = len(best.events) - 1
+    while i >= 0 and program.runs < runs:
+        event = best.events[i] if i < len(best.events) else None
+        if event is not None and event.task is None:
+            got = program.run(best.events[:i] + best.events[i + 1 :])
+            if _better(got, best):
+                assert got is not None
+                best = found = got
+        i -= 1
+    return found
 
 
 def _fewer_actors(program: _Program, best: _Run, runs: int) -> _Run:
@@ -577,15 +582,32 @@ def minimise(
         return None
     # One run is kept for telling the result with runs of several steps (see _compacted).
     total, runs = runs, max(1, runs - 1)
-    best = _fewer_actors(program, best, runs)
+    rewritten: set[tuple[Event, ...]] = set()
     while program.runs < runs:
+        # A smaller world first, again after every round: once the posts of a frontend are
+        # gone, the frontend may go too.
+        best = _fewer_actors(program, best, runs)
         while program.runs < runs:
-            found = _without_verbs(program, best, runs)
-            if found is None:
-                found = _without_segments(program, best, runs)
-            if found is None:
+            # A sweep over the verbs, then whole requests while one goes; again while either
+            # pass found something (a request gone may free a verb, and the other way round).
+            swept = _without_verbs(program, best, runs)
+            best = swept or best
+            found = None
+            while program.runs < runs:
+                one = _without_segments(program, best, runs)
+                if one is None:
+                    break
+                best = found = one
+            if swept is None and found is None:
                 break
-            best = found
+        # The run rewritten again from what it did: a kept deletion leaves events whose
+        # platform choices were made for the longer run, and steps that were skipped.
+        if program.runs < runs and best.events not in rewritten:
+            rewritten.add(best.events)
+            fresh = program.run(events_of(best.world, factory, protocol, program.checked)[0])
+            if fresh is not None and fresh.events != best.events and not _better(best, fresh):
+                best = fresh
+                continue
         # What single events can still lose; a deletion there may free a segment again.
         fine = _ddmin(program, best, runs)
         if fine is best:
