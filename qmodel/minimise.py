@@ -12,15 +12,16 @@ label. A task that no other task started (an actor's loop, a client action) begi
 *segment* at each of its steps; the steps of what it started (a request, what the request
 calls) belong to that segment: a segment is one request told from its sending.
 
-First the world is made smaller while that keeps the bug and shortens the run: one bot fewer
-(never the last), or one frontend fewer, the events of the actor left out skipped (its polls
-leave the story and the settle). The passes, repeated while one finds a shorter run: delete one
-verb other than a step (a post, a burst, a clock move), the earliest first; delete two
-consecutive segments of one task (a request and the step that takes its answer, so the task
+Each round first makes the world smaller while that keeps the bug and shortens the run: one bot
+fewer (never the last), or one frontend fewer, the events of the actor left out skipped (its
+polls leave the story and the settle). The passes, repeated while one finds a shorter run: a
+sweep deleting verbs other than a step (a post, a burst, a clock move), from the last; delete
+two consecutive segments of one task (a request and the step that takes its answer, so the task
 starts its next request as it would have started this one), or one; tell one segment first (a
-post that lands before the bots' first poll); then delete chunks of single events, halving the
-chunk as in delta debugging (Zeller's ddmin). An event that cannot run where the deletions left
-it (its task is gone, or cannot step) is skipped. A change is kept when the run still breaks the
+post that lands before the bots' first poll); when they find nothing, the run is rewritten
+afresh from what it did and they go on; then delete chunks of single events, halving the chunk
+as in delta debugging (Zeller's ddmin). An event that cannot run where the deletions left it
+(its task is gone, or cannot step) is skipped. A change is kept when the run still breaks the
 same invariant with the same rule, costs no more KV operations up to where the bug is caught
 (through the settle when it is caught there, so that moving the race into the settle's traffic
 is no gain) and tells it in no more log lines, and is shorter in one of them (or in events).
