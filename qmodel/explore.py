@@ -260,6 +260,10 @@ class _Run:
     #: The protocol's work verb (see :data:`SCOPE_VERBS`).
     work: str = "post"
 
+    def bursting(self) -> list[Any]:
+        """The bursts not over yet."""
+        return [t for t in self.bursts if not t.finished]
+
     def has_landed(self) -> bool:
         """Whether the posts that land first are answered (known from the tasks themselves: a
         replayed prefix does not ask the scope's choices, which note it in ``landed``)."""
@@ -269,7 +273,7 @@ class _Run:
     def step(self, *, check: bool = True) -> None:
         """Take the next verb, noting the client task a post starts; ``check=False`` skips the
         safety invariants (a replayed prefix, checked when it was first run)."""
-        bursting = any(not t.finished for t in self.bursts)
+        bursting = bool(self.bursting())
         try:
             if check:
                 self.example.step()
@@ -344,7 +348,7 @@ class Explorer:
         if name == "burst":
             # At any point (not first, as posts): a burst lands whole once taken, so when it
             # is taken says where it falls among the other requests.
-            going = self._run is not None and self._bursting(self._run) is not None
+            going = self._run is not None and self._run.bursting()
             return world.counts.get("burst", 0) < s.bursts and not going
         if name == "advance":
             return world.counts.get("advance", 0) < s.advances
@@ -421,7 +425,7 @@ class Explorer:
     def _bursting(self, run: _Run) -> int | None:
         """While a burst is not over: the index among the runnable tasks of the first one that
         serves it (a burst lands whole), else ``None``."""
-        going = [t for t in run.bursts if not t.finished]
+        going = run.bursting()
         if not going:
             return None
         return _serving(run.example.world.platform.scheduler.runnable(), going)
