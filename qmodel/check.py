@@ -72,12 +72,17 @@ class CheckContext:
 
 @attrs.frozen
 class Invariant:
-    """A named property: ``check(ctx)`` gives ``None`` or a :class:`Violation`."""
+    """A named property: ``check(ctx)`` gives ``None`` or a :class:`Violation`.
+
+    ``needs_worker``: the property is about the work being done (every message answered, every
+    job acked), so a world where nobody does the work breaks it whatever the design; such a
+    world does not judge it (:meth:`qmodel.protocol.Protocol.judged`)."""
 
     id: str
     kind: Kind
     doc: str
     check: Callable[[CheckContext], Violation | None]
+    needs_worker: bool = attrs.field(default=False, kw_only=True)
 
 
 class UnknownInvariant(QmodelError, KeyError):

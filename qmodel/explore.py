@@ -312,7 +312,6 @@ class Explorer:
         self.factory = factory
         self.protocol = protocol
         self.scope = scope
-        self.checked = tuple(checked)
         self.config = WorldConfig(
             protocol=protocol.name,
             bots=scope.bots,
@@ -320,6 +319,8 @@ class Explorer:
             kv=scope.kv,
             max_task_steps=step_limit,
         )
+        # A world where nobody does the work does not judge the invariants about it.
+        self.checked = protocol.judged(tuple(checked), self.config)
         self.progress = progress
         self._clock = clock
         self._run: _Run | None = None

@@ -48,7 +48,13 @@ def add_parser(sub: Any) -> None:
         help="as for qmodel check: the Wrangler environment of a JavaScript or TypeScript target",
     )
     e.add_argument("--protocol", metavar="NAME", help="as for qmodel check (default: the target's)")
-    e.add_argument("--bots", type=int, default=1, help="bot processes (default 1)")
+    e.add_argument(
+        "--bots",
+        type=int,
+        default=1,
+        help="bot processes (default 1; with 0, the invariants about the work being done are "
+        "not judged)",
+    )
     e.add_argument("--frontends", type=int, default=1, help="frontends (default 1)")
     e.add_argument("--posts", type=int, default=2, help="messages posted (default 2)")
     e.add_argument(
@@ -244,6 +250,14 @@ def explore_main(args: argparse.Namespace, cli: Any) -> int:
     explorer = Explorer(
         target.factory, proto, scope, checked, step_limit=args.step_limit, progress=line
     )
+    unjudged = [i.id for i in checked if i not in explorer.checked]
+    if unjudged and (args.invariant or len(unjudged) == len(checked)):
+        raise ScopeError(
+            f"--bots {scope.bots}: nobody does the work in this world, so "
+            f"{', '.join(unjudged)} (about the work being done) would break whatever the "
+            "design; give --bots 1 or more, or an invariant that does not need a worker"
+        )
+    checked = explorer.checked
     started = time.perf_counter()  # wall-clock-ok: reporting only
     # A target stuck inside one step is stopped as check stops it (exit 3, never a hang).
     watchdog = cli._Watchdog(cli._hang_seconds(), lambda message: cli._abandon(args, message))
@@ -278,6 +292,8 @@ def explore_main(args: argparse.Namespace, cli: Any) -> int:
         "at": None,
         "bound": result.bound,
         "trace": [],
+        # Left unjudged: about the work being done, in a world where nobody does it.
+        "not_judged": unjudged,
         "report": None,
         "error": None,
         "versions": cli.versions(),
@@ -335,6 +351,11 @@ def explore_main(args: argparse.Namespace, cli: Any) -> int:
 
 
 def _human(out: dict[str, Any], found: Found | None) -> None:
+    if out["not_judged"]:
+        print(
+            f"not judged: {', '.join(out['not_judged'])} (about the work being done; nobody "
+            "does it in this world)"
+        )
     rate = out["states_per_second"]
     counts = f"{out['states']} states, {out['transitions']} transitions, {out['seconds']:.2f} s" + (
         f", {rate:,} states/s" if rate else ""

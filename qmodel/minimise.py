@@ -13,18 +13,20 @@ label. A task that no other task started (an actor's loop, a client action) begi
 calls) belong to that segment: a segment is one request told from its sending.
 
 Each round first makes the world smaller while that keeps the bug and shortens the run: one bot
-fewer (never the last), or one frontend fewer, the events of the actor left out skipped (its
-polls leave the story and the settle). The passes, repeated while one finds a shorter run: a
-sweep deleting verbs other than a step (a post, a burst, a clock move), from the last; delete
-two consecutive segments of one task (a request and the step that takes its answer, so the task
-starts its next request as it would have started this one), or one; tell one segment first (a
-post that lands before the bots' first poll); when they find nothing, the run is rewritten
-afresh from what it did and they go on; then delete chunks of single events, halving the chunk
-as in delta debugging (Zeller's ddmin). An event that cannot run where the deletions left it
-(its task is gone, or cannot step) is skipped. A change is kept when the run still breaks the
-same invariant with the same rule, costs no more KV operations up to where the bug is caught
-(through the settle when it is caught there, so that moving the race into the settle's traffic
-is no gain) and tells it in no more log lines, and is shorter in one of them (or in events).
+fewer (the last only when the bug's invariant is not about the work being done; the world
+without one is judged by the invariants that are not), or one frontend fewer, the events of the
+actor left out skipped (its polls leave the story and the settle). The passes, repeated while
+one finds a shorter run: a sweep deleting verbs other than a step (a post, a burst, a clock
+move), from the last; delete two consecutive segments of one task (a request and the step that
+takes its answer, so the task starts its next request as it would have started this one), or
+one; tell one segment first (a post that lands before the bots' first poll); when they find
+nothing, the run is rewritten afresh from what it did and they go on; then delete chunks of
+single events, halving the chunk as in delta debugging (Zeller's ddmin). An event that cannot
+run where the deletions left it (its task is gone, or cannot step) is skipped. A change is kept
+when the run still breaks the same invariant with the same rule, costs no more KV operations up
+to where the bug is caught (through the settle when it is caught there, so that moving the race
+into the settle's traffic is no gain) and tells it in no more log lines, and is shorter in one
+of them (or in events).
 
 Each candidate is run from a fresh world through the driver (:class:`~qmodel.driver.Example`)
 with every choice, the verbs' included, answered by :class:`ProgramBackend` and recorded as in
@@ -419,31 +421,38 @@ def _without_verbs(program: _Program, best: _Run, runs: int) -> _Run | None:
 
 
 def _fewer_actors(program: _Program, best: _Run, runs: int) -> _Run:
-    """The same events in a world with one bot fewer (one is always left), or one frontend
-    fewer, as long as the bug still breaks and the run is better: an actor the story does not
-    need adds its polls to the story and to the settle. The events of the actor left out are
-    skipped (its tasks are never made); its posts fall to the frontends left (a post names its
-    frontend modulo their number). The world the run keeps is recorded in its trace, so it
-    replays in it."""
+    """The same events in a world with one bot fewer, or one frontend fewer, as long as the
+    bug still breaks and the run is better: an actor the story does not need adds its polls to
+    the story and to the settle. The events of the actor left out are skipped (its tasks are
+    never made); its posts fall to the frontends left (a post names its frontend modulo their
+    number). The last bot goes only when the bug's invariant does not need one: a world where
+    nobody does the work breaks every invariant about the work being done, whatever the design,
+    so such a world judges the others only (:meth:`qmodel.protocol.Protocol.judged`). The world
+    the run keeps, and the invariants that judged it, are recorded in its trace, so it replays
+    alike."""
+    own = program.bug[0]
     while program.runs < runs:
-        config = program.config
+        config, checked = program.config, program.checked
         smaller = []
-        # Never the last bot: a world where nobody does the work breaks every invariant about
-        # the work being done, whatever the design.
         if config.bots > 1:
             smaller.append(attrs.evolve(config, bots=config.bots - 1))
+        elif config.bots == 1:
+            fewer = attrs.evolve(config, bots=0)
+            if own in {i.id for i in program.protocol.judged(checked, fewer)}:
+                smaller.append(fewer)
         if config.frontends > 1:
             smaller.append(attrs.evolve(config, frontends=config.frontends - 1))
         for candidate in smaller:
             if program.runs >= runs:
                 break
             program.config = candidate
+            program.checked = program.protocol.judged(checked, candidate)
             got = program.run(best.events)
             if _better(got, best):
                 assert got is not None
                 best = got
                 break
-            program.config = config
+            program.config, program.checked = config, checked
         else:
             return best
     return best

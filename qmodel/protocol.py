@@ -112,6 +112,10 @@ def _no_params() -> Mapping[str, Any]:
     return {}
 
 
+def _bots(config: WorldConfig) -> int:
+    return config.bots
+
+
 @attrs.frozen(kw_only=True)
 class Protocol:
     """Everything the core needs to check targets that speak one queue API.
@@ -152,6 +156,18 @@ class Protocol:
     #: ``describe(spec, id)``: what the spec expects of unit ``id``, in words for a report
     #: (``None`` when it was never acknowledged); ``None``: reports show no such column.
     describe: Callable[[Any, str], str | None] | None = None
+    #: ``workers(config)``: how many do the work in a world of ``config`` (its bots; a design
+    #: whose platform does the work, as a push consumer, has one whatever the bots).
+    workers: Callable[[WorldConfig], int] = _bots
+
+    def judged(
+        self, invariants: tuple[Invariant, ...], config: WorldConfig
+    ) -> tuple[Invariant, ...]:
+        """The ``invariants`` a world of ``config`` judges: all of them, less those about the
+        work being done (:attr:`Invariant.needs_worker`) when nobody in it does the work."""
+        if self.workers(config) > 0:
+            return invariants
+        return tuple(i for i in invariants if not i.needs_worker)
 
     def __attrs_post_init__(self) -> None:
         names = [v.name for v in self.verbs]

@@ -302,6 +302,22 @@ def test_sound_json_is_ok_and_exhaustive(capsys: pytest.CaptureFixture[str]) -> 
     )
 
 
+def test_a_world_without_bots_leaves_the_work_unjudged(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Nobody answers a message in a world without bots: the invariants about the work being
+    done are not judged there (any design would break them), the others are, and the sound
+    design is ok; where the platform does the work (a push consumer) every invariant judges."""
+    code, obj, _ = run(capsys, "--target", "sound", "--bots", "0", "--json")
+    assert code == 0
+    assert (obj["verdict"], obj["exhaustive"]) == ("ok", True)
+    assert obj["not_judged"] == ["one-reply", "pending-visible"]
+    scope = ["--bots", "0", "--posts", "1", "--horizon-ms", "6000", "--depth", "400"]
+    target = "catalog:QUEUES_PUSH_REPLY_NOT_IDEMPOTENT"
+    code, obj, _ = run(capsys, "--target", target, *scope, "--json")
+    assert (code, obj["invariant"], obj["not_judged"]) == (1, "one-reply", [])
+
+
 def test_a_bound_hit_gives_unknown(capsys: pytest.CaptureFixture[str]) -> None:
     """A depth too small to cover the scope: verdict unknown, exit 2, the bound named."""
     code, obj, err = run(capsys, "--target", "sound", "--depth", "3", "--json")
@@ -325,6 +341,10 @@ def test_a_bound_hit_gives_unknown(capsys: pytest.CaptureFixture[str]) -> None:
         (["--options", "kv.node=@0"], "--options kv.node=@0: options are counted from 1"),
         (["--options", "kv.node=0"], "--options kv.node=0: explore at least 1 option"),
         (["--invariant", "no-such"], "no-such"),
+        (
+            ["--bots", "0", "--invariant", "one-reply"],
+            "--bots 0: nobody does the work in this world, so one-reply (about the work",
+        ),
     ],
 )
 def test_bad_scope_flags_exit_2_with_one_json_object(

@@ -83,17 +83,70 @@ def test_a_budget_of_one_run_keeps_the_shrunk_length(shrunk: Path) -> None:
 
 def test_an_actor_the_story_does_not_need_is_left_out(shrunk: Path) -> None:
     """Two POSTs lose a cache update without a bot's help: the minimised run is in a world
-    with fewer actors than the search's (but one bot), its trace records that world, and it
-    replays byte for byte."""
+    with fewer actors than the search's, its trace records that world, and it replays byte for
+    byte."""
     outcome, done, trace = _minimised(shrunk, 400)
-    checked = outcome.world.protocol.invariants
     before, after = outcome.world.config, done.world.config
     assert after.bots + after.frontends < before.bots + before.frontends
-    # The race needs no bot, but the last one stays: without it nobody does the work.
-    assert after.bots >= 1
-    told = trace_of(done.world, done.violation, target=trace.target, checked=checked)
+    told = trace_of(done.world, done.violation, target=trace.target, checked=done.checked)
     assert told.config["bots"] == after.bots
     again = replay_strict(loads(told.dumps()))
     assert again.violation is not None
     assert bug_of(again.violation) == bug_of(done.violation)
     assert again.world.log == done.world.log
+
+
+@pytest.fixture(scope="module")
+def lost_update(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The trace of check's shrunk cache-coherent counterexample of CACHE_LOST_UPDATE in
+    local KV (a world of 2 bots and 2 frontends)."""
+    out = tmp_path_factory.mktemp("lost")
+    argv = ["check", "--target", "catalog:CACHE_LOST_UPDATE", "--kv", "local"]
+    argv += ["--invariant", "cache-coherent", "--max-examples", "300", "--seed", "3"]
+    code = cli.main([*argv, "--stop-at-first", "--no-minimise", "--report", str(out)])
+    assert code == 1
+    return out / "CACHE_LOST_UPDATE.json"
+
+
+def test_a_bug_that_needs_no_worker_is_told_in_a_world_without_one(lost_update: Path) -> None:
+    """The lost update needs no bot: the minimised run has none, and the invariants about the
+    work being done (one-reply here), which any world without a worker breaks, do not judge
+    it; its trace records both, so it replays alike."""
+    trace = load(lost_update)
+    outcome = replay_strict(trace)
+    assert outcome.violation is not None
+    assert outcome.world.config.bots == 2
+    protocol = outcome.world.protocol
+    checked = tuple(i for i in protocol.invariants if i.id in ("cache-coherent", "one-reply"))
+    factory = resolve(trace.target).factory
+    done = minimise(outcome.world, outcome.violation, factory, checked, runs=400)
+    assert done is not None
+    assert bug_of(done.violation) == bug_of(outcome.violation)
+    assert done.world.config.bots == 0
+    assert [i.id for i in done.checked] == ["cache-coherent"]
+    told = trace_of(done.world, done.violation, target=trace.target, checked=done.checked)
+    assert told.invariants == ("cache-coherent",)
+    again = replay_strict(loads(told.dumps()))
+    assert again.violation is not None
+    assert bug_of(again.violation) == bug_of(done.violation)
+    assert again.world.log == done.world.log
+
+
+def test_the_last_bot_stays_when_the_bug_is_about_the_work() -> None:
+    """A message left unanswered after a crash (pending-visible) is a bug only where a bot
+    could answer it: a world without bots would leave it unanswered whatever the design, so
+    the minimiser keeps the last bot."""
+    from qmodel.explore import Explorer, Scope
+    from qmodel.protocols import get
+
+    target = resolve("catalog:CRASH_AFTER_REPLY")
+    protocol = get(target.protocol)
+    checked = tuple(i for i in protocol.invariants if i.id == "pending-visible")
+    scope = Scope(bots=1, posts=1, crashes=1, horizon_ms=1000, kv="local")
+    found = Explorer(target.factory, protocol, scope, checked).run().found
+    assert found is not None and found.violation.invariant == "pending-visible"
+    done = minimise(found.world, found.violation, target.factory, checked, runs=100)
+    assert done is not None
+    assert done.violation.invariant == "pending-visible"
+    assert done.world.config.bots == 1
+    assert [i.id for i in done.checked] == ["pending-visible"]

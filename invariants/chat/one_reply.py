@@ -81,4 +81,6 @@ def check(ctx: CheckContext) -> Violation | None:
     )
 
 
-INVARIANT = Invariant(id=ID, kind="safety", doc=first_paragraph(__doc__), check=check)
+INVARIANT = Invariant(
+    id=ID, kind="safety", doc=first_paragraph(__doc__), check=check, needs_worker=True
+)

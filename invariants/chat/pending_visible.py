@@ -45,4 +45,6 @@ def check(ctx: CheckContext) -> Violation | None:
     )
 
 
-INVARIANT = Invariant(id=ID, kind="eventual", doc=first_paragraph(__doc__), check=check)
+INVARIANT = Invariant(
+    id=ID, kind="eventual", doc=first_paragraph(__doc__), check=check, needs_worker=True
+)

@@ -196,6 +196,11 @@ def _observe(pending_probe: bool) -> Any:
     return run
 
 
+def _the_platform(config: WorldConfig) -> int:
+    """The push consumer: the platform delivers every batch to the design's queue()."""
+    return 1
+
+
 def _era(
     name: str,
     doc: str,
@@ -231,6 +236,8 @@ def _era(
         settle_ms=settle_ms,
         quiet_ms=61_000,
         describe=chat_spec.describe,
+        # The push consumer does the work whatever the bots.
+        **({"workers": _the_platform} if pushed else {}),
     )
 
 
