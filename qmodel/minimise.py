@@ -1,16 +1,19 @@
 """Minimising a shrunk counterexample: delta debugging over its scheduler steps and verbs.
 
-Hypothesis shrinks the stream of choices as integers: a ``run 17`` stays a run of 17 steps
-when only 3 of them matter, and deleting one step shifts the meaning of every ``step`` choice
-after it (an index into the tasks that may run), so a deletion that would leave the story
-intact looks to it like another run. Here the run is rewritten as a program of *events*: each
-scheduler step is one event that names the task it resumes (by name, kind and rank among the
-live tasks of that name, which survives deleting other tasks' steps), each other verb (a post,
-a crash, a clock move) is one event, and the platform's own choices (which cached copy a read
-sees, a page size) are kept beside the events they were made in and handed out again label by
-label. A task that no other task started (an actor's loop, a client action) begins a
-*segment* at each of its steps; the steps of what it started (a request, what the request
-calls) belong to that segment: a segment is one request told from its sending.
+Hypothesis shrinks the stream of choices as integers: a ``run 17`` stays a run of 17 steps when
+only 3 of them matter, and deleting one step shifts the meaning of every ``step`` choice after
+it (an index into the tasks that may run), so a deletion that would leave the story intact
+looks to it like another run. Here the run is rewritten as a program of *events*: each
+scheduler step is one event that names the task it resumes (by the event that made the task,
+which survives deleting other events: :data:`TaskKey`), each other verb (a post, a crash, a
+clock move) is one event, and the platform's own choices (which cached copy a read sees, a page
+size, a consumer's work time) are kept with the event they were made in and handed out to it
+again label by label, so a deletion that changes what one event draws leaves the draws of the
+others as they were. Where a deletion moved the timers, the clock jumps to the next wake-up
+when nothing can step, as a step's would. A task that no other task started (an actor's loop, a
+client action) begins a *segment* at each of its steps; the steps of what it started (a
+request, what the request calls) belong to that segment: a segment is one request told from its
+sending.
 
 Each round first makes the world smaller while that keeps the bug and shortens the run: one bot
 fewer (the last only when the bug's invariant is not about the work being done; the world
@@ -69,9 +72,11 @@ __all__ = [
 #: settled when the bug is an eventual one).
 DEFAULT_RUNS = 400
 
-#: A task as an event names it: its name, its kind, and its rank among the live tasks of that
-#: name and kind (0: the oldest).
-TaskKey = tuple[str, str, int]
+#: A task as an event names it: the event that made it (its ``uid``; ``-1`` for a task made
+#: before any event, as an actor's loop), its place among the tasks that event made (for
+#: ``-1``: its rank among the live tasks of its name and kind, 0 the oldest), its kind and its
+#: name.
+TaskKey = tuple[int, int, str, str]
 
 
 @attrs.frozen
@@ -84,6 +89,8 @@ class Event:
     arg: int
     task: TaskKey | None
     choices: tuple[Choice, ...] = ()
+    #: The event's number in the program it was written in: the tasks it makes are named by it.
+    uid: int = -1
 
 
 @attrs.frozen
@@ -110,15 +117,46 @@ class _Rejected(Exception):
     it names is not enabled): not a run of the program, so not a counterexample."""
 
 
-def _key_of(sched: Scheduler, task: Task) -> TaskKey:
-    same = [t for t in sched.tasks if t.name == task.name and t.kind == task.kind]
-    return task.name, task.kind, same.index(task)
+class _Births:
+    """Which event made each task of a run, so an event names its task by the event that made
+    it and its place among the tasks that event made (:data:`TaskKey`): deleting another event
+    does not change that, where a task's name or its rank among the live tasks of its name may
+    (a deleted enqueue renumbers the names of every later one's tasks, and the ranks of a
+    Durable Object's requests)."""
 
+    def __init__(self, sched: Scheduler) -> None:
+        self.sched = sched
+        self.made: dict[int, tuple[int, int]] = {}
+        self.tasks: dict[tuple[int, int], Task] = {}
 
-def _task_of(sched: Scheduler, key: TaskKey) -> Task | None:
-    name, kind, rank = key
-    same = [t for t in sched.tasks if t.name == name and t.kind == kind]
-    return same[rank] if rank < len(same) else None
+    def live(self) -> set[int]:
+        return {t.tid for t in self.sched.tasks}
+
+    def made_by(self, uid: int, before: set[int]) -> None:
+        """The tasks alive now and not in ``before`` were made by event ``uid``."""
+        new = [t for t in self.sched.tasks if t.tid not in before and t.tid not in self.made]
+        for place, t in enumerate(new):
+            self.made[t.tid] = (uid, place)
+            self.tasks[(uid, place)] = t
+
+    def key(self, task: Task) -> TaskKey:
+        maker = self.made.get(task.tid)
+        if maker is None:
+            same = [t for t in self.sched.tasks if t.name == task.name and t.kind == task.kind]
+            maker = (-1, same.index(task))
+        return maker[0], maker[1], task.kind, task.name
+
+    def task(self, key: TaskKey) -> Task | None:
+        """The live task ``key`` names in this run (made where it says, of its kind: its name
+        may differ, as an enqueue's attempt numbers do), or ``None``."""
+        uid, place, kind, name = key
+        if uid == -1:
+            same = [t for t in self.sched.tasks if t.name == name and t.kind == kind]
+            return same[place] if place < len(same) else None
+        t = self.tasks.get((uid, place))
+        if t is None or t.kind != kind:
+            return None
+        return t if t.tid in self.live() else None
 
 
 def _is_verb(label: str) -> bool:
@@ -129,22 +167,49 @@ def _is_verb(label: str) -> bool:
 class ProgramBackend:
     """Answers the choices of a program's run: the verb and argument of the event being run
     (``verb``, ``arg``), the task it steps (``task``), and every other choice from the
-    platform's choices of the program's events, label by label in order (option 0 when none
-    is left or the recorded one had another number of options)."""
+    platform's choices of the event being run (``current``), label by label in order; when it
+    has none left of a label (or between events: as the world begins, in the settle), from the
+    choices no event has taken, in the events' order. Option 0 when none is left, or when the
+    recorded one had another number of options.
+
+    An event's own choices come first: a deletion that changes what an earlier event draws (a
+    lease that now finds no job draws no work time) leaves the draws of every later event as
+    they were, where one queue per label would hand each later draw its predecessor's; and a
+    draw an event did not make before (a generation that now runs a step later) still gets
+    what the longer run drew there."""
 
     example: Example | None = None
     verb: str = ""
     arg: int = 0
     task: Task | None = None
-    queues: dict[str, deque[Choice]] = attrs.field(factory=dict)
+    #: Per event, its choices by label.
+    own: list[dict[str, deque[Choice]]] = attrs.field(factory=list)
+    #: Per label, the events holding a choice of it (once per choice), in order.
+    order: dict[str, deque[int]] = attrs.field(factory=dict)
+    #: The index of the event being run; ``None`` between events.
+    current: int | None = None
 
     @classmethod
     def of(cls, events: Iterable[Event]) -> ProgramBackend:
-        queues: dict[str, deque[Choice]] = {}
-        for e in events:
+        own: list[dict[str, deque[Choice]]] = []
+        order: dict[str, deque[int]] = {}
+        for i, e in enumerate(events):
+            mine: dict[str, deque[Choice]] = {}
             for c in e.choices:
-                queues.setdefault(c.label, deque()).append(c)
-        return cls(queues=queues)
+                mine.setdefault(c.label, deque()).append(c)
+                order.setdefault(c.label, deque()).append(i)
+            own.append(mine)
+        return cls(own=own, order=order)
+
+    def _queue(self, label: str) -> deque[Choice] | None:
+        if self.current is not None:
+            mine = self.own[self.current].get(label)
+            if mine:
+                return mine
+        holders = self.order.get(label)
+        while holders and not self.own[holders[0]].get(label):
+            holders.popleft()
+        return self.own[holders[0]][label] if holders else None
 
     def pick(self, label: str, n: int, weights: tuple[int, ...] | None) -> int:
         if label == VERB_LABEL:
@@ -165,7 +230,7 @@ class ProgramBackend:
             if self.task is None or self.task not in ready:
                 raise _Rejected("the task to step cannot step now")
             return ready.index(self.task)
-        queue = self.queues.get(label)
+        queue = self._queue(label)
         if queue:
             c = queue.popleft()
             if c.n == n:
@@ -217,22 +282,27 @@ def events_of(
     sched = w.platform.scheduler
     choices = w.platform.choices
     events: list[Event] = []
+    births = _Births(sched)
     try:
         example.check_safety()
         for verb, arg in world.verbs:
             if verb != "run":
-                first = len(choices.log)
+                first, before = len(choices.log), births.live()
                 w.apply(verb, arg)
-                events.append(Event(verb, arg, None, _own(choices.log[first:])))
+                births.made_by(len(events), before)
+                events.append(Event(verb, arg, None, _own(choices.log[first:]), len(events)))
                 example.check_safety()
                 continue
             for _ in range(arg):
-                keys = {t.tid: _key_of(sched, t) for t in sched.tasks}
+                alive = {t.tid: t for t in sched.tasks}
+                keys = {tid: births.key(t) for tid, t in alive.items()}
                 mark, first = len(sched.trace), len(choices.log)
                 w.run(1)
                 if len(sched.trace) > mark:
-                    key = keys[sched.trace[mark].tid]
-                    events.append(Event("run", 1, key, _own(choices.log[first:])))
+                    tid = sched.trace[mark].tid
+                    key = keys[tid]
+                    births.made_by(len(events), set(alive))
+                    events.append(Event("run", 1, key, _own(choices.log[first:]), len(events)))
             w.verbs.append((verb, arg))
             w.counts[verb] = w.counts.get(verb, 0) + 1
             example.check_safety()
@@ -276,14 +346,22 @@ class _Program:
         current: dict[int, int] = {}
         started: dict[int, int] = {}
         violation: Violation | None = None
+        births = _Births(sched)
         try:
             example.check_safety()
-            for ev in events:
+            for i, ev in enumerate(events):
                 backend.verb, backend.arg, backend.task = ev.verb, ev.arg, None
+                backend.current = i
                 mark = len(sched.trace)
                 if ev.task is not None:
-                    backend.task = _task_of(sched, ev.task)
+                    backend.task = births.task(ev.task)
                     ready = sched.runnable()
+                    if backend.task is not None and not ready:
+                        # Nothing can step: the clock jumps to the next wake-up, as a step's
+                        # would; another task may wake first (a deletion moved the timers).
+                        while sched.advance_to_next_wakeup() and not sched.runnable():
+                            pass
+                        ready = sched.runnable()
                     if backend.task is None or (ready and backend.task not in ready):
                         # What the deletions left of a task cannot step here: the event is
                         # skipped (the run records what it did, not what was asked).
@@ -307,6 +385,7 @@ class _Program:
                 try:
                     example.step()
                 finally:
+                    births.made_by(ev.uid, before)
                     if backend.task is None:
                         for t in sched.tasks:
                             if t.tid not in before and t.parent is None:
@@ -324,6 +403,8 @@ class _Program:
             # Not a run of the program (or one qmodel cannot judge: an actor died): no candidate.
             return None
         before = story_kv_ops(world)
+        # The settle draws from the choices no event took.
+        backend.current = None
         if violation is None:
             try:
                 example.finish()
@@ -404,9 +485,8 @@ def _without_verbs(program: _Program, best: _Run, runs: int) -> _Run | None:
     from the last to the first, each deletion kept when the run is better; ``None`` when none
     was. A post left out takes its request, and all the settle does for its message, out of
     the story: few candidates (a run has few such verbs) for what single events reach only
-    late. From the last: deleting a later post does not change how the steps of an earlier one
-    name its task (by rank among the live tasks of its name), and the sweep goes on from where
-    a deletion was kept rather than starting again."""
+    late. From the last: the sweep goes on from where a deletion was kept rather than starting
+    again, and a later post gone leaves the earlier ones' story as it was."""
     found = None
     i = len(best.events) - 1
     while i >= 0 and program.runs < runs:
