@@ -108,10 +108,14 @@ def lost_update(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out / "CACHE_LOST_UPDATE.json"
 
 
-def test_a_bug_that_needs_no_worker_is_told_in_a_world_without_one(lost_update: Path) -> None:
+def test_a_bug_that_needs_no_worker_is_told_in_a_world_without_one(
+    lost_update: Path, tmp_path: Path
+) -> None:
     """The lost update needs no bot: the minimised run has none, and the invariants about the
     work being done (one-reply here), which any world without a worker breaks, do not judge
-    it; its trace records both, so it replays alike."""
+    it; its trace records both, so it replays alike, and its report says so."""
+    from qmodel.report import write_report
+
     trace = load(lost_update)
     outcome = replay_strict(trace)
     assert outcome.violation is not None
@@ -130,6 +134,9 @@ def test_a_bug_that_needs_no_worker_is_told_in_a_world_without_one(lost_update: 
     assert again.violation is not None
     assert bug_of(again.violation) == bug_of(done.violation)
     assert again.world.log == done.world.log
+    markdown = write_report(told, tmp_path).markdown.read_text()
+    world = "1 frontend, nobody doing the work (the invariants about it are not judged)"
+    assert f"- **World:** protocol `queue`, {world}, local KV" in markdown
 
 
 def test_the_last_bot_stays_when_the_bug_is_about_the_work() -> None:

@@ -402,12 +402,14 @@ def _search_command(trace: Any) -> str:
 
 def _actors(detail: Detail) -> str:
     """``2 frontends, 1 bot``: each group of the protocol's actors with its size (a group's name
-    is plural; one member is told in the singular)."""
-    groups = detail.world.actors
+    is plural; one member is told in the singular), and whether nobody does the work."""
+    world = detail.world
     told = [
         f"1 {name.removesuffix('s')}" if len(members) == 1 else f"{len(members)} {name}"
-        for name, members in groups.items()
+        for name, members in world.actors.items()
     ]
+    if world.protocol.workers(world.config) == 0:
+        told.append("nobody doing the work (the invariants about it are not judged)")
     return ", ".join(told) or "no actors"
 
 
