@@ -560,6 +560,10 @@ def test_a_jobs_report_replays_and_its_regression_test_passes_on_the_sound_desig
         f"{cid}.md",
         f"test_regression_{cid}.py",
     ]
+    # Each job is told with the producer that enqueued it.
+    markdown = (report / f"{cid}.md").read_text()
+    rows = [r for r in markdown.splitlines() if r.startswith("| m") and "`job-" in r]
+    assert rows and all(r.endswith("| producer-1 |") for r in rows), rows
     assert main(["replay", str(report / f"{cid}.json"), "--json"]) == 1
     again = json.loads(capsys.readouterr().out)
     assert (again["invariant"], again["steps"]) == (found["invariant"], found["steps"])

@@ -353,9 +353,12 @@ def _bystander(mid: str, posted: dict[str, str], v: Any) -> bool:
 
 
 def _posters(detail: Detail) -> dict[str, str]:
+    """Who made each unit of work: the actor of the request of the protocol's work verb (the
+    first of its happy path: the chat's post, the jobs' enqueue) that names it."""
     out: dict[str, str] = {}
+    work = detail.world.protocol.happy_path[0][0]
     for ex in detail.world.history:
-        if ex.kind == "post" and ex.method == "POST":
+        if ex.kind == work and ex.method == "POST":
             body = ex.body if isinstance(ex.body, dict) else {}
             mid = body.get("id") or (ex.answer.get("id") if isinstance(ex.answer, dict) else None)
             if isinstance(mid, str):
