@@ -137,7 +137,9 @@ def check_all_done(ctx: CheckContext) -> Violation | None:
 
 
 SINGLE_TAKE = Invariant("single-take", "safety", "A job is handed out once.", check_single_take)
-ALL_DONE = Invariant("all-done", "eventual", "Every acknowledged job is done.", check_all_done)
+ALL_DONE = Invariant(
+    "all-done", "eventual", "Every acknowledged job is done.", check_all_done, needs_worker=True
+)
 
 TINY = Protocol(
     name="tiny",
