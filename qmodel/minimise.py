@@ -10,10 +10,11 @@ clock move) is one event, and the platform's own choices (which cached copy a re
 size, a consumer's work time) are kept with the event they were made in and handed out to it
 again label by label, so a deletion that changes what one event draws leaves the draws of the
 others as they were. Where a deletion moved the timers, the clock jumps to the next wake-up
-when nothing can step, as a step's would. A task that no other task started (an actor's loop, a
-client action) begins a *segment* at each of its steps; the steps of what it started (a
-request, what the request calls) belong to that segment: a segment is one request told from its
-sending.
+when nothing can step, as a step's would, and a task asleep while others can step gets the
+clock moved to its wake-up by the protocol's ``advance`` verb, as a search may move it. A task
+that no other task started (an actor's loop, a client action) begins a *segment* at each of its
+steps; the steps of what it started (a request, what the request calls) belong to that segment:
+a segment is one request told from its sending.
 
 Each round first makes the world smaller while that keeps the bug and shortens the run: one bot
 fewer (the last only when the bug's invariant is not about the work being done; the world
@@ -55,7 +56,7 @@ from qmodel.driver import VERB_LABEL, Example, InvariantViolation, bug_of, verb_
 from qmodel.errors import QmodelError
 from qmodel.protocol import Protocol
 from qmodel.sim.choices import Choice, RecordedBackend
-from qmodel.sim.scheduler import Scheduler, Task
+from qmodel.sim.scheduler import Scheduler, Sleep, Task
 from qmodel.world import World, WorldConfig
 
 __all__ = [
@@ -202,7 +203,7 @@ class ProgramBackend:
         return cls(own=own, order=order)
 
     def _queue(self, label: str) -> deque[Choice] | None:
-        if self.current is not None:
+        if self.current is not None and self.current >= 0:
             mine = self.own[self.current].get(label)
             if mine:
                 return mine
@@ -349,7 +350,11 @@ class _Program:
         births = _Births(sched)
         try:
             example.check_safety()
-            for i, ev in enumerate(events):
+            todo = deque(enumerate(events))
+            spare = max((e.uid for e in events), default=-1) + 1
+            nudged: set[int] = set()
+            while todo:
+                i, ev = todo.popleft()
                 backend.verb, backend.arg, backend.task = ev.verb, ev.arg, None
                 backend.current = i
                 mark = len(sched.trace)
@@ -362,6 +367,26 @@ class _Program:
                         while sched.advance_to_next_wakeup() and not sched.runnable():
                             pass
                         ready = sched.runnable()
+                    pending = backend.task.pending if backend.task is not None else None
+                    if ready and backend.task not in ready and isinstance(pending, Sleep):
+                        # Asleep while others can step (a deletion moved its timers): the
+                        # clock moves to its wake-up first, by the protocol's advance verb
+                        # (as a search may move it), then the event again.
+                        ticks = _ticks(pending.until_ms - sched.clock.now_ms, self.protocol)
+                        if (
+                            ticks
+                            and i >= 0
+                            and i not in nudged
+                            and "advance" in {v.name for v in example.enabled()}
+                        ):
+                            nudged.add(i)
+                            extra = [
+                                (-1, Event("advance", ms, None, (), spare + k))
+                                for k, ms in enumerate(ticks)
+                            ]
+                            spare += len(ticks)
+                            todo.extendleft([(i, ev), *reversed(extra)])
+                            continue
                     if backend.task is None or (ready and backend.task not in ready):
                         # What the deletions left of a task cannot step here: the event is
                         # skipped (the run records what it did, not what was asked).
@@ -425,6 +450,25 @@ class _Program:
             tuple(segments),
             tuple(roots),
         )
+
+
+def _ticks(gap: int, protocol: Protocol) -> list[int] | None:
+    """Clock moves of the protocol's advance verb that pass ``gap`` ms (the fewest, largest
+    first; at most 6), or ``None``."""
+    if gap <= 0:
+        return None
+    try:
+        args = sorted(protocol.verb("advance").args, reverse=True)
+    except KeyError:
+        return None
+    out: list[int] = []
+    for t in args:
+        while gap >= t:
+            out.append(t)
+            gap -= t
+    if gap > 0:
+        out.append(min(args))
+    return out if len(out) <= 6 else None
 
 
 def _better(got: _Run | None, than: _Run) -> bool:
