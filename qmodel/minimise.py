@@ -332,6 +332,8 @@ class _Program:
         self.checked = tuple(checked)
         self.bug = bug
         self.runs = 0
+        #: Whether a task asleep where the program steps it gets the clock moved first.
+        self.nudge = False
 
     def run(self, events: Sequence[Event]) -> _Run | None:
         """Run ``events`` from a fresh world; the run when it breaks the bug, else ``None``."""
@@ -368,7 +370,12 @@ class _Program:
                             pass
                         ready = sched.runnable()
                     pending = backend.task.pending if backend.task is not None else None
-                    if ready and backend.task not in ready and isinstance(pending, Sleep):
+                    if (
+                        self.nudge
+                        and ready
+                        and backend.task not in ready
+                        and isinstance(pending, Sleep)
+                    ):
                         # Asleep while others can step (a deletion moved its timers): the
                         # clock moves to its wake-up first, by the protocol's advance verb
                         # (as a search may move it), then the event again.
@@ -686,36 +693,9 @@ def _compacted(program: _Program, best: _Run) -> World | None:
     return None
 
 
-def minimise(
-    world: World,
-    violation: Violation,
-    factory: Callable[[], Any],
-    checked: Sequence[Invariant],
-    *,
-    runs: int = DEFAULT_RUNS,
-) -> Minimised | None:
-    """Minimise the failing run of ``world`` (a fresh target from ``factory`` per candidate;
-    the invariants ``checked`` as the search checked them) within ``runs`` candidate runs.
-
-    Gives ``None`` when the run cannot be rewritten as a program that breaks the same bug
-    again (a target that is not deterministic); else the shortest run found, which may be the
-    shrunk run itself.
-    """
-    protocol = world.protocol
-    events, _, _ = events_of(world, factory, protocol, checked)
-    program = _Program(factory, protocol, world.config, checked, bug_of(violation))
-    best = program.run(events)
-    if best is None:
-        # The search checks after each verb, the program after each step: another invariant
-        # may break first at a step inside a verb (a 5xx before the double claim it leads to).
-        # The bug's own invariant alone then judges the program.
-        own = tuple(i for i in checked if i.id == violation.invariant)
-        program = _Program(factory, protocol, world.config, own, bug_of(violation))
-        best = program.run(events)
-    if best is None:
-        return None
-    # One run is kept for telling the result with runs of several steps (see _compacted).
-    total, runs = runs, max(1, runs - 1)
+def _rounds(program: _Program, best: _Run, runs: int) -> _Run:
+    """The passes, round after round, until a round finds nothing or ``runs`` are spent."""
+    factory, protocol = program.factory, program.protocol
     rewritten: set[tuple[Event, ...]] = set()
     while program.runs < runs:
         # A smaller world first, again after every round: once the posts of a frontend are
@@ -747,6 +727,46 @@ def minimise(
         if fine is best:
             break
         best = fine
+    return best
+
+
+def minimise(
+    world: World,
+    violation: Violation,
+    factory: Callable[[], Any],
+    checked: Sequence[Invariant],
+    *,
+    runs: int = DEFAULT_RUNS,
+) -> Minimised | None:
+    """Minimise the failing run of ``world`` (a fresh target from ``factory`` per candidate;
+    the invariants ``checked`` as the search checked them) within ``runs`` candidate runs.
+
+    Gives ``None`` when the run cannot be rewritten as a program that breaks the same bug
+    again (a target that is not deterministic); else the shortest run found, which may be the
+    shrunk run itself.
+    """
+    protocol = world.protocol
+    events, _, _ = events_of(world, factory, protocol, checked)
+    program = _Program(factory, protocol, world.config, checked, bug_of(violation))
+    best = program.run(events)
+    if best is None:
+        # The search checks after each verb, the program after each step: another invariant
+        # may break first at a step inside a verb (a 5xx before the double claim it leads to).
+        # The bug's own invariant alone then judges the program.
+        own = tuple(i for i in checked if i.id == violation.invariant)
+        program = _Program(factory, protocol, world.config, own, bug_of(violation))
+        best = program.run(events)
+    if best is None:
+        return None
+    # One run is kept for telling the result with runs of several steps (see _compacted).
+    total, runs = runs, max(1, runs - 1)
+    # First the steps as the program names them; then, with what is left (at least a third of
+    # the budget), a task asleep where the program steps it also gets the clock moved to its
+    # wake-up (see _Program.run): that finds stories of timed polls, and loses others (a
+    # write refused for coming within a second of another is no longer refused).
+    best = _rounds(program, best, max(1, runs * 2 // 3))
+    program.nudge = True
+    best = _rounds(program, best, runs)
     told = _compacted(program, best) if program.runs < total else None
     return Minimised(
         world=best.world if told is None else told,
