@@ -10,11 +10,13 @@ clock move) is one event, and the platform's own choices (which cached copy a re
 size, a consumer's work time) are kept with the event they were made in and handed out to it
 again label by label, so a deletion that changes what one event draws leaves the draws of the
 others as they were. Where a deletion moved the timers, the clock jumps to the next wake-up
-when nothing can step, as a step's would, and a task asleep while others can step gets the
-clock moved to its wake-up by the protocol's ``advance`` verb, as a search may move it. A task
-that no other task started (an actor's loop, a client action) begins a *segment* at each of its
-steps; the steps of what it started (a request, what the request calls) belong to that segment:
-a segment is one request told from its sending.
+when nothing can step, as a step's would; and, on the last third of the budget, a task asleep
+while others can step gets the clock moved to its wake-up by the protocol's ``advance`` verb,
+as a search may move it (a move that would lose a story of writes within one second, so it
+comes after the passes without it). A task that no other task started (an actor's loop, a
+client action) begins a *segment* at each of its steps; the steps of what it started (a
+request, what the request calls) belong to that segment: a segment is one request told from its
+sending.
 
 Each round first makes the world smaller while that keeps the bug and shortens the run: one bot
 fewer (the last only when the bug's invariant is not about the work being done; the world
