@@ -328,7 +328,7 @@ class Explorer:
         names = {v.name for v in protocol.verbs}
         #: The verb that makes work (a message posted, a job enqueued): the first of the
         #: protocol's happy path; ``posts`` counts it.
-        self.work = protocol.happy_path[0][0] if protocol.happy_path else "post"
+        self.work = protocol.work_verb or "post"
         missing = [v for v in (self.work, "run") if v not in names]
         if missing:
             raise ScopeError(

@@ -159,7 +159,7 @@ class _Births:
         t = self.tasks.get((uid, place))
         if t is None or t.kind != kind:
             return None
-        return t if t.tid in self.live() else None
+        return t if t in self.sched.tasks else None
 
 
 def _is_verb(label: str) -> bool:
@@ -384,7 +384,6 @@ class _Program:
                         ticks = _ticks(pending.until_ms - sched.clock.now_ms, self.protocol)
                         if (
                             ticks
-                            and i >= 0
                             and i not in nudged
                             and "advance" in {v.name for v in example.enabled()}
                         ):

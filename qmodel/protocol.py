@@ -160,6 +160,12 @@ class Protocol:
     #: whose platform does the work, as a push consumer, has one whatever the bots).
     workers: Callable[[WorldConfig], int] = _bots
 
+    @property
+    def work_verb(self) -> str | None:
+        """The verb that makes work (the chat's ``post``, the jobs' ``enqueue``): the first of
+        the happy path, ``None`` without one."""
+        return self.happy_path[0][0] if self.happy_path else None
+
     def judged(
         self, invariants: tuple[Invariant, ...], config: WorldConfig
     ) -> tuple[Invariant, ...]:

@@ -356,7 +356,7 @@ def _posters(detail: Detail) -> dict[str, str]:
     """Who made each unit of work: the actor of the request of the protocol's work verb (the
     first of its happy path: the chat's post, the jobs' enqueue) that names it."""
     out: dict[str, str] = {}
-    work = detail.world.protocol.happy_path[0][0]
+    work = detail.world.protocol.work_verb
     for ex in detail.world.history:
         if ex.kind == work and ex.method == "POST":
             body = ex.body if isinstance(ex.body, dict) else {}
