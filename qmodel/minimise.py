@@ -13,7 +13,11 @@ others as they were. Where a deletion moved the timers, the clock jumps to the n
 when nothing can step, as a step's would; and, on the last third of the budget, a task asleep
 while others can step gets the clock moved to its wake-up by the protocol's ``advance`` verb,
 as a search may move it (a move that would lose a story of writes within one second, so it
-comes after the passes without it). A task that no other task started (an actor's loop, a
+comes after the passes without it). Two searches start from the shrunk run, each with its own
+half of the budget, and the shorter result is kept: in the first an event whose task is gone is
+skipped; in the second the first task of the same actor's story that can step stands in for a
+task that is gone or cannot step (the request a deletion made another step send; the loop a
+crash made anew). A task that no other task started (an actor's loop, a
 client action) begins a *segment* at each of its steps; the steps of what it started (a
 request, what the request calls) belong to that segment: a segment is one request told from its
 sending.
@@ -72,8 +76,8 @@ __all__ = [
 ]
 
 #: Candidate runs a minimisation may spend by default (each is one example from a fresh world,
-#: settled when the bug is an eventual one).
-DEFAULT_RUNS = 400
+#: settled when the bug is an eventual one), half for each of its two searches.
+DEFAULT_RUNS = 800
 
 #: A task as an event names it: the event that made it (its ``uid``; ``-1`` for a task made
 #: before any event, as an actor's loop), its place among the tasks that event made (for
@@ -94,6 +98,9 @@ class Event:
     choices: tuple[Choice, ...] = ()
     #: The event's number in the program it was written in: the tasks it makes are named by it.
     uid: int = -1
+    #: The name of the task whose story the step belongs to (the actor's loop or the client
+    #: action its task descends from; see :func:`_root`); ``""`` for another verb.
+    actor: str = ""
 
 
 @attrs.frozen
@@ -160,6 +167,14 @@ class _Births:
         if t is None or t.kind != kind:
             return None
         return t if t in self.sched.tasks else None
+
+
+def _root(task: Task) -> Task:
+    """The task no other task started that ``task`` descends from: an actor's loop, a client
+    action."""
+    while task.parent is not None:
+        task = task.parent
+    return task
 
 
 def _is_verb(label: str) -> bool:
@@ -305,7 +320,16 @@ def events_of(
                     tid = sched.trace[mark].tid
                     key = keys[tid]
                     births.made_by(len(events), set(alive))
-                    events.append(Event("run", 1, key, _own(choices.log[first:]), len(events)))
+                    events.append(
+                        Event(
+                            "run",
+                            1,
+                            key,
+                            _own(choices.log[first:]),
+                            len(events),
+                            _root(alive[tid]).name,
+                        )
+                    )
             w.verbs.append((verb, arg))
             w.counts[verb] = w.counts.get(verb, 0) + 1
             example.check_safety()
@@ -336,6 +360,9 @@ class _Program:
         self.runs = 0
         #: Whether a task asleep where the program steps it gets the clock moved first.
         self.nudge = False
+        #: Whether a step whose task is gone, or cannot step, steps another task of the same
+        #: actor's story that can (see :func:`minimise`).
+        self.kin = False
 
     def run(self, events: Sequence[Event]) -> _Run | None:
         """Run ``events`` from a fresh world; the run when it breaks the bug, else ``None``."""
@@ -365,6 +392,14 @@ class _Program:
                 if ev.task is not None:
                     backend.task = births.task(ev.task)
                     ready = sched.runnable()
+                    if self.kin and ev.actor and backend.task not in ready:
+                        # The first task of the same actor's story that can step stands in
+                        # (a deletion made the request another step sends, or a crash made
+                        # the loop anew); the program then names that task.
+                        kin = next((t for t in ready if _root(t).name == ev.actor), None)
+                        if kin is not None:
+                            backend.task = kin
+                            ev = attrs.evolve(ev, task=births.key(kin))
                     if backend.task is not None and not ready:
                         # Nothing can step: the clock jumps to the next wake-up, as a step's
                         # would; another task may wake first (a deletion moved the timers).
@@ -406,9 +441,7 @@ class _Program:
                     segments.append(len(done))
                     roots.append(-1)
                 else:
-                    root = backend.task
-                    while root.parent is not None:
-                        root = root.parent
+                    root = _root(backend.task)
                     if root is backend.task or root.tid not in current:
                         # A client action's first step continues the verb that started it.
                         current[root.tid] = started.pop(root.tid, len(done))
@@ -731,6 +764,18 @@ def _rounds(program: _Program, best: _Run, runs: int) -> _Run:
     return best
 
 
+def _search(program: _Program, best: _Run, runs: int) -> _Run:
+    """The passes on ``program`` until it has spent ``runs``: first the steps as the program
+    names them; then, with what is left (at least a third), a task asleep where the program
+    steps it also gets the clock moved to its wake-up (see :meth:`_Program.run`): that finds
+    stories of timed polls, and loses others (a write refused for coming within a second of
+    another is no longer refused)."""
+    start = program.runs
+    best = _rounds(program, best, start + max(0, runs - start) * 2 // 3)
+    program.nudge = True
+    return _rounds(program, best, runs)
+
+
 def minimise(
     world: World,
     violation: Violation,
@@ -748,27 +793,36 @@ def minimise(
     """
     protocol = world.protocol
     events, _, _ = events_of(world, factory, protocol, checked)
-    program = _Program(factory, protocol, world.config, checked, bug_of(violation))
+    judged = tuple(checked)
+    program = _Program(factory, protocol, world.config, judged, bug_of(violation))
     best = program.run(events)
     if best is None:
         # The search checks after each verb, the program after each step: another invariant
         # may break first at a step inside a verb (a 5xx before the double claim it leads to).
         # The bug's own invariant alone then judges the program.
-        own = tuple(i for i in checked if i.id == violation.invariant)
-        program = _Program(factory, protocol, world.config, own, bug_of(violation))
+        judged = tuple(i for i in checked if i.id == violation.invariant)
+        program = _Program(factory, protocol, world.config, judged, bug_of(violation))
         best = program.run(events)
     if best is None:
         return None
     # One run is kept for telling the result with runs of several steps (see _compacted).
     total, runs = runs, max(1, runs - 1)
-    # First the steps as the program names them; then, with what is left (at least a third of
-    # the budget), a task asleep where the program steps it also gets the clock moved to its
-    # wake-up (see _Program.run): that finds stories of timed polls, and loses others (a
-    # write refused for coming within a second of another is no longer refused).
-    best = _rounds(program, best, max(1, runs * 2 // 3))
-    program.nudge = True
-    best = _rounds(program, best, runs)
-    told = _compacted(program, best) if program.runs < total else None
+    # Two searches from the shrunk run, each on its own program, the shorter result kept: the
+    # first names tasks exactly (a step whose task is gone is skipped), with at most half the
+    # budget; the second, with the rest, lets another task of the same actor's story stand in
+    # for one that is gone or cannot step. Each finds stories the other loses: standing in
+    # takes a deletion through where a request is now sent from another step (a job enqueued
+    # once fewer), and also keeps candidates that lead the search elsewhere.
+    exact = program
+    best = _search(exact, best, max(1, runs // 2))
+    kin = _Program(factory, protocol, world.config, judged, bug_of(violation))
+    kin.kin = True
+    other = kin.run(events) if exact.runs < runs else None
+    if other is not None:
+        other = _search(kin, other, runs - exact.runs)
+        if _better(other, best):
+            program, best = kin, other
+    told = _compacted(program, best) if exact.runs + kin.runs < total else None
     return Minimised(
         world=best.world if told is None else told,
         violation=best.violation,
@@ -777,6 +831,6 @@ def minimise(
         # A failed example stops where its bug is caught (settled only if caught there).
         shrunk_kv_ops=story_kv_ops(world),
         shrunk_steps=len(world.log),
-        runs=program.runs,
+        runs=exact.runs + kin.runs,
         checked=program.checked,
     )
