@@ -17,10 +17,9 @@ comes after the passes without it). Two searches start from the shrunk run, each
 half of the budget, and the shorter result is kept: in the first an event whose task is gone is
 skipped; in the second the first task of the same actor's story that can step stands in for a
 task that is gone or cannot step (the request a deletion made another step send; the loop a
-crash made anew). A task that no other task started (an actor's loop, a
-client action) begins a *segment* at each of its steps; the steps of what it started (a
-request, what the request calls) belong to that segment: a segment is one request told from its
-sending.
+crash made anew). A task that no other task started (an actor's loop, a client action) begins a
+*segment* at each of its steps; the steps of what it started (a request, what the request calls)
+belong to that segment: a segment is one request told from its sending.
 
 Each round first makes the world smaller while that keeps the bug and shortens the run: one bot
 fewer (the last only when the bug's invariant is not about the work being done; the world
@@ -29,14 +28,20 @@ actor left out skipped (its polls leave the story and the settle). The passes, r
 one finds a shorter run: a sweep deleting verbs other than a step (a post, a burst, a clock
 move), from the last; delete two consecutive segments of one task (a request and the step that
 takes its answer, so the task starts its next request as it would have started this one), or
-one; tell one segment first (a post that lands before the bots' first poll); when they find
-nothing, the run is rewritten afresh from what it did and they go on; then delete chunks of
+one; tell one segment first (a post that lands before the bots' first poll); in the second
+search, when those find nothing, cut an actor short (:func:`_cut_short`: it crashes where one of
+its segments began and picks up again at one of its next few, after the clock has moved by as
+much as the part left out took, rounded down to a tick; what its story still needs when the
+program ends runs until it waits): a bot that replied to another message before polling again
+with its stale copy tells the same race as one that crashed and polled again a second later;
+when they find nothing, the run is rewritten afresh from what it did and they go on; then
+delete chunks of
 single events, halving the chunk as in delta debugging (Zeller's ddmin). An event that cannot
 run where the deletions left it (its task is gone, or cannot step) is skipped. A change is kept
 when the run still breaks the same invariant with the same rule, costs no more KV operations up
 to where the bug is caught (through the settle when it is caught there, so that moving the race
 into the settle's traffic is no gain) and tells it in no more log lines, and is shorter in one
-of them (or in events).
+of them (or in events). A candidate that did not break the bug is not run again.
 
 Each candidate is run from a fresh world through the driver (:class:`~qmodel.driver.Example`)
 with every choice, the verbs' included, answered by :class:`ProgramBackend` and recorded as in
@@ -272,6 +277,8 @@ class _Run:
     segments: tuple[int, ...]
     #: Per event, the task whose segment it is (its id in the run; ``-1`` for another verb).
     roots: tuple[int, ...]
+    #: Per event, the clock (ms) as it ran.
+    times: tuple[int, ...]
 
 
 def story_kv_ops(world: World) -> int:
@@ -363,18 +370,58 @@ class _Program:
         #: Whether a step whose task is gone, or cannot step, steps another task of the same
         #: actor's story that can (see :func:`minimise`).
         self.kin = False
+        self._crashable: tuple[WorldConfig, dict[str, int]] | None = None
+        #: The candidates run so far that did not break the bug, with what judged them: one
+        #: asked again (a pass in a later round, the same cut in the next phase) is not run.
+        self._failed: set[tuple[Any, ...]] = set()
+
+    def crashable(self) -> dict[str, int]:
+        """The actors the protocol's ``crash`` verb can crash in this world, each with the
+        argument that crashes it (found by crashing each in a fresh world: the crashed actor is
+        replaced in its group by its restarted self)."""
+        if self._crashable is not None and self._crashable[0] == self.config:
+            return self._crashable[1]
+        out: dict[str, int] = {}
+        verb = next((v for v in self.protocol.verbs if v.name == "crash"), None)
+        if verb is not None:
+            example = Example.begin(
+                self.factory(), self.protocol, self.config, ProgramBackend(), ()
+            )
+            world = example.world
+            for arg in verb.args:
+                if not verb.enabled(world):
+                    break
+                before = {name: [id(a) for a in group] for name, group in world.actors.items()}
+                verb.apply(world, arg)
+                for name, group in world.actors.items():
+                    for old, actor in zip(before.get(name, []), group, strict=False):
+                        if old != id(actor):
+                            out.setdefault(actor.name, arg)
+        self._crashable = (self.config, out)
+        return out
 
     def run(self, events: Sequence[Event]) -> _Run | None:
         """Run ``events`` from a fresh world; the run when it breaks the bug, else ``None``."""
+        key = (tuple(events), self.config, self.checked, self.nudge, self.kin)
+        if key in self._failed:
+            return None
+        got = self._run(events)
+        if got is None:
+            self._failed.add(key)
+        return got
+
+    def _run(self, events: Sequence[Event]) -> _Run | None:
         self.runs += 1
         backend = ProgramBackend.of(events)
         example = Example.begin(self.factory(), self.protocol, self.config, backend, self.checked)
+        drained = 0
         backend.example = example
         world = example.world
         sched = world.platform.scheduler
         done: list[Event] = []
         segments: list[int] = []
         roots: list[int] = []
+        times: list[int] = []
         current: dict[int, int] = {}
         started: dict[int, int] = {}
         violation: Violation | None = None
@@ -389,6 +436,16 @@ class _Program:
                 backend.verb, backend.arg, backend.task = ev.verb, ev.arg, None
                 backend.current = i
                 mark = len(sched.trace)
+                if ev.verb == "run" and ev.task is None:
+                    # The actor's story runs until it waits: one step of its first task that
+                    # can, then this event again (see _cut_short).
+                    kin = next((t for t in sched.runnable() if _root(t).name == ev.actor), None)
+                    if kin is not None and drained < _MAX_DRAIN:
+                        drained += 1
+                        step = Event("run", 1, births.key(kin), (), spare, ev.actor)
+                        spare += 1
+                        todo.extendleft([(i, ev), (-1, step)])
+                    continue
                 if ev.task is not None:
                     backend.task = births.task(ev.task)
                     ready = sched.runnable()
@@ -448,6 +505,7 @@ class _Program:
                     segments.append(current[root.tid])
                     roots.append(root.tid)
                 before = {t.tid for t in sched.tasks}
+                times.append(sched.clock.now_ms)
                 try:
                     example.step()
                 finally:
@@ -490,6 +548,7 @@ class _Program:
             before,
             tuple(segments),
             tuple(roots),
+            tuple(times),
         )
 
 
@@ -585,6 +644,52 @@ def _without_verbs(program: _Program, best: _Run, runs: int) -> _Run | None:
     return found
 
 
+def _cut_short(program: _Program, best: _Run, runs: int) -> _Run | None:
+    """The first better run in which an actor that the ``crash`` verb can crash is cut short:
+    it crashes where one of its segments began, what it did from there up to one of its next
+    few segments is left out, the clock moves on before that segment (by the largest tick
+    within the time the left-out part took, or not at all), and whatever its story still
+    needs once the program has ended runs until it waits. A bot that cached what it read,
+    replied to another message and then polled again with its stale copy tells the same race
+    as one that crashed after reading and polled again a second later. Cut points in the order
+    of the story; ``None`` when no cut is better."""
+    crashable = program.crashable()
+    if not crashable:
+        return None
+    try:
+        ticks = sorted(program.protocol.verb("advance").args)
+    except KeyError:
+        ticks = []
+    spare = max((e.uid for e in best.events), default=-1) + 1
+    events = best.events
+    starts: dict[str, list[int]] = {}
+    for i, (e, seg) in enumerate(zip(events, best.segments, strict=True)):
+        if e.task is not None and seg == i + 1 and e.actor in crashable:
+            starts.setdefault(e.actor, []).append(i)
+    cuts = sorted(
+        (i, j, actor)
+        for actor, mine in starts.items()
+        for k, i in enumerate(mine)
+        for j in mine[k + 1 : k + 1 + _CUT_REACH]
+    )
+    for i, j, actor in cuts:
+        between = [e for e in events[i:j] if e.actor != actor]
+        crash = Event("crash", crashable[actor], None, (), spare)
+        rest = Event("run", 0, None, (), spare + 1, actor)
+        took = best.times[j] - best.times[i]
+        within = [t for t in ticks if t <= took]
+        for lead in ((), within[-1:]):
+            if program.runs >= runs:
+                return None
+            moves = [Event("advance", ms, None, (), spare + 2) for ms in lead]
+            got = program.run([*events[:i], crash, *between, *moves, *events[j:], rest])
+            if _better(got, best):
+                return got
+            if not within:
+                break
+    return None
+
+
 def _fewer_actors(program: _Program, best: _Run, runs: int) -> _Run:
     """The same events in a world with one bot fewer, or one frontend fewer, as long as the
     bug still breaks and the run is better: an actor the story does not need adds its polls to
@@ -648,6 +753,11 @@ def _ddmin(program: _Program, best: _Run, runs: int) -> _Run:
 
 #: The largest argument of the ``run`` verb (the steps one verb may take).
 _MAX_RUN = 40
+
+#: The most steps an actor cut short takes after its restart until it waits (see _cut_short).
+_MAX_DRAIN = 200
+#: How many of an actor's next segments a cut may reach (see _cut_short).
+_CUT_REACH = 4
 
 
 def _compacted(program: _Program, best: _Run) -> World | None:
@@ -747,7 +857,10 @@ def _rounds(program: _Program, best: _Run, runs: int) -> _Run:
                     break
                 best = found = one
             if swept is None and found is None:
-                break
+                cut = _cut_short(program, best, runs) if program.kin else None
+                if cut is None:
+                    break
+                best = cut
         # The run rewritten again from what it did: a kept deletion leaves events whose
         # platform choices were made for the longer run, and steps that were skipped.
         if program.runs < runs and best.events not in rewritten:

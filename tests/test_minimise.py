@@ -247,3 +247,29 @@ def test_a_task_of_the_same_story_stands_in_for_one_that_is_gone(tmp_path: Path)
     told = trace_of(done.world, done.violation, target=trace.target, checked=done.checked)
     again = replay_strict(loads(told.dumps()))
     assert again.violation is not None and again.world.log == done.world.log
+
+
+def test_an_actor_cut_short_tells_a_stale_claim_in_fewer_operations(tmp_path: Path) -> None:
+    """check's shrunk double claim in production KV: a bot reads a message (its location
+    caches it), claims another, replies, completes and polls again, and its stale copy lets it
+    claim the message the other bot claimed seconds before (24 KV operations). Cutting the bot
+    short (it crashes after reading, and the clock moves a second before it polls again) tells
+    the same race without the reply; the result is at most twice the explorer's shortest
+    double claim (7 KV operations, in local KV) and replays as it was told."""
+    argv = ["check", "--target", "catalog:CLAIM_NOT_ATOMIC", "--no-minimise"]
+    assert cli.main([*argv, "--report", str(tmp_path)]) == 1
+    trace = load(tmp_path / "CLAIM_NOT_ATOMIC__single_claim.json")
+    assert trace.config["kv"] == "strict"
+    outcome = replay_strict(trace)
+    assert outcome.violation is not None and outcome.violation.invariant == "single-claim"
+    checked = tuple(i for i in outcome.world.protocol.invariants if i.id in trace.invariants)
+    done = minimise(
+        outcome.world, outcome.violation, resolve(trace.target).factory, checked, runs=800
+    )
+    assert done is not None
+    assert bug_of(done.violation) == bug_of(outcome.violation)
+    assert done.shrunk_kv_ops >= 20
+    assert done.kv_ops <= 14
+    told = trace_of(done.world, done.violation, target=trace.target, checked=done.checked)
+    again = replay_strict(loads(told.dumps()))
+    assert again.violation is not None and again.world.log == done.world.log
