@@ -222,16 +222,12 @@ def test_jobs_the_story_does_not_need_go_though_the_timers_move(stale_ack: Path)
     assert again.violation is not None and again.world.log == done.world.log
 
 
-def test_a_task_of_the_same_story_stands_in_for_one_that_is_gone(tmp_path: Path) -> None:
-    """In production KV, deleting an enqueue makes another step send the queue object's
-    request, so the events that named it name nothing and every later step of the story is
-    skipped: a search naming tasks exactly keeps every job of the shrunk stale ack (7 KV
-    operations). The second search lets the first task of the same actor's story that can step
-    stand in, and reaches at most twice the explorer's shortest (2 KV operations)."""
-    argv = ["check", "--target", "catalog:JOBS_NO_FENCING", "--invariant", "stale-ack"]
-    argv += ["--max-examples", "10", "--stop-at-first", "--no-minimise"]
-    assert cli.main([*argv, "--report", str(tmp_path)]) == 1
-    trace = load(tmp_path / "JOBS_NO_FENCING.json")
+def _production_story(argv: list[str], tmp_path: Path, name: str) -> tuple[Any, Any]:
+    """check's shrunk (not minimised) bug of ``argv`` in production KV, from its report file
+    ``name``, and its minimised run within 800 candidate runs (judged by the invariants the
+    trace records): the same bug, and a run that replays as it was told."""
+    assert cli.main([*argv, "--no-minimise", "--report", str(tmp_path)]) == 1
+    trace = load(tmp_path / name)
     assert trace.config["kv"] == "strict"
     outcome = replay_strict(trace)
     assert outcome.violation is not None
@@ -241,12 +237,23 @@ def test_a_task_of_the_same_story_stands_in_for_one_that_is_gone(tmp_path: Path)
     )
     assert done is not None
     assert bug_of(done.violation) == bug_of(outcome.violation)
-    assert done.shrunk_kv_ops >= 6
-    assert done.kv_ops <= 4
-    # The stand-in steps are what the program names: the run replays as it was told.
     told = trace_of(done.world, done.violation, target=trace.target, checked=done.checked)
     again = replay_strict(loads(told.dumps()))
     assert again.violation is not None and again.world.log == done.world.log
+    return outcome, done
+
+
+def test_a_task_of_the_same_story_stands_in_for_one_that_is_gone(tmp_path: Path) -> None:
+    """In production KV, deleting an enqueue makes another step send the queue object's
+    request, so the events that named it name nothing and every later step of the story is
+    skipped: a search naming tasks exactly keeps every job of the shrunk stale ack (7 KV
+    operations). The second search lets the first task of the same actor's story that can step
+    stand in, and reaches at most twice the explorer's shortest (2 KV operations)."""
+    argv = ["check", "--target", "catalog:JOBS_NO_FENCING", "--invariant", "stale-ack"]
+    argv += ["--max-examples", "10", "--stop-at-first"]
+    _, done = _production_story(argv, tmp_path, "JOBS_NO_FENCING.json")
+    assert done.shrunk_kv_ops >= 6
+    assert done.kv_ops <= 4
 
 
 def test_an_actor_cut_short_tells_a_stale_claim_in_fewer_operations(tmp_path: Path) -> None:
@@ -255,21 +262,9 @@ def test_an_actor_cut_short_tells_a_stale_claim_in_fewer_operations(tmp_path: Pa
     claim the message the other bot claimed seconds before (24 KV operations). Cutting the bot
     short (it crashes after reading, and the clock moves a second before it polls again) tells
     the same race without the reply; the result is at most twice the explorer's shortest
-    double claim (7 KV operations, in local KV) and replays as it was told."""
-    argv = ["check", "--target", "catalog:CLAIM_NOT_ATOMIC", "--no-minimise"]
-    assert cli.main([*argv, "--report", str(tmp_path)]) == 1
-    trace = load(tmp_path / "CLAIM_NOT_ATOMIC__single_claim.json")
-    assert trace.config["kv"] == "strict"
-    outcome = replay_strict(trace)
-    assert outcome.violation is not None and outcome.violation.invariant == "single-claim"
-    checked = tuple(i for i in outcome.world.protocol.invariants if i.id in trace.invariants)
-    done = minimise(
-        outcome.world, outcome.violation, resolve(trace.target).factory, checked, runs=800
-    )
-    assert done is not None
-    assert bug_of(done.violation) == bug_of(outcome.violation)
+    double claim (7 KV operations, in local KV)."""
+    argv = ["check", "--target", "catalog:CLAIM_NOT_ATOMIC"]
+    outcome, done = _production_story(argv, tmp_path, "CLAIM_NOT_ATOMIC__single_claim.json")
+    assert outcome.violation.invariant == "single-claim"
     assert done.shrunk_kv_ops >= 20
     assert done.kv_ops <= 14
-    told = trace_of(done.world, done.violation, target=trace.target, checked=done.checked)
-    again = replay_strict(loads(told.dumps()))
-    assert again.violation is not None and again.world.log == done.world.log
