@@ -1,57 +1,55 @@
 """Minimising a shrunk counterexample: delta debugging over its scheduler steps and verbs.
 
-Hypothesis shrinks the stream of choices as integers: a ``run 17`` stays a run of 17 steps when
-only 3 of them matter, and deleting one step shifts the meaning of every ``step`` choice after
-it (an index into the tasks that may run), so a deletion that would leave the story intact
-looks to it like another run. Here the run is rewritten as a program of *events*: each
-scheduler step is one event that names the task it resumes (by the event that made the task,
-which survives deleting other events: :data:`TaskKey`), each other verb (a post, a crash, a
-clock move) is one event, and the platform's own choices (which cached copy a read sees, a page
-size, a consumer's work time) are kept with the event they were made in and handed out to it
-again label by label, so a deletion that changes what one event draws leaves the draws of the
-others as they were. Where a deletion moved the timers, the clock jumps to the next wake-up
-when nothing can step, as a step's would; and, on the last third of the budget, a task asleep
-while others can step gets the clock moved to its wake-up by the protocol's ``advance`` verb,
-as a search may move it (a move that would lose a story of writes within one second, so it
-comes after the passes without it). Two searches start from the shrunk run, each with its own
-half of the budget, and the shorter result is kept: in the first an event whose task is gone is
-skipped; in the second the first task of the same actor's story that can step stands in for a
-task that is gone or cannot step (the request a deletion made another step send; the loop a
-crash made anew). A task that no other task started (an actor's loop, a client action) begins a
-*segment* at each of its steps; the steps of what it started (a request, what the request calls)
-belong to that segment: a segment is one request told from its sending.
+Hypothesis shrinks the stream of choices as integers: a ``run 17`` stays a run of 17 steps when only
+3 of them matter, and deleting one step shifts the meaning of every ``step`` choice after it (an
+index into the tasks that may run), so a deletion that would leave the story intact looks to it like
+another run. Here the run is rewritten as a program of *events*: each scheduler step is one event
+that names the task it resumes (by the event that made the task, which survives deleting other
+events: :data:`TaskKey`), each other verb (a post, a crash, a clock move) is one event, and the
+platform's own choices (which cached copy a read sees, a page size, a consumer's work time) are kept
+with the event they were made in and handed out to it again label by label, so a deletion that
+changes what one event draws leaves the draws of the others as they were. Where a deletion moved the
+timers, the clock jumps to the next wake-up when nothing can step, as a step's would; and, on the
+last third of the budget, a task asleep while others can step gets the clock moved to its wake-up by
+the protocol's ``advance`` verb, as a search may move it (a move that would lose a story of writes
+within one second, so it comes after the passes without it). Two searches start from the shrunk run,
+the first with at most half of the budget and the second with the rest, and the shorter result is
+kept: in the first an event whose task is gone is skipped; in the second the first task of the same
+actor's story that can step stands in for a task that is gone or cannot step (the request a deletion
+made another step send; the loop a crash made anew). A task that no other task started (an actor's
+loop, a client action) begins a *segment* at each of its steps; the steps of what it started (a
+request, what the request calls) belong to that segment: a segment is one request told from its
+sending.
 
 Each round first makes the world smaller while that keeps the bug and shortens the run: one bot
-fewer (the last only when the bug's invariant is not about the work being done; the world
-without one is judged by the invariants that are not), or one frontend fewer, the events of the
-actor left out skipped (its polls leave the story and the settle). The passes, repeated while
-one finds a shorter run: a sweep deleting verbs other than a step (a post, a burst, a clock
-move), from the last; delete two consecutive segments of one task (a request and the step that
-takes its answer, so the task starts its next request as it would have started this one), or
-one; tell one segment first (a post that lands before the bots' first poll); in the second
-search, when those find nothing, cut an actor short (:func:`_cut_short`: it crashes where one of
-its segments began and picks up again at one of its next few, after the clock has moved by as
-much as the part left out took, rounded down to a tick; what its story still needs when the
-program ends runs until it waits): a bot that replied to another message before polling again
-with its stale copy tells the same race as one that crashed and polled again a second later;
-when they find nothing, the run is rewritten afresh from what it did and they go on; then
-delete chunks of
-single events, halving the chunk as in delta debugging (Zeller's ddmin). An event that cannot
-run where the deletions left it (its task is gone, or cannot step) is skipped. A change is kept
-when the run still breaks the same invariant with the same rule, costs no more KV operations up
-to where the bug is caught (through the settle when it is caught there, so that moving the race
-into the settle's traffic is no gain) and tells it in no more log lines, and is shorter in one
-of them (or in events). A candidate that did not break the bug is not run again.
+fewer (the last only when the bug's invariant is not about the work being done; the world without
+one is judged by the invariants that are not), or one frontend fewer, the events of the actor left
+out skipped (its polls leave the story and the settle). The passes, repeated while one finds a
+shorter run: a sweep deleting verbs other than a step (a post, a burst, a clock move), from the
+last; delete two consecutive segments of one task (a request and the step that takes its answer, so
+the task starts its next request as it would have started this one), or one; tell one segment first
+(a post that lands before the bots' first poll); in the second search, when those find nothing, cut
+an actor short (:func:`_cut_short`: it crashes where one of its segments began and picks up again at
+one of its next few, after the clock has moved by as much as the part left out took, rounded down to
+a tick; what its story still needs when the program ends runs until it waits): a bot that replied to
+another message before polling again with its stale copy tells the same race as one that crashed and
+polled again a second later; when they find nothing, the run is rewritten afresh from what it did
+and they go on; then delete chunks of single events, halving the chunk as in delta debugging
+(Zeller's ddmin). An event that cannot run where the deletions left it (its task is gone, or cannot
+step) is skipped. A change is kept when the run still breaks the same invariant with the same rule,
+costs no more KV operations up to where the bug is caught (through the settle when it is caught
+there, so that moving the race into the settle's traffic is no gain) and tells it in no more log
+lines, and is shorter in one of them (or in events). A candidate that did not break the bug is not
+run again.
 
-Each candidate is run from a fresh world through the driver (:class:`~qmodel.driver.Example`)
-with every choice, the verbs' included, answered by :class:`ProgramBackend` and recorded as in
-any run; the minimised world is therefore an ordinary run whose trace
-(:func:`qmodel.replay.trace_of`) replays byte for byte. While the passes run, every step is its
-own ``run 1`` verb, so the safety invariants are checked after every step and the story stops
-where the bug shows; the result is then told with its consecutive steps as ``run N`` verbs
-(when that gives the same story, checked by running it).
-The budget is a number of candidate runs (never wall time), and the search takes no random
-decision: the same shrunk run gives the same minimised run.
+Each candidate is run from a fresh world through the driver (:class:`~qmodel.driver.Example`) with
+every choice, the verbs' included, answered by :class:`ProgramBackend` and recorded as in any run;
+the minimised world is therefore an ordinary run whose trace (:func:`qmodel.replay.trace_of`)
+replays byte for byte. While the passes run, every step is its own ``run 1`` verb, so the safety
+invariants are checked after every step and the story stops where the bug shows; the result is then
+told with its consecutive steps as ``run N`` verbs (when that gives the same story, checked by
+running it). The budget is a number of candidate runs (never wall time), and the search takes no
+random decision: the same shrunk run gives the same minimised run.
 """
 
 from __future__ import annotations
@@ -81,7 +79,8 @@ __all__ = [
 ]
 
 #: Candidate runs a minimisation may spend by default (each is one example from a fresh world,
-#: settled when the bug is an eventual one), half for each of its two searches.
+#: settled when the bug is an eventual one): at most half for the first of its two searches,
+#: the rest for the second.
 DEFAULT_RUNS = 800
 
 #: A task as an event names it: the event that made it (its ``uid``; ``-1`` for a task made

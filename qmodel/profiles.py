@@ -120,8 +120,8 @@ def register(environ: dict[str, str] | None = None) -> None:
 #: any machine); the seconds are only a safety net for a very slow machine.
 SHRINK_BUDGETS = {"dev": (40, 150, 60), "ci": (60, 250, 180), "nightly": (500, 5_000, 600)}
 #: Candidate runs each profile lets :func:`qmodel.minimise.minimise` spend on one bug after
-#: Hypothesis has shrunk it (a count, so the same seed gives the same counterexample; its two
-#: searches have half each).
+#: Hypothesis has shrunk it (a count, so the same seed gives the same counterexample; the first
+#: of its two searches has at most half).
 MINIMISE_RUNS = {"dev": 300, "ci": 800, "nightly": 4_000}
 
 
