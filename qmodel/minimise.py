@@ -93,8 +93,10 @@ TaskKey = tuple[int, int, str, str]
 @attrs.frozen
 class Event:
     """One step of a program: a verb other than ``run`` with its argument (``task`` is
-    ``None``), or one scheduler step of ``task`` (``verb`` is ``run``, ``arg`` 1); ``choices``
-    are the platform's choices made while it ran."""
+    ``None``), or one scheduler step of ``task`` (``verb`` is ``run``, ``arg`` 1), or, with
+    ``verb`` ``run``, ``arg`` 0 and no task, the steps of ``actor``'s story until it waits
+    (an actor cut short: see :func:`_cut_short`; the run records each of them as a step);
+    ``choices`` are the platform's choices made while it ran."""
 
     verb: str
     arg: int
