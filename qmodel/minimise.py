@@ -383,7 +383,7 @@ class _Program:
         if self._crashable is not None and self._crashable[0] == self.config:
             return self._crashable[1]
         out: dict[str, int] = {}
-        verb = next((v for v in self.protocol.verbs if v.name == "crash"), None)
+        verb = _verb(self.protocol, "crash")
         if verb is not None:
             example = Example.begin(
                 self.factory(), self.protocol, self.config, ProgramBackend(), ()
@@ -553,14 +553,22 @@ class _Program:
         )
 
 
+def _verb(protocol: Protocol, name: str) -> Any:
+    """The protocol's verb ``name``, or ``None``."""
+    return next((v for v in protocol.verbs if v.name == name), None)
+
+
+def _clock_ticks(protocol: Protocol) -> tuple[int, ...]:
+    """The moves (ms) of the protocol's ``advance`` verb; none without one."""
+    verb = _verb(protocol, "advance")
+    return tuple(verb.args) if verb is not None else ()
+
+
 def _ticks(gap: int, protocol: Protocol) -> list[int] | None:
     """Clock moves of the protocol's advance verb that pass ``gap`` ms (the fewest, largest
     first; at most 6), or ``None``."""
-    if gap <= 0:
-        return None
-    try:
-        args = sorted(protocol.verb("advance").args, reverse=True)
-    except KeyError:
+    args = sorted(_clock_ticks(protocol), reverse=True)
+    if gap <= 0 or not args:
         return None
     out: list[int] = []
     for t in args:
@@ -657,10 +665,7 @@ def _cut_short(program: _Program, best: _Run, runs: int) -> _Run | None:
     crashable = program.crashable()
     if not crashable:
         return None
-    try:
-        ticks = sorted(program.protocol.verb("advance").args)
-    except KeyError:
-        ticks = []
+    ticks = sorted(_clock_ticks(program.protocol))
     spare = max((e.uid for e in best.events), default=-1) + 1
     events = best.events
     starts: dict[str, list[int]] = {}
